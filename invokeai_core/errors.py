@@ -1,0 +1,136 @@
+"""Typed errors. Every error that reaches a user names what was wrong and where.
+
+They derive from `InvokeAIError` (not `ValueError`) on purpose: pydantic re-wraps `ValueError`
+raised inside validators, and these must reach the caller intact with their node id and field.
+"""
+
+from __future__ import annotations
+
+
+class InvokeAIError(Exception):
+    """Base class of every error the kernel raises on purpose."""
+
+
+class InvocationDefinitionError(InvokeAIError, TypeError):
+    """A node or output class is ill-defined (raised at class definition time)."""
+
+    def __init__(self, class_name: str, reason: str) -> None:
+        self.class_name = class_name
+        self.reason = reason
+        super().__init__(f"{class_name}: {reason}")
+
+
+class RegistryError(InvokeAIError):
+    """A registration conflict or a lookup of something unknown."""
+
+
+class DuplicateRegistrationError(RegistryError):
+    """Two plugins registered the same node type, output type or implementation name."""
+
+    def __init__(self, what: str, name: str, first_plugin: str, second_plugin: str) -> None:
+        self.what = what
+        self.name = name
+        self.first_plugin = first_plugin
+        self.second_plugin = second_plugin
+        super().__init__(
+            f"{what} '{name}' is registered by both plugin '{first_plugin}' and plugin '{second_plugin}'"
+        )
+
+
+class GraphError(InvokeAIError):
+    """A graph, edge or node was refused. Carries the node id, the field and the rule broken."""
+
+    def __init__(self, reason: str, node_id: str | None = None, field: str | None = None) -> None:
+        self.node_id = node_id
+        self.field = field
+        self.reason = reason
+        super().__init__(self._format())
+
+    def _format(self) -> str:
+        where = ""
+        if self.node_id is not None:
+            where = f"node '{self.node_id}'"
+            if self.field is not None:
+                where += f", field '{self.field}'"
+            where += ": "
+        return f"{where}{self.reason}"
+
+    def to_dict(self) -> dict[str, str | None]:
+        """A structured form for APIs and `--json` output."""
+        return {"type": type(self).__name__, "node_id": self.node_id, "field": self.field, "reason": self.reason}
+
+
+class UnknownNodeTypeError(GraphError):
+    """A node's `type` is not registered by any loaded plugin."""
+
+
+class NodeFieldError(GraphError):
+    """A node has an unknown field or a value of the wrong type."""
+
+
+class DuplicateNodeError(GraphError):
+    """A node id is used twice."""
+
+
+class NodeNotFoundError(GraphError):
+    """An edge or a lookup names a node id that is not in the graph."""
+
+
+class EdgeError(GraphError):
+    """An edge is refused (unknown field, input fed twice, direct-only input, ...)."""
+
+
+class TypeMismatchError(EdgeError):
+    """An edge connects an output to an input of an incompatible type."""
+
+
+class CycleError(EdgeError):
+    """An edge would close a cycle; graphs are DAGs."""
+
+
+class IterateCollectError(GraphError):
+    """Broken iterate/collect wiring."""
+
+
+class MissingInputError(GraphError):
+    """A required input is neither set nor connected."""
+
+
+class SessionError(InvokeAIError):
+    """An operation on a session was refused (e.g. an edge into a node that already ran)."""
+
+    def __init__(self, reason: str, node_id: str | None = None, field: str | None = None) -> None:
+        self.node_id = node_id
+        self.field = field
+        self.reason = reason
+        where = f"node '{node_id}': " if node_id else ""
+        super().__init__(f"{where}{reason}")
+
+
+class BatchError(InvokeAIError):
+    """A batch was refused; names the group, node and field."""
+
+    def __init__(self, reason: str, node_id: str | None = None, field: str | None = None) -> None:
+        self.node_id = node_id
+        self.field = field
+        self.reason = reason
+        where = ""
+        if node_id is not None:
+            where = f"node '{node_id}'" + (f", field '{field}'" if field else "") + ": "
+        super().__init__(f"batch: {where}{reason}")
+
+
+class ConfigError(InvokeAIError):
+    """Bad configuration (unknown key, bad value, unknown or uninstallable implementation)."""
+
+
+class ServiceUnavailableError(ConfigError):
+    """A configured service implementation is unknown or cannot be imported."""
+
+
+class PluginError(InvokeAIError):
+    """A plugin failed to load (only raised in strict mode; otherwise it is reported)."""
+
+
+class SessionNotFoundError(InvokeAIError):
+    """No session with that id."""

@@ -1,0 +1,367 @@
+"""The Invoker: the one entry point applications (CLI, web API, tests) use to run graphs.
+
+It owns the services and an in-process session processor (worker threads). Applications create
+sessions, add nodes and edges, ask for the next node or all of them to run, wait, and cancel; they
+never touch services or plugin internals directly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import queue
+import threading
+from typing import TYPE_CHECKING, Any
+
+from invokeai_core.context import InvocationContext
+from invokeai_core.errors import SessionNotFoundError
+from invokeai_core.events import (
+    InvocationCompleteEvent,
+    InvocationErrorEvent,
+    InvocationProgressEvent,
+    InvocationStartedEvent,
+    ProgressImage,
+    SessionCanceledEvent,
+    SessionCompleteEvent,
+    SessionStartedEvent,
+)
+from invokeai_core.graph import Edge, Graph
+from invokeai_core.session import NodeError, PrepareError, PreparedInvocation, Session
+
+if TYPE_CHECKING:
+    from invokeai_core.config import InvokeAIConfig
+    from invokeai_core.invocations.baseinvocation import BaseInvocation, BaseInvocationOutput
+    from invokeai_core.plugins.host import PluginHost
+    from invokeai_core.registry import NodeRegistry
+    from invokeai_core.services.container import Services
+
+logger = logging.getLogger("invokeai.invoker")
+
+_STOP = object()
+
+
+class _Run:
+    """Book-keeping for one session while the processor owns it."""
+
+    __slots__ = ("all", "done", "pending")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.pending = 0
+        self.all = False
+
+
+class Invoker:
+    """Runs sessions on worker threads; see the module docstring."""
+
+    def __init__(self, services: Services, host: PluginHost | None = None, *, workers: int | None = None) -> None:
+        from invokeai_core.plugins.host import get_host
+
+        self.services = services
+        self.host = host if host is not None else get_host()
+        self.workers = workers if workers is not None else services.config.queue_workers
+        self._requests: queue.Queue[Any] = queue.Queue()
+        self._threads: list[threading.Thread] = []
+        self._runs: dict[str, _Run] = {}
+        self._busy: set[str] = set()
+        self._canceled: set[str] = set()
+        self._lock = threading.Lock()
+        self._started = False
+
+    # -- construction helpers -----------------------------------------------------------------
+    @classmethod
+    def from_config(cls, config: InvokeAIConfig | None = None, host: PluginHost | None = None) -> Invoker:
+        """Build services from configuration (and the host's registered implementations)."""
+        from invokeai_core.config import load_config
+        from invokeai_core.plugins.host import get_host
+        from invokeai_core.services.container import Services
+
+        host = host if host is not None else get_host()
+        config = config if config is not None else host.config
+        services = Services(config, host.service_registry)
+        services.build_all()
+        return cls(services, host)
+
+    @property
+    def registry(self) -> NodeRegistry:
+        return self.host.registry
+
+    @property
+    def config(self) -> InvokeAIConfig:
+        return self.services.config
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def start(self) -> Invoker:
+        if self._started:
+            return self
+        self._started = True
+        self.services.start(self)
+        self.host.call_startup(self)
+        for i in range(self.workers):
+            t = threading.Thread(target=self._worker, name=f"invokeai-session-processor-{i}", daemon=True)
+            t.start()
+            self._threads.append(t)
+        return self
+
+    def stop(self, timeout: float | None = 10.0) -> None:
+        if not self._started:
+            return
+        with self._lock:
+            self._canceled.update(self._runs)
+        for _ in self._threads:
+            self._requests.put(_STOP)
+        for t in self._threads:
+            t.join(timeout)
+        self._threads.clear()
+        self.host.call_shutdown(self)
+        self.services.stop(self)
+        self._started = False
+
+    def __enter__(self) -> Invoker:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    # -- sessions -----------------------------------------------------------------------------
+    def create_session(self, graph: Graph | dict[str, Any] | None = None) -> Session:
+        if isinstance(graph, dict):
+            graph = Graph.from_dict(graph, self.registry)
+        session = Session(graph if graph is not None else Graph(self.registry))
+        self.services.sessions.save(session)
+        return session
+
+    def get_session(self, session_id: str) -> Session:
+        return self.services.sessions.get(session_id)
+
+    def add_node(self, session_id: str, node: BaseInvocation | dict[str, Any], *, link_previous: bool = False) -> BaseInvocation:
+        session = self.get_session(session_id)
+        added = session.add_node(node, link_previous=link_previous)
+        self.services.sessions.save(session)
+        return added
+
+    def add_nodes(self, session_id: str, graph: Graph | dict[str, Any]) -> None:
+        session = self.get_session(session_id)
+        session.add_graph(graph)
+        self.services.sessions.save(session)
+
+    def add_edge(self, session_id: str, edge: Edge | dict[str, Any]) -> Edge:
+        session = self.get_session(session_id)
+        added = session.add_edge(edge)
+        self.services.sessions.save(session)
+        return added
+
+    # -- running ------------------------------------------------------------------------------
+    def invoke(self, session_id: str, *, all: bool = True) -> None:
+        """Ask the processor to run the next ready node (`all=False`) or every node."""
+        self.get_session(session_id)  # raises SessionNotFoundError early
+        if not self._started:
+            self.start()
+        with self._lock:
+            run = self._runs.get(session_id)
+            if run is None:
+                run = self._runs[session_id] = _Run()
+            run.pending += 1
+            run.done.clear()
+        self._requests.put((session_id, all))
+
+    def wait(self, session_id: str, timeout: float | None = None) -> Session:
+        """Block until the processor has finished every request for the session."""
+        run = self._runs.get(session_id)
+        if run is not None and not run.done.wait(timeout):
+            raise TimeoutError(f"session '{session_id}' did not finish within {timeout} s")
+        return self.get_session(session_id)
+
+    def cancel(self, session_id: str) -> None:
+        """Cancel a session: the running node sees `context.is_canceled()`, nothing more runs."""
+        session = self.get_session(session_id)
+        with self._lock:
+            self._canceled.add(session_id)
+            running = session_id in self._runs
+        if not running and not session.canceled and not session.is_complete():
+            self._mark_canceled(session)
+
+    def is_canceled(self, session_id: str) -> bool:
+        return session_id in self._canceled
+
+    def run_graph(self, graph: Graph | dict[str, Any], *, timeout: float | None = None) -> Session:
+        """Create a session for `graph`, run all of it, and return it when done."""
+        session = self.create_session(graph)
+        self.invoke(session.id, all=True)
+        return self.wait(session.id, timeout)
+
+    # -- the processor ------------------------------------------------------------------------
+    def _worker(self) -> None:
+        while True:
+            request = self._requests.get()
+            if request is _STOP:
+                return
+            session_id, run_all = request
+            with self._lock:
+                if session_id in self._busy:
+                    self._requests.put(request)  # another worker owns it; retry after it finishes
+                    continue
+                self._busy.add(session_id)
+            try:
+                self.run_session(session_id, run_all=run_all)
+            except Exception:
+                logger.exception("the session processor failed on session %s", session_id)
+            finally:
+                with self._lock:
+                    self._busy.discard(session_id)
+                    run = self._runs.get(session_id)
+                    if run is not None:
+                        run.pending -= 1
+                        if run.pending <= 0:
+                            del self._runs[session_id]
+                            run.done.set()
+
+    def run_session(
+        self, session_id: str, *, run_all: bool = True, queue_id: str | None = None, item_id: int | None = None
+    ) -> Session:
+        """Run a session in the calling thread (the processor calls this; so may a queue worker)."""
+        try:
+            session = self.get_session(session_id)
+        except SessionNotFoundError:
+            logger.warning("session %s vanished before it ran", session_id)
+            raise
+        events = self.services.events
+        if not session.history and not session.errors and events.has_subscribers("session_started"):
+            events.emit(SessionStartedEvent(session_id=session.id, queue_id=queue_id, item_id=item_id))
+        while True:
+            if session_id in self._canceled:
+                self._mark_canceled(session, queue_id, item_id)
+                return session
+            try:
+                prepared = session.next()
+            except PrepareError as e:
+                self._record_error(session, e.key, e.prepared_id, e.error, "?", queue_id, item_id)
+                break
+            if prepared is None:
+                break
+            if not self._run_node(session, prepared, queue_id, item_id):
+                break
+            if not run_all:
+                break
+        if session_id in self._canceled and not session.errors:
+            self._mark_canceled(session, queue_id, item_id)
+            return session
+        if session.is_complete():
+            self.services.sessions.save(session)
+            if events.has_subscribers("session_complete"):
+                events.emit(
+                    SessionCompleteEvent(session_id=session.id, queue_id=queue_id, item_id=item_id, status=session.status)  # type: ignore[arg-type]
+                )
+        return session
+
+    def _mark_canceled(self, session: Session, queue_id: str | None = None, item_id: int | None = None) -> None:
+        if session.canceled:
+            return
+        session.canceled = True
+        self.services.sessions.save(session)
+        events = self.services.events
+        events.emit(SessionCanceledEvent(session_id=session.id, queue_id=queue_id, item_id=item_id))
+        events.emit(SessionCompleteEvent(session_id=session.id, queue_id=queue_id, item_id=item_id, status="canceled"))
+
+    def _record_error(
+        self, session: Session, key: Any, pid: str, exc: BaseException, type_id: str,
+        queue_id: str | None, item_id: int | None,
+    ) -> None:
+        error = NodeError.from_exception(pid, exc)
+        session.set_error(key, error)
+        self.services.sessions.save(session)
+        node = session.graph.nodes.get(error.source_node_id)
+        self.services.events.emit(
+            InvocationErrorEvent(
+                session_id=session.id, queue_id=queue_id, item_id=item_id, node_id=pid,
+                source_node_id=error.source_node_id,
+                invocation_type=node.invocation_type if node is not None else type_id,
+                error_type=error.type, error_message=error.message, error_traceback=error.traceback,
+            )
+        )
+
+    def _run_node(self, session: Session, prepared: PreparedInvocation, queue_id: str | None, item_id: int | None) -> bool:
+        inv = prepared.invocation
+        cls = type(inv)
+        type_id = cls.invocation_type
+        services = self.services
+        events = services.events
+        sid = session.id
+        if events.has_subscribers("invocation_started"):
+            events.emit(
+                InvocationStartedEvent(
+                    session_id=sid, queue_id=queue_id, item_id=item_id, node_id=prepared.id,
+                    source_node_id=prepared.source_node_id, invocation_type=type_id,
+                )
+            )
+        cache = services.cache
+        key: str | None = None
+        output: BaseInvocationOutput | None = None
+        try:
+            if inv.use_cache and cls.invocation_meta.cacheable and cache.enabled:
+                key = self.cache_key(inv)
+                output = cache.get(key)
+            cached = output is not None
+            if output is None:
+                context = InvocationContext(
+                    services,
+                    session_id=sid,
+                    node_id=prepared.id,
+                    source_node_id=prepared.source_node_id,
+                    invocation_type=type_id,
+                    is_canceled=lambda: sid in self._canceled,
+                    emit_progress=self._progress_emitter(sid, prepared, queue_id, item_id),
+                    graph_json=session.graph.to_dict,
+                    queue_id=queue_id,
+                    item_id=item_id,
+                )
+                output = inv.invoke(context)
+                if not isinstance(output, cls.output_class):
+                    raise TypeError(
+                        f"node '{prepared.id}' ({type_id}) returned {type(output).__name__}, "
+                        f"but its invoke() is declared to return {cls.output_class.__name__}"
+                    )
+                if key is not None:
+                    cache.save(key, output)
+        except Exception as e:
+            if sid in self._canceled:
+                return False
+            self._record_error(session, prepared.key, prepared.id, e, type_id, queue_id, item_id)
+            return False
+        session.complete(prepared.key, output)
+        services.sessions.node_completed(session, prepared.id)
+        if events.has_subscribers("invocation_complete"):
+            events.emit(
+                InvocationCompleteEvent(
+                    session_id=sid, queue_id=queue_id, item_id=item_id, node_id=prepared.id,
+                    source_node_id=prepared.source_node_id, invocation_type=type_id,
+                    result=output.model_dump(mode="json"), cached=cached,
+                )
+            )
+        return True
+
+    def cache_key(self, inv: BaseInvocation) -> str:
+        """Same node type, node version, plugin version and inputs = same key."""
+        cls = type(inv)
+        entry = self.registry.entry(cls.invocation_type)
+        body = inv.model_dump_json(exclude={"id", "use_cache"})
+        digest = hashlib.blake2b(body.encode(), digest_size=20).hexdigest()
+        return f"{cls.invocation_type}:{cls.invocation_meta.version}:{entry.plugin}:{entry.plugin_version}:{digest}"
+
+    def _progress_emitter(self, sid: str, prepared: PreparedInvocation, queue_id: str | None, item_id: int | None) -> Any:
+        events = self.services.events
+
+        def emit(step: int, total: int, message: str | None, image: dict[str, Any] | None) -> None:
+            if not events.has_subscribers("invocation_progress"):
+                return
+            events.emit(
+                InvocationProgressEvent(
+                    session_id=sid, queue_id=queue_id, item_id=item_id, node_id=prepared.id,
+                    source_node_id=prepared.source_node_id,
+                    invocation_type=type(prepared.invocation).invocation_type,
+                    step=step, total=total, message=message,
+                    image=ProgressImage(**image) if image is not None else None,
+                )
+            )
+
+        return emit

@@ -1,0 +1,430 @@
+"""The plugin host: discovers entry points, registers them with pluggy, and runs their hooks one
+plugin at a time so that a failure is contained, reported and rolled back.
+
+Loading is lazy and idempotent: entry points are read (cheap metadata) and plugin objects imported
+on first use; `register_invocations` runs only when the node registry is first needed and
+`register_services` only when services are built. `invokeai --help` therefore imports plugin hook
+modules but no node modules and no heavy libraries.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from typing import TYPE_CHECKING, Any, Literal
+
+import pluggy
+
+from invokeai_core import hookspecs
+from invokeai_core.errors import PluginError
+from invokeai_core.registry import NodeRegistry
+from invokeai_core.services.registry import ServiceImpl, ServiceRegistry
+from invokeai_core.version import __version__
+
+if TYPE_CHECKING:
+    import click
+
+    from invokeai_core.config import InvokeAIConfig
+    from invokeai_core.invoker import Invoker
+
+logger = logging.getLogger("invokeai.plugins")
+
+PluginStatus = Literal["loaded", "failed", "blocked", "disabled"]
+
+#: The kernel's own defaults, registered through the same hooks as any plugin. Cannot be blocked.
+BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
+    ("core", "invokeai_core.builtin.core"),
+)
+
+
+@dataclass
+class PluginInfo:
+    """What `invokeai plugins` shows for one plugin."""
+
+    name: str
+    module: str
+    dist: str | None = None
+    version: str | None = None
+    status: PluginStatus = "loaded"
+    error: str | None = None
+    hint: str | None = None
+    hooks: list[str] = field(default_factory=list)
+    nodes: list[str] = field(default_factory=list)
+    services: list[str] = field(default_factory=list)
+    builtin: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _env_allowlist(environ: dict[str, str] | os._Environ[str]) -> set[str] | None:
+    raw = environ.get("INVOKEAI_LOAD_PLUGINS")
+    if raw is None:
+        return None
+    return {p.strip() for p in raw.split(",") if p.strip()}
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+class PluginHost:
+    """Owns the pluggy manager, the plugin statuses, and the registries the hooks fill."""
+
+    def __init__(
+        self,
+        config: InvokeAIConfig | None = None,
+        *,
+        discover: bool = True,
+        strict: bool | None = None,
+        allowlist: set[str] | None | Literal["env"] = "env",
+        blocklist: Iterable[str] | None = None,
+    ) -> None:
+        self._config = config
+        self.discover = discover
+        self.strict = _truthy(os.environ.get("INVOKEAI_STRICT_PLUGINS")) if strict is None else strict
+        self.allowlist = _env_allowlist(os.environ) if allowlist == "env" else allowlist
+        self._blocklist = set(blocklist) if blocklist is not None else None
+        self.pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+        self.pm.add_hookspecs(hookspecs)
+        self.plugins: dict[str, PluginInfo] = {}
+        self._loaded = False
+        self._registry: NodeRegistry | None = None
+        self._services: ServiceRegistry | None = None
+        self._lock = threading.RLock()
+
+    # -- configuration ------------------------------------------------------------------------
+    @property
+    def config(self) -> InvokeAIConfig:
+        if self._config is None:
+            from invokeai_core.config import load_config
+
+            self._config = load_config()
+        return self._config
+
+    @property
+    def blocklist(self) -> set[str]:
+        if self._blocklist is None:
+            self._blocklist = set(self.config.plugins.block)
+        return self._blocklist
+
+    # -- loading ------------------------------------------------------------------------------
+    def load(self) -> PluginHost:
+        """Register the built-in plugins and every allowed entry point (idempotent)."""
+        with self._lock:
+            if self._loaded:
+                return self
+            self._loaded = True
+            import importlib
+
+            for name, module_name in BUILTIN_PLUGINS:
+                module = importlib.import_module(module_name)
+                info = PluginInfo(name=name, module=module_name, dist="invokeai-core", version=__version__, builtin=True)
+                self.plugins[name] = info
+                self.pm.register(module, name=name)
+            if self.discover:
+                for ep in sorted(metadata.entry_points(group=hookspecs.ENTRY_POINT_GROUP), key=lambda e: e.name):
+                    self._load_entry_point(ep)
+            self._finish_registration()
+            return self
+
+    def _load_entry_point(self, ep: metadata.EntryPoint) -> None:
+        dist = ep.dist.name if ep.dist is not None else None
+        version = ep.dist.version if ep.dist is not None else None
+        info = PluginInfo(name=ep.name, module=ep.value, dist=dist, version=version)
+        if ep.name in self.plugins:
+            other = self.plugins[ep.name]
+            info.status = "failed"
+            info.error = f"the plugin name '{ep.name}' is already used by {other.dist or other.module}"
+            self.plugins[f"{ep.name}@{dist}"] = info
+            self._fail_strict(info)
+            return
+        self.plugins[ep.name] = info
+        if self.allowlist is not None and ep.name not in self.allowlist:
+            info.status = "disabled"
+            info.hint = "not in INVOKEAI_LOAD_PLUGINS"
+            return
+        if ep.name in self.blocklist:
+            info.status = "blocked"
+            info.hint = "listed in plugins.block in the configuration"
+            return
+        problem = self._compatibility_problem(ep)
+        if problem:
+            self._mark_failed(info, problem, f"install a version of {dist} that supports invokeai-core {__version__}")
+            return
+        try:
+            obj = ep.load()
+        except BaseException as e:  # noqa: BLE001 - a plugin may raise anything, even SystemExit
+            if isinstance(e, KeyboardInterrupt):
+                raise
+            hint = None
+            if isinstance(e, ImportError) and getattr(e, "name", None):
+                hint = (
+                    f"the plugin needs the module '{e.name}': install it, or reinstall the plugin "
+                    f"with `pip install --force-reinstall {dist or ep.name}`"
+                )
+            self._mark_failed(info, f"{type(e).__name__}: {e}", hint)
+            return
+        try:
+            self.pm.register(obj, name=ep.name)
+        except Exception as e:
+            self._mark_failed(info, f"{type(e).__name__}: {e}", None)
+
+    def _compatibility_problem(self, ep: metadata.EntryPoint) -> str | None:
+        if ep.dist is None:
+            return None
+        from packaging.requirements import InvalidRequirement, Requirement
+        from packaging.version import Version
+
+        for raw in ep.dist.requires or []:
+            try:
+                req = Requirement(raw)
+            except InvalidRequirement:
+                continue
+            if req.name.lower().replace("_", "-") != "invokeai-core" or req.marker is not None:
+                continue
+            if req.specifier and not req.specifier.contains(Version(__version__), prereleases=True):
+                return f"requires invokeai-core{req.specifier}, but invokeai-core {__version__} is installed"
+        return None
+
+    def _finish_registration(self) -> None:
+        # Plugins may add hookspecs of their own before unknown hook names are checked.
+        def add(specs: Any) -> None:
+            self.pm.add_hookspecs(specs)
+
+        self._call_each("register_hookspecs", {"add": add})
+        for name, info in list(self.plugins.items()):
+            plugin = self.pm.get_plugin(name)
+            if plugin is None or info.status != "loaded":
+                continue
+            unknown = []
+            for caller in self.pm.get_hookcallers(plugin) or []:
+                for impl in caller.get_hookimpls():
+                    if impl.plugin is plugin and caller.spec is None and not impl.optionalhook:
+                        unknown.append(caller.name)
+            if unknown:
+                self._mark_failed(
+                    info,
+                    f"implements unknown hook(s) {', '.join(sorted(unknown))}",
+                    "check the hook names against invokeai_core.hookspecs (a typo?)",
+                )
+                continue
+            info.hooks = sorted(
+                c.name for c in (self.pm.get_hookcallers(plugin) or []) if c.spec is not None
+            )
+        self.pm.check_pending()
+
+    def _mark_failed(self, info: PluginInfo, error: str, hint: str | None) -> None:
+        info.status = "failed"
+        info.error = error
+        info.hint = hint
+        if self.pm.get_plugin(info.name) is not None:
+            self.pm.unregister(name=info.name)
+        if self._registry is not None:
+            self._registry.remove_plugin(info.name)
+        if self._services is not None:
+            self._services.remove_plugin(info.name)
+        info.nodes = []
+        info.services = []
+        logger.warning("plugin '%s' failed and was skipped: %s", info.name, error)
+        self._fail_strict(info)
+
+    def _fail_strict(self, info: PluginInfo) -> None:
+        if self.strict:
+            raise PluginError(
+                f"plugin '{info.name}' failed: {info.error}" + (f" ({info.hint})" if info.hint else "")
+                + " [INVOKEAI_STRICT_PLUGINS=1]"
+            )
+
+    def _call_each(self, hook_name: str, kwargs: dict[str, Any], on_success: Callable[[str], None] | None = None,
+                   prepare: Callable[[str], dict[str, Any]] | None = None) -> None:
+        """Call one hook plugin by plugin; a plugin whose implementation raises is marked failed."""
+        caller = getattr(self.pm.hook, hook_name)
+        for impl in caller.get_hookimpls():  # registration order
+            name = impl.plugin_name
+            info = self.plugins.get(name)
+            if info is None or info.status != "loaded":
+                continue
+            call_kwargs = dict(kwargs)
+            if prepare is not None:
+                call_kwargs.update(prepare(name))
+            try:
+                impl.function(*[call_kwargs[a] for a in impl.argnames])
+            except BaseException as e:  # noqa: BLE001
+                if isinstance(e, KeyboardInterrupt):
+                    raise
+                if isinstance(e, PluginError):
+                    raise
+                self._mark_failed(info, f"{hook_name} raised {type(e).__name__}: {e}", None)
+                continue
+            if on_success is not None:
+                on_success(name)
+
+    # -- registries ---------------------------------------------------------------------------
+    @property
+    def registry(self) -> NodeRegistry:
+        """The node registry, filled by `register_invocations` on first access."""
+        if self._registry is not None:
+            return self._registry
+        with self._lock:
+            if self._registry is None:
+                self.load()
+                registry = NodeRegistry()
+                self._registry = registry
+                self._run_register_invocations(registry)
+            return self._registry
+
+    def _run_register_invocations(self, registry: NodeRegistry, only: str | None = None) -> None:
+        pending: dict[str, list[type]] = {}
+
+        def prepare(name: str) -> dict[str, Any]:
+            pending[name] = []
+            return {"register": pending[name].append}
+
+        def commit(name: str) -> None:
+            info = self.plugins[name]
+            classes = pending.pop(name, [])
+            try:
+                for cls in classes:
+                    registry.check(cls, name)  # type: ignore[arg-type]
+            except Exception as e:
+                self._mark_failed(info, str(e), "uninstall one of the two plugins, or block one in plugins.block")
+                return
+            for cls in classes:
+                registry.add(cls, name, info.version or "0")  # type: ignore[arg-type]
+            info.nodes = registry.by_plugin(name)
+
+        if only is None:
+            self._call_each("register_invocations", {}, on_success=commit, prepare=prepare)
+        else:
+            self._call_only(only, "register_invocations", prepare, commit)
+
+    @property
+    def service_registry(self) -> ServiceRegistry:
+        """Service implementations, filled by `register_services` on first access."""
+        if self._services is not None:
+            return self._services
+        with self._lock:
+            if self._services is None:
+                self.load()
+                services = ServiceRegistry()
+                self._services = services
+                self._run_register_services(services)
+            return self._services
+
+    def _run_register_services(self, services: ServiceRegistry, only: str | None = None) -> None:
+        pending: dict[str, list[ServiceImpl]] = {}
+
+        def prepare(name: str) -> dict[str, Any]:
+            pending[name] = []
+
+            def register(kind: str, impl_name: str, path: str, *, description: str = "",
+                         install_hint: str | None = None, default: bool = False) -> None:
+                pending[name].append(ServiceImpl(kind, impl_name, path, name, description, install_hint, default))
+
+            return {"register": register}
+
+        def commit(name: str) -> None:
+            info = self.plugins[name]
+            impls = pending.pop(name, [])
+            try:
+                for impl in impls:
+                    services.check(impl)
+            except Exception as e:
+                self._mark_failed(info, str(e), "uninstall one of the two plugins, or block one in plugins.block")
+                return
+            for impl in impls:
+                services.add(impl)
+            info.services = [f"{i.kind}:{i.name}" for i in impls]
+
+        if only is None:
+            self._call_each("register_services", {}, on_success=commit, prepare=prepare)
+        else:
+            self._call_only(only, "register_services", prepare, commit)
+
+    def _call_only(self, name: str, hook_name: str, prepare: Callable[[str], dict[str, Any]],
+                   commit: Callable[[str], None]) -> None:
+        plugin = self.pm.get_plugin(name)
+        caller = getattr(self.pm.hook, hook_name)
+        for impl in caller.get_hookimpls():
+            if impl.plugin is plugin:
+                kwargs = prepare(name)
+                try:
+                    impl.function(*[kwargs[a] for a in impl.argnames])
+                except Exception as e:
+                    self._mark_failed(self.plugins[name], f"{hook_name} raised {type(e).__name__}: {e}", None)
+                    return
+                commit(name)
+
+    # -- plugins added at run time (tests, notebooks) ------------------------------------------
+    def register_plugin(self, plugin: Any, name: str | None = None, version: str = "0") -> PluginInfo:
+        """Register a plugin object directly (no entry point), running the hooks already run."""
+        with self._lock:
+            self.load()
+            name = name or getattr(plugin, "__name__", None) or type(plugin).__name__
+            if name in self.plugins and self.plugins[name].status == "loaded":
+                raise PluginError(f"a plugin named '{name}' is already registered")
+            info = PluginInfo(name=name, module=getattr(plugin, "__name__", repr(plugin)), version=version)
+            self.plugins[name] = info
+            self.pm.register(plugin, name=name)
+            self._finish_registration()
+            if info.status == "loaded":
+                if self._registry is not None:
+                    self._run_register_invocations(self._registry, only=name)
+                if self._services is not None and info.status == "loaded":
+                    self._run_register_services(self._services, only=name)
+            return info
+
+    def unregister_plugin(self, name: str) -> None:
+        with self._lock:
+            if self.pm.get_plugin(name) is not None:
+                self.pm.unregister(name=name)
+            if self._registry is not None:
+                self._registry.remove_plugin(name)
+            if self._services is not None:
+                self._services.remove_plugin(name)
+            self.plugins.pop(name, None)
+
+    # -- other hooks --------------------------------------------------------------------------
+    def add_commands(self, cli: click.Group) -> None:
+        self.load()
+        self._call_each("register_commands", {"cli": cli})
+
+    def call_startup(self, invoker: Invoker) -> None:
+        self.load()
+        self._call_each("startup", {"invoker": invoker})
+
+    def call_shutdown(self, invoker: Invoker) -> None:
+        self._call_each("shutdown", {"invoker": invoker})
+
+    def plugin_list(self) -> list[PluginInfo]:
+        """Every plugin with its status (loads the registries so node and service errors show)."""
+        self.load()
+        _ = self.registry
+        _ = self.service_registry
+        return list(self.plugins.values())
+
+
+_host: PluginHost | None = None
+_host_lock = threading.Lock()
+
+
+def get_host() -> PluginHost:
+    """The process-wide default host (created and loaded on first use)."""
+    global _host
+    if _host is None:
+        with _host_lock:
+            if _host is None:
+                _host = PluginHost().load()
+    return _host
+
+
+def set_host(host: PluginHost | None) -> PluginHost | None:
+    """Replace the default host (tests); returns the previous one."""
+    global _host
+    previous, _host = _host, host
+    return previous

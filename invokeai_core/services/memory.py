@@ -1,0 +1,319 @@
+"""In-memory implementations of the stores (the defaults for tests and single-shot CLI runs).
+
+They honour the same contracts as the persistent stores; the contract tests in
+`tests/test_service_contracts.py` run against each.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections import OrderedDict
+from typing import TYPE_CHECKING, Any
+
+from invokeai_core.errors import SessionNotFoundError
+from invokeai_core.services.base import (
+    FINISHED,
+    EnqueueResult,
+    ImageRecord,
+    ImageRecordStorageBase,
+    OutputCacheBase,
+    Page,
+    QueueItem,
+    QueueStatus,
+    QueueStatusCounts,
+    SessionQueueBase,
+    SessionStorageBase,
+    SessionSummary,
+    utcnow,
+)
+
+if TYPE_CHECKING:
+    from invokeai_core.batch import Batch
+    from invokeai_core.config import InvokeAIConfig
+    from invokeai_core.invocations.baseinvocation import BaseInvocationOutput
+    from invokeai_core.session import Session
+
+
+class MemoryImageRecordStorage(ImageRecordStorageBase):
+    def __init__(self, config: InvokeAIConfig | None = None) -> None:
+        self._records: dict[str, ImageRecord] = {}
+        self._lock = threading.Lock()
+
+    def save(self, record: ImageRecord) -> None:
+        with self._lock:
+            self._records[record.image_name] = record
+
+    def get(self, image_name: str) -> ImageRecord:
+        try:
+            return self._records[image_name]
+        except KeyError:
+            raise KeyError(f"image '{image_name}' does not exist") from None
+
+    def update(self, image_name: str, *, starred: bool | None = None, is_intermediate: bool | None = None) -> ImageRecord:
+        with self._lock:
+            record = self.get(image_name)
+            changes: dict[str, Any] = {}
+            if starred is not None:
+                changes["starred"] = starred
+            if is_intermediate is not None:
+                changes["is_intermediate"] = is_intermediate
+            record = record.model_copy(update=changes)
+            self._records[image_name] = record
+            return record
+
+    def delete(self, image_name: str) -> None:
+        with self._lock:
+            self._records.pop(image_name, None)
+
+    def list(
+        self,
+        *,
+        offset: int = 0,
+        limit: int = 50,
+        session_id: str | None = None,
+        is_intermediate: bool | None = None,
+        starred: bool | None = None,
+    ) -> Page[ImageRecord]:
+        records = [
+            r
+            for r in reversed(self._records.values())
+            if (session_id is None or r.session_id == session_id)
+            and (is_intermediate is None or r.is_intermediate == is_intermediate)
+            and (starred is None or r.starred == starred)
+        ]
+        return Page[ImageRecord](items=records[offset : offset + limit], offset=offset, limit=limit, total=len(records))
+
+
+class MemorySessionStorage(SessionStorageBase):
+    """Keeps live session objects (no copies): what the processor runs is what readers see."""
+
+    def __init__(self, config: InvokeAIConfig | None = None) -> None:
+        self._sessions: dict[str, Session] = {}
+        self._lock = threading.Lock()
+
+    def save(self, session: Session) -> None:
+        with self._lock:
+            self._sessions[session.id] = session
+
+    def node_completed(self, session: Session, prepared_id: str) -> None:
+        if session.id not in self._sessions:
+            self.save(session)
+
+    def get(self, session_id: str) -> Session:
+        try:
+            return self._sessions[session_id]
+        except KeyError:
+            raise SessionNotFoundError(f"session '{session_id}' does not exist") from None
+
+    def delete(self, session_id: str) -> None:
+        with self._lock:
+            self._sessions.pop(session_id, None)
+
+    def list(self, *, offset: int = 0, limit: int = 50, query: str | None = None) -> Page[SessionSummary]:
+        found = []
+        for s in reversed(list(self._sessions.values())):
+            if query and query not in s.id and not any(query in n.invocation_type for n in s.graph.nodes.values()):
+                continue
+            found.append(
+                SessionSummary(
+                    id=s.id, status=s.status, nodes=len(s.graph.nodes), created_at=s.created_at, updated_at=s.updated_at
+                )
+            )
+        return Page[SessionSummary](items=found[offset : offset + limit], offset=offset, limit=limit, total=len(found))
+
+
+class MemoryOutputCache(OutputCacheBase):
+    """An LRU of node outputs, `cache_size` entries (0 disables it)."""
+
+    def __init__(self, config: InvokeAIConfig | None = None, *, size: int | None = None) -> None:
+        self.size = size if size is not None else (config.cache_size if config is not None else 512)
+        self._data: OrderedDict[str, BaseInvocationOutput] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.size > 0
+
+    def get(self, key: str) -> BaseInvocationOutput | None:
+        with self._lock:
+            value = self._data.get(key)
+            if value is None:
+                self.misses += 1
+                return None
+            self._data.move_to_end(key)
+            self.hits += 1
+            return value
+
+    def save(self, key: str, output: BaseInvocationOutput) -> None:
+        if self.size <= 0:
+            return
+        with self._lock:
+            self._data[key] = output
+            self._data.move_to_end(key)
+            while len(self._data) > self.size:
+                self._data.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+class MemorySessionQueue(SessionQueueBase):
+    """The session queue in memory (lost on exit; the SQLite queue persists)."""
+
+    def __init__(self, config: InvokeAIConfig | None = None, *, max_size: int | None = None) -> None:
+        self.max_size = max_size if max_size is not None else (config.max_queue_size if config is not None else 10000)
+        self._items: dict[int, QueueItem] = {}
+        self._ids = itertools.count(1)
+        self._lock = threading.RLock()
+
+    def _order(self, item: QueueItem) -> tuple[int, int]:
+        return (-item.priority, item.item_id)
+
+    def enqueue_batch(self, queue_id: str, batch: Batch, *, prepend: bool = False) -> EnqueueResult:
+        from invokeai_core.errors import BatchError
+
+        with self._lock:
+            requested = batch.count()
+            pending = sum(1 for i in self._items.values() if i.queue_id == queue_id and i.status == "pending")
+            if pending + requested > self.max_size:
+                raise BatchError(
+                    f"the queue '{queue_id}' holds {pending} pending items; {requested} more would exceed "
+                    f"the maximum of {self.max_size} (config max_queue_size)"
+                )
+            priority = batch.priority
+            if prepend:
+                current = [i.priority for i in self._items.values() if i.queue_id == queue_id and i.status == "pending"]
+                priority = max([*current, priority - 1]) + 1
+            ids = []
+            for session_id, graph, values in batch.expand():
+                item = QueueItem(
+                    item_id=next(self._ids),
+                    queue_id=queue_id,
+                    batch_id=batch.batch_id,
+                    session_id=session_id,
+                    priority=priority,
+                    field_values=values,
+                    graph=graph.to_dict(),
+                )
+                self._items[item.item_id] = item
+                ids.append(item.item_id)
+            return EnqueueResult(
+                queue_id=queue_id, batch_id=batch.batch_id, enqueued=len(ids), requested=requested,
+                priority=priority, item_ids=ids,
+            )
+
+    def dequeue(self) -> QueueItem | None:
+        with self._lock:
+            pending = [i for i in self._items.values() if i.status == "pending"]
+            if not pending:
+                return None
+            item = min(pending, key=self._order)
+            return self.set_status(item.item_id, "in_progress")
+
+    def get_item(self, item_id: int) -> QueueItem:
+        try:
+            return self._items[item_id]
+        except KeyError:
+            raise KeyError(f"queue item {item_id} does not exist") from None
+
+    def set_status(
+        self,
+        item_id: int,
+        status: QueueStatus,
+        *,
+        error_type: str | None = None,
+        error_message: str | None = None,
+        error_traceback: str | None = None,
+    ) -> QueueItem:
+        with self._lock:
+            item = self.get_item(item_id)
+            changes: dict[str, Any] = {"status": status}
+            if status == "in_progress":
+                changes["started_at"] = utcnow()
+            if status in FINISHED:
+                changes["completed_at"] = utcnow()
+            if error_type is not None:
+                changes.update(error_type=error_type, error_message=error_message, error_traceback=error_traceback)
+            item = item.model_copy(update=changes)
+            self._items[item_id] = item
+            return item
+
+    def cancel_items(self, item_ids: list[int]) -> list[int]:
+        changed = []
+        with self._lock:
+            for item_id in item_ids:
+                item = self._items.get(item_id)
+                if item is not None and item.status not in FINISHED:
+                    self.set_status(item_id, "canceled")
+                    changed.append(item_id)
+        return changed
+
+    def cancel_batch(self, queue_id: str, batch_ids: list[str]) -> list[int]:
+        ids = [i.item_id for i in self._items.values() if i.queue_id == queue_id and i.batch_id in batch_ids]
+        return self.cancel_items(ids)
+
+    def cancel_all_except_current(self, queue_id: str) -> list[int]:
+        ids = [i.item_id for i in self._items.values() if i.queue_id == queue_id and i.status == "pending"]
+        return self.cancel_items(ids)
+
+    def retry_items(self, item_ids: list[int]) -> list[int]:
+        new_ids = []
+        with self._lock:
+            for item_id in item_ids:
+                item = self._items.get(item_id)
+                if item is None or item.status not in ("failed", "canceled"):
+                    continue
+                import uuid
+
+                clone = item.model_copy(
+                    update={
+                        "item_id": next(self._ids), "status": "pending", "session_id": uuid.uuid4().hex,
+                        "error_type": None, "error_message": None, "error_traceback": None,
+                        "created_at": utcnow(), "started_at": None, "completed_at": None,
+                    }
+                )
+                self._items[clone.item_id] = clone
+                new_ids.append(clone.item_id)
+        return new_ids
+
+    def clear(self, queue_id: str) -> int:
+        with self._lock:
+            doomed = [k for k, v in self._items.items() if v.queue_id == queue_id and v.status != "in_progress"]
+            for k in doomed:
+                del self._items[k]
+            return len(doomed)
+
+    def prune(self, queue_id: str) -> int:
+        with self._lock:
+            doomed = [k for k, v in self._items.items() if v.queue_id == queue_id and v.status in FINISHED]
+            for k in doomed:
+                del self._items[k]
+            return len(doomed)
+
+    def list_items(
+        self, queue_id: str, *, cursor: int | None = None, limit: int = 50, status: QueueStatus | None = None
+    ) -> list[QueueItem]:
+        items = sorted(
+            (i for i in self._items.values() if i.queue_id == queue_id and (status is None or i.status == status)),
+            key=self._order,
+        )
+        if cursor is not None:
+            keys = [i.item_id for i in items]
+            if cursor in keys:
+                items = items[keys.index(cursor) + 1 :]
+        return items[:limit]
+
+    def status(self, queue_id: str) -> QueueStatusCounts:
+        counts = QueueStatusCounts(queue_id=queue_id)
+        for i in self._items.values():
+            if i.queue_id == queue_id:
+                setattr(counts, i.status, getattr(counts, i.status) + 1)
+                counts.total += 1
+        return counts
