@@ -21,12 +21,13 @@ import pluggy
 
 from invokeai_core import hookspecs
 from invokeai_core.errors import PluginError
-from invokeai_core.registry import NodeRegistry
-from invokeai_core.services.registry import ServiceImpl, ServiceRegistry
 from invokeai_core.version import __version__
 
 if TYPE_CHECKING:
     import click
+
+    from invokeai_core.registry import NodeRegistry
+    from invokeai_core.services.registry import ServiceImpl, ServiceRegistry
 
     from invokeai_core.config import InvokeAIConfig
     from invokeai_core.invoker import Invoker
@@ -96,6 +97,7 @@ class PluginHost:
         self._registry: NodeRegistry | None = None
         self._services: ServiceRegistry | None = None
         self._lock = threading.RLock()
+        self._added_specs: set[int] = set()
 
     # -- configuration ------------------------------------------------------------------------
     @property
@@ -194,7 +196,9 @@ class PluginHost:
     def _finish_registration(self) -> None:
         # Plugins may add hookspecs of their own before unknown hook names are checked.
         def add(specs: Any) -> None:
-            self.pm.add_hookspecs(specs)
+            if id(specs) not in self._added_specs:
+                self._added_specs.add(id(specs))
+                self.pm.add_hookspecs(specs)
 
         self._call_each("register_hookspecs", {"add": add})
         for name, info in list(self.plugins.items()):
@@ -230,8 +234,8 @@ class PluginHost:
             self._services.remove_plugin(info.name)
         info.nodes = []
         info.services = []
-        logger.warning("plugin '%s' failed and was skipped: %s", info.name, error)
         self._fail_strict(info)
+        logger.warning("plugin '%s' failed and was skipped: %s", info.name, error)
 
     def _fail_strict(self, info: PluginInfo) -> None:
         if self.strict:
@@ -272,6 +276,8 @@ class PluginHost:
             return self._registry
         with self._lock:
             if self._registry is None:
+                from invokeai_core.registry import NodeRegistry
+
                 self.load()
                 registry = NodeRegistry()
                 self._registry = registry
@@ -310,6 +316,8 @@ class PluginHost:
             return self._services
         with self._lock:
             if self._services is None:
+                from invokeai_core.services.registry import ServiceRegistry
+
                 self.load()
                 services = ServiceRegistry()
                 self._services = services
@@ -321,6 +329,8 @@ class PluginHost:
 
         def prepare(name: str) -> dict[str, Any]:
             pending[name] = []
+
+            from invokeai_core.services.registry import ServiceImpl
 
             def register(kind: str, impl_name: str, path: str, *, description: str = "",
                          install_hint: str | None = None, default: bool = False) -> None:

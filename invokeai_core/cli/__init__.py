@@ -1,0 +1,1 @@
+"""The `invokeai` command line (click)."""

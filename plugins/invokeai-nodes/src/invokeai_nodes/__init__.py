@@ -1,0 +1,3 @@
+"""invokeai-nodes: the standard node pack for invokeai-core."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,182 @@
+"""Integer and float math."""
+
+from __future__ import annotations
+
+import math as _math
+import random
+from typing import Literal
+
+from invokeai_core import BaseInvocation, InputField, InvocationContext, invocation
+from invokeai_nodes.primitives import FloatOutput, IntegerOutput
+
+
+@invocation("add", title="Add Integers", tags=["math", "add"], category="math", version="1.0.0")
+class AddInvocation(BaseInvocation):
+    """Adds two integers."""
+
+    a: int = InputField(default=0, description="The first number")
+    b: int = InputField(default=0, description="The second number")
+
+    def invoke(self, context: InvocationContext) -> IntegerOutput:
+        return IntegerOutput(value=self.a + self.b)
+
+
+@invocation("sub", title="Subtract Integers", tags=["math", "subtract"], category="math", version="1.0.0")
+class SubtractInvocation(BaseInvocation):
+    """Subtracts b from a."""
+
+    a: int = InputField(default=0, description="The first number")
+    b: int = InputField(default=0, description="The number to subtract")
+
+    def invoke(self, context: InvocationContext) -> IntegerOutput:
+        return IntegerOutput(value=self.a - self.b)
+
+
+@invocation("mul", title="Multiply Integers", tags=["math", "multiply"], category="math", version="1.0.0")
+class MultiplyInvocation(BaseInvocation):
+    """Multiplies two integers."""
+
+    a: int = InputField(default=0, description="The first number")
+    b: int = InputField(default=0, description="The second number")
+
+    def invoke(self, context: InvocationContext) -> IntegerOutput:
+        return IntegerOutput(value=self.a * self.b)
+
+
+@invocation("div", title="Divide Integers", tags=["math", "divide"], category="math", version="1.0.0")
+class DivideInvocation(BaseInvocation):
+    """Divides a by b, rounding toward zero (integer division)."""
+
+    a: int = InputField(default=0, description="The dividend")
+    b: int = InputField(default=1, description="The divisor (not zero)")
+
+    def invoke(self, context: InvocationContext) -> IntegerOutput:
+        if self.b == 0:
+            raise ZeroDivisionError(f"div: cannot divide {self.a} by zero (input 'b' is 0)")
+        return IntegerOutput(value=int(self.a / self.b))
+
+
+INTEGER_OPERATIONS = Literal["add", "sub", "mul", "div", "exp", "abs", "min", "max", "mod"]
+FLOAT_OPERATIONS = Literal["add", "sub", "mul", "div", "exp", "abs", "min", "max", "sqrt"]
+
+
+@invocation("integer_math", title="Integer Math", tags=["math", "integer"], category="math", version="1.0.0")
+class IntegerMathInvocation(BaseInvocation):
+    """Applies an operation to two integers (`abs` uses only `a`)."""
+
+    operation: INTEGER_OPERATIONS = InputField(default="add", description="The operation")
+    a: int = InputField(default=0, description="The first number")
+    b: int = InputField(default=0, description="The second number")
+
+    def invoke(self, context: InvocationContext) -> IntegerOutput:
+        a, b, op = self.a, self.b, self.operation
+        if op in ("div", "mod") and b == 0:
+            raise ZeroDivisionError(f"integer_math: '{op}' by zero (input 'b' is 0)")
+        if op == "exp" and b < 0:
+            raise ValueError(f"integer_math: 'exp' needs a non-negative exponent, got b={b}")
+        result = {
+            "add": lambda: a + b,
+            "sub": lambda: a - b,
+            "mul": lambda: a * b,
+            "div": lambda: int(a / b),
+            "exp": lambda: a**b,
+            "abs": lambda: abs(a),
+            "min": lambda: min(a, b),
+            "max": lambda: max(a, b),
+            "mod": lambda: a % b,
+        }[op]()
+        return IntegerOutput(value=result)
+
+
+@invocation("float_math", title="Float Math", tags=["math", "float"], category="math", version="1.0.0")
+class FloatMathInvocation(BaseInvocation):
+    """Applies an operation to two floats (`abs` and `sqrt` use only `a`)."""
+
+    operation: FLOAT_OPERATIONS = InputField(default="add", description="The operation")
+    a: float = InputField(default=0.0, description="The first number")
+    b: float = InputField(default=0.0, description="The second number")
+
+    def invoke(self, context: InvocationContext) -> FloatOutput:
+        a, b, op = self.a, self.b, self.operation
+        if op == "div" and b == 0:
+            raise ZeroDivisionError("float_math: 'div' by zero (input 'b' is 0)")
+        if op == "sqrt" and a < 0:
+            raise ValueError(f"float_math: 'sqrt' of a negative number (a={a})")
+        if op == "exp" and a == 0 and b < 0:
+            raise ZeroDivisionError("float_math: 0 raised to a negative power")
+        result = {
+            "add": lambda: a + b,
+            "sub": lambda: a - b,
+            "mul": lambda: a * b,
+            "div": lambda: a / b,
+            "exp": lambda: a**b,
+            "abs": lambda: abs(a),
+            "min": lambda: min(a, b),
+            "max": lambda: max(a, b),
+            "sqrt": lambda: _math.sqrt(a),
+        }[op]()
+        if isinstance(result, complex):
+            raise ValueError(f"float_math: {a} ** {b} is not a real number")
+        return FloatOutput(value=float(result))
+
+
+@invocation("round_float", title="Round Float", tags=["math", "round"], category="math", version="1.0.0")
+class RoundInvocation(BaseInvocation):
+    """Rounds a float to a number of decimal places."""
+
+    value: float = InputField(default=0.0, description="The float to round")
+    decimals: int = InputField(default=0, ge=0, le=15, description="Decimal places")
+
+    def invoke(self, context: InvocationContext) -> FloatOutput:
+        return FloatOutput(value=round(self.value, self.decimals))
+
+
+@invocation("float_to_int", title="Float To Integer", tags=["math", "convert"], category="math", version="1.0.0")
+class FloatToIntegerInvocation(BaseInvocation):
+    """Converts a float to an integer, rounding to a multiple."""
+
+    value: float = InputField(default=0.0, description="The float to convert")
+    multiple: int = InputField(default=1, ge=1, description="Round to a multiple of this")
+    method: Literal["nearest", "floor", "ceiling", "truncate"] = InputField(
+        default="nearest", description="How to round"
+    )
+
+    def invoke(self, context: InvocationContext) -> IntegerOutput:
+        x = self.value / self.multiple
+        rounded = {
+            "nearest": round,
+            "floor": _math.floor,
+            "ceiling": _math.ceil,
+            "truncate": _math.trunc,
+        }[self.method](x)
+        return IntegerOutput(value=int(rounded) * self.multiple)
+
+
+@invocation(
+    "rand_int", title="Random Integer", tags=["math", "random"], category="math", version="1.0.0", use_cache=False
+)
+class RandomIntInvocation(BaseInvocation):
+    """A random integer in [low, high), reproducible for a given seed. Never cached."""
+
+    low: int = InputField(default=0, description="Inclusive lower bound")
+    high: int = InputField(default=2147483647, description="Exclusive upper bound")
+    seed: int | None = InputField(default=None, description="Seed (None: a fresh random value each run)")
+
+    def invoke(self, context: InvocationContext) -> IntegerOutput:
+        if self.high <= self.low:
+            raise ValueError(f"rand_int: high ({self.high}) must be greater than low ({self.low})")
+        rng = random.Random(self.seed)
+        return IntegerOutput(value=rng.randrange(self.low, self.high))
+
+
+NODES: list[type[BaseInvocation]] = [
+    AddInvocation,
+    SubtractInvocation,
+    MultiplyInvocation,
+    DivideInvocation,
+    IntegerMathInvocation,
+    FloatMathInvocation,
+    RoundInvocation,
+    FloatToIntegerInvocation,
+    RandomIntInvocation,
+]

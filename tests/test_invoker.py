@@ -1,0 +1,151 @@
+"""The Invoker and its session processor: running, stepping, waiting, cancelling, caching, events."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from invokeai_core.events import EventBase
+from invokeai_core.invoker import Invoker
+
+
+def chain(*nodes: dict[str, Any], edges: list[tuple[str, str, str, str]] = ()) -> dict[str, Any]:  # type: ignore[assignment]
+    return {
+        "nodes": {n["id"]: n for n in nodes},
+        "edges": [
+            {"source": {"node_id": s, "field": sf}, "destination": {"node_id": d, "field": df}}
+            for s, sf, d, df in edges
+        ],
+    }
+
+
+def record(invoker: Invoker, **filters: Any) -> list[EventBase]:
+    events: list[EventBase] = []
+    invoker.services.events.subscribe(events.append, **filters)
+    return events
+
+
+def test_run_all_and_events_in_order(invokeai_invoker: Invoker) -> None:
+    events = record(invokeai_invoker)
+    graph = chain({"id": "a", "type": "tp_const", "value": 2}, {"id": "b", "type": "tp_scale", "factor": 3},
+                  edges=[("a", "value", "b", "value")])
+    session = invokeai_invoker.run_graph(graph, timeout=30)
+    assert session.status == "completed"
+    assert session.results_by_source()["b"].value == 6.0
+    names = [(e.event_name, getattr(e, "source_node_id", None)) for e in events if e.session_id == session.id]
+    assert names == [
+        ("session_started", None),
+        ("invocation_started", "a"), ("invocation_complete", "a"),
+        ("invocation_started", "b"), ("invocation_complete", "b"),
+        ("session_complete", None),
+    ]
+    assert all(e.session_id == session.id for e in events)
+
+
+def test_invoke_next_runs_one_node_at_a_time(invokeai_invoker: Invoker) -> None:
+    graph = chain({"id": "a", "type": "tp_const", "value": 1}, {"id": "b", "type": "tp_scale"},
+                  edges=[("a", "value", "b", "value")])
+    session = invokeai_invoker.create_session(graph)
+    invokeai_invoker.invoke(session.id, all=False)
+    session = invokeai_invoker.wait(session.id, timeout=30)
+    assert [k[0] for k in session.history] == ["a"] and session.status == "running"
+    invokeai_invoker.invoke(session.id, all=False)
+    session = invokeai_invoker.wait(session.id, timeout=30)
+    assert [k[0] for k in session.history] == ["a", "b"] and session.status == "completed"
+
+
+def test_cancel_reaches_the_running_node_and_stops_the_session(invokeai_invoker: Invoker) -> None:
+    started = threading.Event()
+    invokeai_invoker.services.events.subscribe(lambda e: started.set(), names=["invocation_progress"])
+    events = record(invokeai_invoker, names=["session_canceled", "session_complete"])
+    graph = chain({"id": "slow", "type": "tp_sleep", "seconds": 30}, {"id": "after", "type": "tp_scale"},
+                  edges=[("slow", "value", "after", "value")])
+    session = invokeai_invoker.create_session(graph)
+    invokeai_invoker.invoke(session.id)
+    assert started.wait(30), "the sleeper never reported progress"
+    invokeai_invoker.cancel(session.id)
+    session = invokeai_invoker.wait(session.id, timeout=30)
+    assert session.status == "canceled"
+    assert "after" not in session.results_by_source()
+    assert [e.event_name for e in events] == ["session_canceled", "session_complete"]
+
+
+def test_a_failing_node_fails_the_session(invokeai_invoker: Invoker) -> None:
+    errors = record(invokeai_invoker, names=["invocation_error"])
+    graph = chain({"id": "bad", "type": "tp_fail", "message": "nope"}, {"id": "c", "type": "tp_const"})
+    session = invokeai_invoker.run_graph(graph, timeout=30)
+    assert session.status == "failed"
+    err = session.errors_by_source()["bad"]
+    assert err.type == "RuntimeError" and err.message == "nope" and "Traceback" in err.traceback
+    assert len(errors) == 1 and errors[0].source_node_id == "bad"  # type: ignore[attr-defined]
+
+
+def test_output_cache_reuses_outputs_of_unchanged_nodes(invokeai_invoker: Invoker) -> None:
+    completes = record(invokeai_invoker, names=["invocation_complete"])
+    graph = chain({"id": "a", "type": "tp_const", "value": 5})
+    invokeai_invoker.run_graph(graph, timeout=30)
+    invokeai_invoker.run_graph(graph, timeout=30)
+    assert [e.cached for e in completes] == [False, True]  # type: ignore[attr-defined]
+    invokeai_invoker.run_graph(chain({"id": "a", "type": "tp_const", "value": 6}), timeout=30)
+    assert completes[-1].cached is False  # type: ignore[attr-defined]
+    invokeai_invoker.run_graph(chain({"id": "a", "type": "tp_const", "value": 5, "use_cache": False}), timeout=30)
+    assert completes[-1].cached is False  # type: ignore[attr-defined]
+
+
+def test_never_cached_nodes_and_flow_nodes(invokeai_invoker: Invoker) -> None:
+    completes = record(invokeai_invoker, names=["invocation_complete"])
+    graph = chain({"id": "s", "type": "tp_sleep", "seconds": 0.01})  # declared use_cache=False
+    invokeai_invoker.run_graph(graph, timeout=30)
+    invokeai_invoker.run_graph(graph, timeout=30)
+    assert [e.cached for e in completes] == [False, False]  # type: ignore[attr-defined]
+
+
+def test_cache_key_includes_node_and_plugin_version(invokeai_invoker: Invoker) -> None:
+    from invokeai_testpack.nodes import TpConstInvocation
+
+    node = TpConstInvocation(id="x", value=1.0)
+    key = invokeai_invoker.cache_key(node)
+    assert key.startswith("tp_const:1.0.0:testpack:1.2.3:")
+    assert invokeai_invoker.cache_key(TpConstInvocation(id="other-id", value=1.0)) == key
+    assert invokeai_invoker.cache_key(TpConstInvocation(id="x", value=2.0)) != key
+
+
+def test_cache_size_zero_disables_the_cache(invokeai_root: Any, invokeai_host: Any) -> None:
+    from invokeai_core.config import load_config
+
+    config = load_config(root=invokeai_root, overrides={"cache_size": 0}, environ={})
+    with Invoker.from_config(config, invokeai_host) as invoker:
+        completes = record(invoker, names=["invocation_complete"])
+        graph = chain({"id": "a", "type": "tp_const", "value": 5})
+        invoker.run_graph(graph, timeout=30)
+        invoker.run_graph(graph, timeout=30)
+    assert [e.cached for e in completes] == [False, False]  # type: ignore[attr-defined]
+
+
+def test_images_saved_by_a_node_are_real_files_with_records(invokeai_invoker: Invoker) -> None:
+    from PIL import Image
+
+    session = invokeai_invoker.run_graph(chain({"id": "g", "type": "tp_gradient", "width": 40, "height": 20}), timeout=30)
+    out = session.results_by_source()["g"]
+    record_ = invokeai_invoker.services.image_records.get(out.image.image_name)
+    assert (record_.width, record_.height, record_.is_intermediate) == (40, 20, False)
+    path = invokeai_invoker.services.images.get_path(out.image.image_name)
+    assert path is not None
+    with Image.open(path) as img:
+        assert img.size == (40, 20)
+        assert img.getpixel((0, 0))[0] < 20 and img.getpixel((39, 0))[0] > 230
+        assert '"tp_gradient"' in img.text["invokeai_graph"]
+        assert img.text["invokeai_session_id"] == session.id
+
+
+def test_many_sessions_run_concurrently_without_mixing(invokeai_invoker: Invoker) -> None:
+    sessions = []
+    for i in range(20):
+        s = invokeai_invoker.create_session(chain({"id": "a", "type": "tp_const", "value": i, "use_cache": False},
+                                                  {"id": "b", "type": "tp_scale", "factor": 10},
+                                                  edges=[("a", "value", "b", "value")]))
+        invokeai_invoker.invoke(s.id)
+        sessions.append(s)
+    for i, s in enumerate(sessions):
+        done = invokeai_invoker.wait(s.id, timeout=30)
+        assert done.results_by_source()["b"].value == i * 10
