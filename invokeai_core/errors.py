@@ -32,9 +32,7 @@ class DuplicateRegistrationError(RegistryError):
         self.name = name
         self.first_plugin = first_plugin
         self.second_plugin = second_plugin
-        super().__init__(
-            f"{what} '{name}' is registered by both plugin '{first_plugin}' and plugin '{second_plugin}'"
-        )
+        super().__init__(f"{what} '{name}' is registered by both plugin '{first_plugin}' and plugin '{second_plugin}'")
 
 
 class GraphError(InvokeAIError):

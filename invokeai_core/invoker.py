@@ -26,7 +26,7 @@ from invokeai_core.events import (
     SessionStartedEvent,
 )
 from invokeai_core.graph import Edge, Graph
-from invokeai_core.session import NodeError, PrepareError, PreparedInvocation, Session
+from invokeai_core.session import NodeError, PreparedInvocation, PrepareError, Session
 
 if TYPE_CHECKING:
     from invokeai_core.config import InvokeAIConfig
@@ -72,7 +72,6 @@ class Invoker:
     @classmethod
     def from_config(cls, config: InvokeAIConfig | None = None, host: PluginHost | None = None) -> Invoker:
         """Build services from configuration (and the host's registered implementations)."""
-        from invokeai_core.config import load_config
         from invokeai_core.plugins.host import get_host
         from invokeai_core.services.container import Services
 
@@ -134,7 +133,9 @@ class Invoker:
     def get_session(self, session_id: str) -> Session:
         return self.services.sessions.get(session_id)
 
-    def add_node(self, session_id: str, node: BaseInvocation | dict[str, Any], *, link_previous: bool = False) -> BaseInvocation:
+    def add_node(
+        self, session_id: str, node: BaseInvocation | dict[str, Any], *, link_previous: bool = False
+    ) -> BaseInvocation:
         session = self.get_session(session_id)
         added = session.add_node(node, link_previous=link_previous)
         self.services.sessions.save(session)
@@ -250,7 +251,9 @@ class Invoker:
             self.services.sessions.save(session)
             if events.has_subscribers("session_complete"):
                 events.emit(
-                    SessionCompleteEvent(session_id=session.id, queue_id=queue_id, item_id=item_id, status=session.status)  # type: ignore[arg-type]
+                    SessionCompleteEvent(
+                        session_id=session.id, queue_id=queue_id, item_id=item_id, status=session.status
+                    )
                 )
         return session
 
@@ -264,8 +267,14 @@ class Invoker:
         events.emit(SessionCompleteEvent(session_id=session.id, queue_id=queue_id, item_id=item_id, status="canceled"))
 
     def _record_error(
-        self, session: Session, key: Any, pid: str, exc: BaseException, type_id: str,
-        queue_id: str | None, item_id: int | None,
+        self,
+        session: Session,
+        key: Any,
+        pid: str,
+        exc: BaseException,
+        type_id: str,
+        queue_id: str | None,
+        item_id: int | None,
     ) -> None:
         error = NodeError.from_exception(pid, exc)
         session.set_error(key, error)
@@ -273,14 +282,21 @@ class Invoker:
         node = session.graph.nodes.get(error.source_node_id)
         self.services.events.emit(
             InvocationErrorEvent(
-                session_id=session.id, queue_id=queue_id, item_id=item_id, node_id=pid,
+                session_id=session.id,
+                queue_id=queue_id,
+                item_id=item_id,
+                node_id=pid,
                 source_node_id=error.source_node_id,
                 invocation_type=node.invocation_type if node is not None else type_id,
-                error_type=error.type, error_message=error.message, error_traceback=error.traceback,
+                error_type=error.type,
+                error_message=error.message,
+                error_traceback=error.traceback,
             )
         )
 
-    def _run_node(self, session: Session, prepared: PreparedInvocation, queue_id: str | None, item_id: int | None) -> bool:
+    def _run_node(
+        self, session: Session, prepared: PreparedInvocation, queue_id: str | None, item_id: int | None
+    ) -> bool:
         inv = prepared.invocation
         cls = type(inv)
         type_id = cls.invocation_type
@@ -290,8 +306,12 @@ class Invoker:
         if events.has_subscribers("invocation_started"):
             events.emit(
                 InvocationStartedEvent(
-                    session_id=sid, queue_id=queue_id, item_id=item_id, node_id=prepared.id,
-                    source_node_id=prepared.source_node_id, invocation_type=type_id,
+                    session_id=sid,
+                    queue_id=queue_id,
+                    item_id=item_id,
+                    node_id=prepared.id,
+                    source_node_id=prepared.source_node_id,
+                    invocation_type=type_id,
                 )
             )
         cache = services.cache
@@ -333,9 +353,14 @@ class Invoker:
         if events.has_subscribers("invocation_complete"):
             events.emit(
                 InvocationCompleteEvent(
-                    session_id=sid, queue_id=queue_id, item_id=item_id, node_id=prepared.id,
-                    source_node_id=prepared.source_node_id, invocation_type=type_id,
-                    result=output.model_dump(mode="json"), cached=cached,
+                    session_id=sid,
+                    queue_id=queue_id,
+                    item_id=item_id,
+                    node_id=prepared.id,
+                    source_node_id=prepared.source_node_id,
+                    invocation_type=type_id,
+                    result=output.model_dump(mode="json"),
+                    cached=cached,
                 )
             )
         return True
@@ -348,7 +373,9 @@ class Invoker:
         digest = hashlib.blake2b(body.encode(), digest_size=20).hexdigest()
         return f"{cls.invocation_type}:{cls.invocation_meta.version}:{entry.plugin}:{entry.plugin_version}:{digest}"
 
-    def _progress_emitter(self, sid: str, prepared: PreparedInvocation, queue_id: str | None, item_id: int | None) -> Any:
+    def _progress_emitter(
+        self, sid: str, prepared: PreparedInvocation, queue_id: str | None, item_id: int | None
+    ) -> Any:
         events = self.services.events
 
         def emit(step: int, total: int, message: str | None, image: dict[str, Any] | None) -> None:
@@ -356,10 +383,15 @@ class Invoker:
                 return
             events.emit(
                 InvocationProgressEvent(
-                    session_id=sid, queue_id=queue_id, item_id=item_id, node_id=prepared.id,
+                    session_id=sid,
+                    queue_id=queue_id,
+                    item_id=item_id,
+                    node_id=prepared.id,
                     source_node_id=prepared.source_node_id,
                     invocation_type=type(prepared.invocation).invocation_type,
-                    step=step, total=total, message=message,
+                    step=step,
+                    total=total,
+                    message=message,
                     image=ProgressImage(**image) if image is not None else None,
                 )
             )

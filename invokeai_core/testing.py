@@ -42,7 +42,9 @@ if TYPE_CHECKING:
 _counter = itertools.count(1)
 
 
-def make_plugin(*classes: type, name: str | None = None, services: list[tuple[str, str, str]] | None = None) -> types.ModuleType:
+def make_plugin(
+    *classes: type, name: str | None = None, services: list[tuple[str, str, str]] | None = None
+) -> types.ModuleType:
     """A plugin module that registers `classes` (and optional `(kind, name, path)` services)."""
     from invokeai_core.hookspecs import hookimpl
 
@@ -157,11 +159,10 @@ def invokeai_run_graph(invokeai_invoker: Invoker) -> Callable[..., GraphRun]:
     from invokeai_core.graph import Graph
 
     def run(graph: Graph | dict[str, Any] | str, timeout: float = 60.0) -> GraphRun:
-        if isinstance(graph, str):
-            graph = json.loads(graph)
-        if isinstance(graph, dict):
-            graph = Graph.from_dict(graph, invokeai_invoker.registry)
-        graph.validate(require_inputs=True)
-        return GraphRun(invokeai_invoker.run_graph(graph, timeout=timeout))
+        parsed = graph if isinstance(graph, Graph) else Graph.from_dict(
+            json.loads(graph) if isinstance(graph, str) else graph, invokeai_invoker.registry
+        )
+        parsed.validate(require_inputs=True)
+        return GraphRun(invokeai_invoker.run_graph(parsed, timeout=timeout))
 
     return run

@@ -15,19 +15,26 @@ VENV_BIN = Path(sys.executable).parent
 INVOKEAI = str(VENV_BIN / "invokeai")
 
 
-def run_cli(*args: str, root: Path, env: dict[str, str] | None = None, input: str | None = None,
-            timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, root: Path, env: dict[str, str] | None = None, input: str | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     """Run the real `invokeai` executable with an isolated root."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("INVOKEAI_")}
     full_env["INVOKEAI_ROOT"] = str(root)
     full_env["HF_HUB_OFFLINE"] = "1"
     full_env.update(env or {})
-    return subprocess.run([INVOKEAI, *args], capture_output=True, text=True, env=full_env, input=input,
-                          timeout=timeout)
+    return subprocess.run([INVOKEAI, *args], capture_output=True, text=True, env=full_env, input=input, timeout=timeout)
 
 
-def write_fake_plugin(site: Path, dist: str, entry_name: str, module: str, source: str,
-                      requires: list[str] | None = None, version: str = "0.1.0") -> None:
+def write_fake_plugin(
+    site: Path,
+    dist: str,
+    entry_name: str,
+    module: str,
+    source: str,
+    requires: list[str] | None = None,
+    version: str = "0.1.0",
+) -> None:
     """Create a real installed-looking distribution (dist-info + module) in `site`."""
     site.mkdir(parents=True, exist_ok=True)
     info = site / f"{dist.replace('-', '_')}-{version}.dist-info"

@@ -19,7 +19,8 @@ from invokeai_core.services.container import Services
 
 def _hookspec_names() -> list[str]:
     return sorted(
-        name for name, fn in inspect.getmembers(hookspecs, inspect.isfunction)
+        name
+        for name, fn in inspect.getmembers(hookspecs, inspect.isfunction)
         if hasattr(fn, f"{hookspecs.PROJECT_NAME}_spec")
     )
 

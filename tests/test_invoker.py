@@ -27,24 +27,32 @@ def record(invoker: Invoker, **filters: Any) -> list[EventBase]:
 
 def test_run_all_and_events_in_order(invokeai_invoker: Invoker) -> None:
     events = record(invokeai_invoker)
-    graph = chain({"id": "a", "type": "tp_const", "value": 2}, {"id": "b", "type": "tp_scale", "factor": 3},
-                  edges=[("a", "value", "b", "value")])
+    graph = chain(
+        {"id": "a", "type": "tp_const", "value": 2},
+        {"id": "b", "type": "tp_scale", "factor": 3},
+        edges=[("a", "value", "b", "value")],
+    )
     session = invokeai_invoker.run_graph(graph, timeout=30)
     assert session.status == "completed"
     assert session.results_by_source()["b"].value == 6.0
     names = [(e.event_name, getattr(e, "source_node_id", None)) for e in events if e.session_id == session.id]
     assert names == [
         ("session_started", None),
-        ("invocation_started", "a"), ("invocation_complete", "a"),
-        ("invocation_started", "b"), ("invocation_complete", "b"),
+        ("invocation_started", "a"),
+        ("invocation_complete", "a"),
+        ("invocation_started", "b"),
+        ("invocation_complete", "b"),
         ("session_complete", None),
     ]
     assert all(e.session_id == session.id for e in events)
 
 
 def test_invoke_next_runs_one_node_at_a_time(invokeai_invoker: Invoker) -> None:
-    graph = chain({"id": "a", "type": "tp_const", "value": 1}, {"id": "b", "type": "tp_scale"},
-                  edges=[("a", "value", "b", "value")])
+    graph = chain(
+        {"id": "a", "type": "tp_const", "value": 1},
+        {"id": "b", "type": "tp_scale"},
+        edges=[("a", "value", "b", "value")],
+    )
     session = invokeai_invoker.create_session(graph)
     invokeai_invoker.invoke(session.id, all=False)
     session = invokeai_invoker.wait(session.id, timeout=30)
@@ -58,8 +66,11 @@ def test_cancel_reaches_the_running_node_and_stops_the_session(invokeai_invoker:
     started = threading.Event()
     invokeai_invoker.services.events.subscribe(lambda e: started.set(), names=["invocation_progress"])
     events = record(invokeai_invoker, names=["session_canceled", "session_complete"])
-    graph = chain({"id": "slow", "type": "tp_sleep", "seconds": 30}, {"id": "after", "type": "tp_scale"},
-                  edges=[("slow", "value", "after", "value")])
+    graph = chain(
+        {"id": "slow", "type": "tp_sleep", "seconds": 30},
+        {"id": "after", "type": "tp_scale"},
+        edges=[("slow", "value", "after", "value")],
+    )
     session = invokeai_invoker.create_session(graph)
     invokeai_invoker.invoke(session.id)
     assert started.wait(30), "the sleeper never reported progress"
@@ -125,7 +136,9 @@ def test_cache_size_zero_disables_the_cache(invokeai_root: Any, invokeai_host: A
 def test_images_saved_by_a_node_are_real_files_with_records(invokeai_invoker: Invoker) -> None:
     from PIL import Image
 
-    session = invokeai_invoker.run_graph(chain({"id": "g", "type": "tp_gradient", "width": 40, "height": 20}), timeout=30)
+    session = invokeai_invoker.run_graph(
+        chain({"id": "g", "type": "tp_gradient", "width": 40, "height": 20}), timeout=30
+    )
     out = session.results_by_source()["g"]
     record_ = invokeai_invoker.services.image_records.get(out.image.image_name)
     assert (record_.width, record_.height, record_.is_intermediate) == (40, 20, False)
@@ -141,9 +154,13 @@ def test_images_saved_by_a_node_are_real_files_with_records(invokeai_invoker: In
 def test_many_sessions_run_concurrently_without_mixing(invokeai_invoker: Invoker) -> None:
     sessions = []
     for i in range(20):
-        s = invokeai_invoker.create_session(chain({"id": "a", "type": "tp_const", "value": i, "use_cache": False},
-                                                  {"id": "b", "type": "tp_scale", "factor": 10},
-                                                  edges=[("a", "value", "b", "value")]))
+        s = invokeai_invoker.create_session(
+            chain(
+                {"id": "a", "type": "tp_const", "value": i, "use_cache": False},
+                {"id": "b", "type": "tp_scale", "factor": 10},
+                edges=[("a", "value", "b", "value")],
+            )
+        )
         invokeai_invoker.invoke(s.id)
         sessions.append(s)
     for i, s in enumerate(sessions):

@@ -10,8 +10,20 @@ from pathlib import Path
 
 import pytest
 
-HEAVY = ["torch", "diffusers", "transformers", "fastapi", "starlette", "boto3", "botocore", "socketio",
-         "uvicorn", "numpy", "accelerate", "safetensors"]
+HEAVY = [
+    "torch",
+    "diffusers",
+    "transformers",
+    "fastapi",
+    "starlette",
+    "boto3",
+    "botocore",
+    "socketio",
+    "uvicorn",
+    "numpy",
+    "accelerate",
+    "safetensors",
+]
 
 PROBE = """
 import json, sys
@@ -31,7 +43,7 @@ def _heavy_loaded(body: str, argv: list[str], root: Path) -> list[str]:
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
     line = next((ln for ln in res.stderr.splitlines() if ln.startswith("MODULES=")), None)
     assert line is not None, res.stderr
-    return json.loads(line[len("MODULES="):])
+    return json.loads(line[len("MODULES=") :])
 
 
 def test_import_invokeai_core_imports_nothing_heavy(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from invokeai_core.config import load_config
 from invokeai_core.errors import PluginError
 from invokeai_core.plugins.host import PluginHost
 
-NODE_SOURCE = '''
+NODE_SOURCE = """
 from invokeai_core import (BaseInvocation, BaseInvocationOutput, InputField, OutputField,
                            InvocationContext, hookimpl, invocation, invocation_output)
 
@@ -29,7 +29,7 @@ class Node(BaseInvocation):
     value: int = InputField(default=7, description="v")
     def invoke(self, context: InvocationContext) -> Out:
         return Out(value=self.value)
-'''
+"""
 
 
 @pytest.fixture

@@ -41,14 +41,16 @@ def plugins_command(state: CliState, as_json: bool) -> None:
         return
     rows = []
     for i in infos:
-        rows.append([
-            i.name,
-            i.dist or "-",
-            i.version or "-",
-            i.status + (" (built-in)" if i.builtin else ""),
-            ", ".join(i.hooks) or "-",
-            str(len(i.nodes)),
-        ])
+        rows.append(
+            [
+                i.name,
+                i.dist or "-",
+                i.version or "-",
+                i.status + (" (built-in)" if i.builtin else ""),
+                ", ".join(i.hooks) or "-",
+                str(len(i.nodes)),
+            ]
+        )
     click.echo(_table(rows, ["NAME", "DISTRIBUTION", "VERSION", "STATUS", "HOOKS", "NODES"]))
     for i in infos:
         if i.status in ("failed", "blocked", "disabled") and (i.error or i.hint):
@@ -71,8 +73,10 @@ def _node_detail(registry: NodeRegistry, type_id: str) -> str:
     cls = entry.cls
     meta = cls.invocation_meta
     lines = [f"{type_id}: {meta.title}"]
-    lines.append(f"  category {meta.category}, version {meta.version}, plugin {entry.plugin}"
-                 + (f", tags {', '.join(meta.tags)}" if meta.tags else ""))
+    lines.append(
+        f"  category {meta.category}, version {meta.version}, plugin {entry.plugin}"
+        + (f", tags {', '.join(meta.tags)}" if meta.tags else "")
+    )
     if meta.description:
         lines.append(f"  {meta.description}")
     lines.append("")
@@ -89,8 +93,15 @@ def _node_detail(registry: NodeRegistry, type_id: str) -> str:
         else:
             default = f"default {info.default!r}"
         how = extra.get("input", "any")
-        rows.append([f"  {name}", _type_label(info.annotation), default,
-                     "" if how == "any" else f"[{how} only]", info.description or ""])
+        rows.append(
+            [
+                f"  {name}",
+                _type_label(info.annotation),
+                default,
+                "" if how == "any" else f"[{how} only]",
+                info.description or "",
+            ]
+        )
     lines.append(_table(rows, ["  name", "type", "default", "", "description"]) if rows else "  (none)")
     out = cls.output_class
     lines.append("")
@@ -124,8 +135,13 @@ def nodes_command(state: CliState, type_id: str | None, as_json: bool) -> None:
         _echo_json({e.cls.invocation_type: registry.node_schema(e.cls.invocation_type) for e in entries})
         return
     rows = [
-        [e.cls.invocation_type, e.cls.invocation_meta.title, e.cls.invocation_meta.category, e.plugin,
-         e.cls.invocation_meta.version]
+        [
+            e.cls.invocation_type,
+            e.cls.invocation_meta.title,
+            e.cls.invocation_meta.category,
+            e.plugin,
+            e.cls.invocation_meta.version,
+        ]
         for e in entries
     ]
     click.echo(_table(rows, ["TYPE", "TITLE", "CATEGORY", "PLUGIN", "VERSION"]))
@@ -158,7 +174,9 @@ def print_session(session: Session, state: CliState, out: Any = None) -> None:
                     path = images.get_path(v.image_name)
                     parts.append(f"{name}=image {v.image_name}" + (f" ({path})" if path else ""))
                 else:
-                    parts.append(f"{name}={_format_value(v if not hasattr(v, 'model_dump') else v.model_dump(mode='json'))}")
+                    parts.append(
+                        f"{name}={_format_value(v if not hasattr(v, 'model_dump') else v.model_dump(mode='json'))}"
+                    )
             click.echo(f"{label} ({node.invocation_type}): {', '.join(parts)}", file=out)
         if isinstance(value, list) and not value:
             click.echo(f"{node_id} ({node.invocation_type}): ran 0 times", file=out)

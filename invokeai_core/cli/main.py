@@ -20,9 +20,20 @@ from invokeai_core.version import __version__
 )
 @click.version_option(__version__, "--version", prog_name="invokeai")
 @click.option("--root", type=click.Path(file_okay=False), help="Root folder (default: $INVOKEAI_ROOT or ~/invokeai).")
-@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="Configuration file (default: <root>/invokeai.toml).")
-@click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
-              help="Override a configuration key, e.g. -o services.images=s3 (repeatable).")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False),
+    help="Configuration file (default: <root>/invokeai.toml).",
+)
+@click.option(
+    "-o",
+    "--option",
+    "options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a configuration key, e.g. -o services.images=s3 (repeatable).",
+)
 @click.pass_context
 def cli(ctx: click.Context, root: str | None, config_file: str | None, options: tuple[str, ...]) -> None:
     """invokeai-core: a node-graph engine for image generation.

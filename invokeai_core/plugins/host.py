@@ -26,20 +26,17 @@ from invokeai_core.version import __version__
 if TYPE_CHECKING:
     import click
 
-    from invokeai_core.registry import NodeRegistry
-    from invokeai_core.services.registry import ServiceImpl, ServiceRegistry
-
     from invokeai_core.config import InvokeAIConfig
     from invokeai_core.invoker import Invoker
+    from invokeai_core.registry import NodeRegistry
+    from invokeai_core.services.registry import ServiceImpl, ServiceRegistry
 
 logger = logging.getLogger("invokeai.plugins")
 
 PluginStatus = Literal["loaded", "failed", "blocked", "disabled"]
 
 #: The kernel's own defaults, registered through the same hooks as any plugin. Cannot be blocked.
-BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
-    ("core", "invokeai_core.builtin.core"),
-)
+BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (("core", "invokeai_core.builtin.core"),)
 
 
 @dataclass
@@ -82,7 +79,7 @@ class PluginHost:
         *,
         discover: bool = True,
         strict: bool | None = None,
-        allowlist: set[str] | None | Literal["env"] = "env",
+        allowlist: set[str] | Literal["env"] | None = "env",
         blocklist: Iterable[str] | None = None,
     ) -> None:
         self._config = config
@@ -125,7 +122,9 @@ class PluginHost:
 
             for name, module_name in BUILTIN_PLUGINS:
                 module = importlib.import_module(module_name)
-                info = PluginInfo(name=name, module=module_name, dist="invokeai-core", version=__version__, builtin=True)
+                info = PluginInfo(
+                    name=name, module=module_name, dist="invokeai-core", version=__version__, builtin=True
+                )
                 self.plugins[name] = info
                 self.pm.register(module, name=name)
             if self.discover:
@@ -160,7 +159,7 @@ class PluginHost:
             return
         try:
             obj = ep.load()
-        except BaseException as e:  # noqa: BLE001 - a plugin may raise anything, even SystemExit
+        except BaseException as e:
             if isinstance(e, KeyboardInterrupt):
                 raise
             hint = None
@@ -217,9 +216,7 @@ class PluginHost:
                     "check the hook names against invokeai_core.hookspecs (a typo?)",
                 )
                 continue
-            info.hooks = sorted(
-                c.name for c in (self.pm.get_hookcallers(plugin) or []) if c.spec is not None
-            )
+            info.hooks = sorted(c.name for c in (self.pm.get_hookcallers(plugin) or []) if c.spec is not None)
         self.pm.check_pending()
 
     def _mark_failed(self, info: PluginInfo, error: str, hint: str | None) -> None:
@@ -240,12 +237,18 @@ class PluginHost:
     def _fail_strict(self, info: PluginInfo) -> None:
         if self.strict:
             raise PluginError(
-                f"plugin '{info.name}' failed: {info.error}" + (f" ({info.hint})" if info.hint else "")
+                f"plugin '{info.name}' failed: {info.error}"
+                + (f" ({info.hint})" if info.hint else "")
                 + " [INVOKEAI_STRICT_PLUGINS=1]"
             )
 
-    def _call_each(self, hook_name: str, kwargs: dict[str, Any], on_success: Callable[[str], None] | None = None,
-                   prepare: Callable[[str], dict[str, Any]] | None = None) -> None:
+    def _call_each(
+        self,
+        hook_name: str,
+        kwargs: dict[str, Any],
+        on_success: Callable[[str], None] | None = None,
+        prepare: Callable[[str], dict[str, Any]] | None = None,
+    ) -> None:
         """Call one hook plugin by plugin; a plugin whose implementation raises is marked failed."""
         caller = getattr(self.pm.hook, hook_name)
         for impl in caller.get_hookimpls():  # registration order
@@ -258,7 +261,7 @@ class PluginHost:
                 call_kwargs.update(prepare(name))
             try:
                 impl.function(*[call_kwargs[a] for a in impl.argnames])
-            except BaseException as e:  # noqa: BLE001
+            except BaseException as e:
                 if isinstance(e, KeyboardInterrupt):
                     raise
                 if isinstance(e, PluginError):
@@ -296,12 +299,12 @@ class PluginHost:
             classes = pending.pop(name, [])
             try:
                 for cls in classes:
-                    registry.check(cls, name)  # type: ignore[arg-type]
+                    registry.check(cls, name)
             except Exception as e:
                 self._mark_failed(info, str(e), "uninstall one of the two plugins, or block one in plugins.block")
                 return
             for cls in classes:
-                registry.add(cls, name, info.version or "0")  # type: ignore[arg-type]
+                registry.add(cls, name, info.version or "0")
             info.nodes = registry.by_plugin(name)
 
         if only is None:
@@ -332,8 +335,15 @@ class PluginHost:
 
             from invokeai_core.services.registry import ServiceImpl
 
-            def register(kind: str, impl_name: str, path: str, *, description: str = "",
-                         install_hint: str | None = None, default: bool = False) -> None:
+            def register(
+                kind: str,
+                impl_name: str,
+                path: str,
+                *,
+                description: str = "",
+                install_hint: str | None = None,
+                default: bool = False,
+            ) -> None:
                 pending[name].append(ServiceImpl(kind, impl_name, path, name, description, install_hint, default))
 
             return {"register": register}
@@ -356,8 +366,9 @@ class PluginHost:
         else:
             self._call_only(only, "register_services", prepare, commit)
 
-    def _call_only(self, name: str, hook_name: str, prepare: Callable[[str], dict[str, Any]],
-                   commit: Callable[[str], None]) -> None:
+    def _call_only(
+        self, name: str, hook_name: str, prepare: Callable[[str], dict[str, Any]], commit: Callable[[str], None]
+    ) -> None:
         plugin = self.pm.get_plugin(name)
         caller = getattr(self.pm.hook, hook_name)
         for impl in caller.get_hookimpls():

@@ -23,7 +23,10 @@ class RangeInvocation(BaseInvocation):
 
 
 @invocation(
-    "range_of_size", title="Integer Range of Size", tags=["collection", "range"], category="collections",
+    "range_of_size",
+    title="Integer Range of Size",
+    tags=["collection", "range"],
+    category="collections",
     version="1.0.0",
 )
 class RangeOfSizeInvocation(BaseInvocation):
@@ -38,7 +41,11 @@ class RangeOfSizeInvocation(BaseInvocation):
 
 
 @invocation(
-    "random_range", title="Random Range", tags=["collection", "random"], category="collections", version="1.0.0",
+    "random_range",
+    title="Random Range",
+    tags=["collection", "random"],
+    category="collections",
+    version="1.0.0",
     use_cache=False,
 )
 class RandomRangeInvocation(BaseInvocation):

@@ -143,13 +143,15 @@ class FloatToIntegerInvocation(BaseInvocation):
 
     def invoke(self, context: InvocationContext) -> IntegerOutput:
         x = self.value / self.multiple
-        rounded = {
-            "nearest": round,
-            "floor": _math.floor,
-            "ceiling": _math.ceil,
-            "truncate": _math.trunc,
-        }[self.method](x)
-        return IntegerOutput(value=int(rounded) * self.multiple)
+        if self.method == "nearest":
+            rounded = round(x)
+        elif self.method == "floor":
+            rounded = _math.floor(x)
+        elif self.method == "ceiling":
+            rounded = _math.ceil(x)
+        else:
+            rounded = _math.trunc(x)
+        return IntegerOutput(value=rounded * self.multiple)
 
 
 @invocation(

@@ -103,7 +103,10 @@ class BooleanInvocation(BaseInvocation):
 
 
 @invocation(
-    "integer_collection", title="Integer Collection", tags=["primitive", "collection"], category="primitives",
+    "integer_collection",
+    title="Integer Collection",
+    tags=["primitive", "collection"],
+    category="primitives",
     version="1.0.0",
 )
 class IntegerCollectionInvocation(BaseInvocation):
@@ -116,7 +119,10 @@ class IntegerCollectionInvocation(BaseInvocation):
 
 
 @invocation(
-    "float_collection", title="Float Collection", tags=["primitive", "collection"], category="primitives",
+    "float_collection",
+    title="Float Collection",
+    tags=["primitive", "collection"],
+    category="primitives",
     version="1.0.0",
 )
 class FloatCollectionInvocation(BaseInvocation):
@@ -129,7 +135,10 @@ class FloatCollectionInvocation(BaseInvocation):
 
 
 @invocation(
-    "string_collection", title="String Collection", tags=["primitive", "collection"], category="primitives",
+    "string_collection",
+    title="String Collection",
+    tags=["primitive", "collection"],
+    category="primitives",
     version="1.0.0",
 )
 class StringCollectionInvocation(BaseInvocation):

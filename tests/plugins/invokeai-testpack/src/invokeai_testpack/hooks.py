@@ -12,6 +12,11 @@ from invokeai_core import hookimpl
 def register_invocations(register: Callable[[Any], None]) -> None:
     from invokeai_testpack import nodes
 
-    for cls in (nodes.TpConstInvocation, nodes.TpScaleInvocation, nodes.TpSleepInvocation,
-                nodes.TpFailInvocation, nodes.TpGradientInvocation):
+    for cls in (
+        nodes.TpConstInvocation,
+        nodes.TpScaleInvocation,
+        nodes.TpSleepInvocation,
+        nodes.TpFailInvocation,
+        nodes.TpGradientInvocation,
+    ):
         register(cls)

@@ -1,0 +1,174 @@
+"""The `invokeai` executable, run for real in subprocesses with an isolated root folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import REPO, run_cli
+
+from invokeai_core.version import __version__
+
+
+def graph_file(tmp_path: Path, graph: dict[str, object], name: str = "graph.json") -> str:
+    path = tmp_path / name
+    path.write_text(json.dumps(graph))
+    return str(path)
+
+
+def edge(s: str, sf: str, d: str, df: str) -> dict[str, dict[str, str]]:
+    return {"source": {"node_id": s, "field": sf}, "destination": {"node_id": d, "field": df}}
+
+
+def test_version(cli_root: Path) -> None:
+    res = run_cli("--version", root=cli_root)
+    assert res.returncode == 0 and __version__ in res.stdout
+
+
+def test_plugins_lists_name_version_hooks_status(cli_root: Path) -> None:
+    res = run_cli("plugins", root=cli_root)
+    assert res.returncode == 0, res.stderr
+    line = next(ln for ln in res.stdout.splitlines() if ln.startswith("testpack "))
+    assert "invokeai-testpack" in line and "1.2.3" in line and "loaded" in line and "register_invocations" in line
+    data = json.loads(run_cli("plugins", "--json", root=cli_root).stdout)
+    tp = next(p for p in data if p["name"] == "testpack")
+    assert tp["status"] == "loaded" and "tp_const" in tp["nodes"]
+
+
+def test_nodes_lists_types_and_shows_one(cli_root: Path) -> None:
+    res = run_cli("nodes", root=cli_root)
+    assert res.returncode == 0
+    types = {ln.split()[0] for ln in res.stdout.splitlines()[1:]}
+    assert {"iterate", "collect", "tp_const", "add", "range"} <= types
+    detail = run_cli("nodes", "add", root=cli_root)
+    assert detail.returncode == 0
+    text = detail.stdout
+    assert "add: Add Integers" in text and "plugin nodes" in text
+    assert "Inputs:" in text and "First number" not in text  # invokeai-nodes words it its own way
+    assert "  a " in text and "  b " in text and "Outputs (integer_output):" in text and "value" in text
+    schema = json.loads(run_cli("nodes", "add", "--json", root=cli_root).stdout)
+    assert schema["properties"]["type"]["const"] == "add"
+    assert schema["plugin"] == "nodes" and schema["category"] == "math" and schema["version"] == "1.0.0"
+    assert schema["output"]["properties"]["value"]["type"] == "integer"
+    missing = run_cli("nodes", "no_such_node", root=cli_root)
+    assert missing.returncode == 2 and "no_such_node" in missing.stderr and missing.stderr.count("\n") == 1
+
+
+def test_run_a_graph_file(cli_root: Path) -> None:
+    res = run_cli("run", "-f", str(REPO / "examples" / "hello.json"), root=cli_root)
+    assert res.returncode == 0, res.stderr
+    assert "sum (add): value=5" in res.stdout and "completed" in res.stdout
+
+
+def test_run_json_output_shape(cli_root: Path) -> None:
+    res = run_cli("run", "-f", str(REPO / "examples" / "iterate.json"), "--json", root=cli_root)
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert set(out) == {"session_id", "status", "results", "errors"}
+    assert out["status"] == "completed" and out["errors"] == {}
+    assert out["results"]["gather"]["collection"] == [1, 11, 21]
+    assert [r["value"] for r in out["results"]["times10"]] == [0, 10, 20]
+
+
+def test_run_from_stdin(cli_root: Path) -> None:
+    graph = {"nodes": {"x": {"id": "x", "type": "tp_const", "value": 1.5}}, "edges": []}
+    res = run_cli("run", "-f", "-", "--json", root=cli_root, input=json.dumps(graph))
+    assert res.returncode == 0 and json.loads(res.stdout)["results"]["x"]["value"] == 1.5
+
+
+def test_a_failed_session_exits_1_with_the_error(tmp_path: Path, cli_root: Path) -> None:
+    graph = {"nodes": {"f": {"id": "f", "type": "tp_fail", "message": "broken on purpose"}}, "edges": []}
+    res = run_cli("run", "-f", graph_file(tmp_path, graph), "--json", root=cli_root)
+    assert res.returncode == 1
+    out = json.loads(res.stdout)
+    assert out["status"] == "failed"
+    assert out["errors"]["f"]["type"] == "RuntimeError" and out["errors"]["f"]["message"] == "broken on purpose"
+    assert "Traceback" in out["errors"]["f"]["traceback"]
+    human = run_cli("run", "-f", graph_file(tmp_path, graph), root=cli_root)
+    assert human.returncode == 1 and "f: error: RuntimeError: broken on purpose" in human.stderr
+
+
+BAD_GRAPHS = {
+    "unknown type": ({"nodes": {"n": {"id": "n", "type": "warp_drive"}}, "edges": []}, ["'n'", "warp_drive"]),
+    "unknown field": ({"nodes": {"n": {"id": "n", "type": "add", "c": 1}}, "edges": []}, ["'n'", "'c'"]),
+    "bad value": ({"nodes": {"n": {"id": "n", "type": "add", "a": "two"}}, "edges": []}, ["'n'", "'a'"]),
+    "type mismatch": (
+        {
+            "nodes": {"f": {"id": "f", "type": "tp_const"}, "i": {"id": "i", "type": "add"}},
+            "edges": [edge("f", "value", "i", "a")],
+        },
+        ["'i'", "'a'", "float", "int"],
+    ),
+    "cycle": (
+        {
+            "nodes": {"a": {"id": "a", "type": "add"}, "b": {"id": "b", "type": "add"}},
+            "edges": [edge("a", "value", "b", "a"), edge("b", "value", "a", "a")],
+        },
+        ["cycle"],
+    ),
+    "missing input": ({"nodes": {"s": {"id": "s", "type": "tp_scale"}}, "edges": []}, ["'s'", "'value'", "required"]),
+    "input fed twice": (
+        {
+            "nodes": {
+                "a": {"id": "a", "type": "add"},
+                "b": {"id": "b", "type": "add"},
+                "c": {"id": "c", "type": "add"},
+            },
+            "edges": [edge("a", "value", "c", "a"), edge("b", "value", "c", "a")],
+        },
+        ["'c'", "'a'", "already connected"],
+    ),
+    "not json": ("{nodes: ", ["not valid JSON"]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_GRAPHS))
+def test_bad_graphs_exit_2_with_one_clear_line(name: str, tmp_path: Path, cli_root: Path) -> None:
+    graph, needles = BAD_GRAPHS[name]
+    path = tmp_path / "bad.json"
+    path.write_text(graph if isinstance(graph, str) else json.dumps(graph))
+    res = run_cli("run", "-f", str(path), root=cli_root)
+    assert res.returncode == 2, (res.stdout, res.stderr)
+    assert res.stdout == ""
+    assert res.stderr.count("\n") == 1 and res.stderr.startswith("invokeai: error: ")
+    for needle in needles:
+        assert needle in res.stderr, (needle, res.stderr)
+
+
+def test_run_without_a_graph_or_with_a_missing_file_exits_2(tmp_path: Path, cli_root: Path) -> None:
+    assert run_cli("run", root=cli_root).returncode == 2
+    res = run_cli("run", "-f", str(tmp_path / "nope.json"), root=cli_root)
+    assert res.returncode == 2 and "nope.json" in res.stderr
+
+
+def test_config_show_precedence(cli_root: Path) -> None:
+    (cli_root / "invokeai.toml").write_text('cache_size = 10\nlog_level = "debug"\n[services]\nimages = "local"\n')
+    res = run_cli(
+        "-o",
+        "cache_size=30",
+        "config",
+        "show",
+        "--json",
+        root=cli_root,
+        env={"INVOKEAI_CACHE_SIZE": "20", "INVOKEAI_LOG_LEVEL": "warning"},
+    )
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out["config"]["cache_size"] == 30 and out["sources"]["cache_size"] == "cli"
+    assert out["config"]["log_level"] == "warning" and out["sources"]["log_level"] == "env INVOKEAI_LOG_LEVEL"
+    assert out["sources"]["services.images"].startswith("file ")
+    text = run_cli("config", "show", root=cli_root).stdout
+    assert "cache_size" in text and "file" in text
+
+
+def test_bad_configuration_exits_2(cli_root: Path) -> None:
+    (cli_root / "invokeai.toml").write_text("cache_sise = 10\n")
+    res = run_cli("config", "show", root=cli_root)
+    assert res.returncode == 2 and "cache_sise" in res.stderr
+    (cli_root / "invokeai.toml").write_text('[services]\nimages = "nowhere"\n')
+    res = run_cli("run", "-f", str(REPO / "examples" / "hello.json"), root=cli_root)
+    assert res.returncode == 2 and "nowhere" in res.stderr and "available: local" in res.stderr
+    (cli_root / "invokeai.toml").write_text('[services]\nimages = "s3"\n')
+    res = run_cli("run", "-f", str(REPO / "examples" / "hello.json"), root=cli_root)
+    assert res.returncode == 2 and "pip install invokeai-s3" in res.stderr
