@@ -15,9 +15,9 @@ import itertools
 import math
 import uuid
 from collections.abc import Iterator
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from invokeai_core.errors import BatchError, GraphError
 from invokeai_core.graph import Graph
@@ -89,13 +89,15 @@ class Batch(BaseModel):
                 if len(kinds) > 1:
                     names = ", ".join(sorted(k.__name__ for k in kinds))
                     raise BatchError(f"items mix types ({names}); use one type per datum", node_id, field)
-                adapter: TypeAdapter[Any] = TypeAdapter(info.annotation)
+                # the field's constraints (ge=, max_length= ...) count too: they live in its metadata
+                annotation: Any = Annotated[info.annotation, *info.metadata] if info.metadata else info.annotation
+                adapter: TypeAdapter[Any] = TypeAdapter(annotation)
                 values = []
                 for i, v in enumerate(datum.items):
                     try:
                         values.append(adapter.validate_python(v))
-                    except Exception as e:
-                        msg = str(e).splitlines()[-1].strip() if str(e) else type(e).__name__
+                    except ValidationError as e:
+                        msg = e.errors()[0].get("msg", "invalid value")
                         raise BatchError(f"items[{i}] = {v!r} is invalid: {msg}", node_id, field) from None
                 converted_group.append((node_id, field, values))
             groups.append(converted_group)

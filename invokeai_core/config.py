@@ -80,17 +80,60 @@ class InvokeAIConfig(BaseModel):
         value = (self.plugins.model_extra or {}).get(name, {})
         return dict(value) if isinstance(value, Mapping) else {}
 
+    def source_of(self, key: str) -> str:
+        """Where a dotted key's effective value came from: "default", "cli", "env NAME" or "file PATH"."""
+        return _source_of(key, self.sources)
+
     def public_dict(self) -> dict[str, Any]:
         """The configuration with secrets (keys named like token, secret, password, key) masked."""
         return _mask(self.model_dump(mode="json"))
 
 
+#: Substrings of a key name that mark its value as a secret in `public_dict()`.
+SECRET_MARKERS = (
+    "token",
+    "secret",
+    "password",
+    "passwd",
+    "access_key",
+    "api_key",
+    "private_key",
+    "credential",
+)
+
+
+def _is_secret(key: str) -> bool:
+    k = key.lower()
+    return any(s in k for s in SECRET_MARKERS)
+
+
 def _mask(value: Any, key: str = "") -> Any:
     if isinstance(value, dict):
         return {k: _mask(v, k) for k, v in value.items()}
-    if value and any(s in key.lower() for s in ("token", "secret", "password", "access_key")):
+    if value not in (None, "", [], {}) and _is_secret(key):
         return "********"
     return value
+
+
+def _annotation_at(dotted: str) -> Any:
+    """The declared type of a dotted configuration key, or None for keys no model declares."""
+    model: Any = InvokeAIConfig
+    parts = dotted.split(".")
+    for i, part in enumerate(parts):
+        info = getattr(model, "model_fields", {}).get(part)
+        if info is None:
+            if model is ServicesConfig and i == len(parts) - 1:
+                return str  # a plugin's own service kind: the value is an implementation name
+            return None
+        model = info.annotation
+    return model
+
+
+def _parse_env_value(dotted: str, text: str) -> Any:
+    """An environment value: JSON for structured values, the plain text for string settings."""
+    if _annotation_at(dotted) is str:
+        return text
+    return _parse_scalar(text)
 
 
 def _parse_scalar(text: str) -> Any:
@@ -124,6 +167,17 @@ def _flatten(prefix: str, data: Mapping[str, Any], out: dict[str, Any]) -> None:
             out[key] = v
 
 
+def _source_of(key: str, sources: Mapping[str, str]) -> str:
+    """Where a (possibly nested, e.g. `plugins.block.0`) key's value came from."""
+    parts = key.split(".")
+    while parts:
+        found = sources.get(".".join(parts))
+        if found is not None:
+            return found
+        parts.pop()
+    return "default"
+
+
 def load_config(
     *,
     root: str | Path | None = None,
@@ -131,40 +185,85 @@ def load_config(
     overrides: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> InvokeAIConfig:
-    """Build the effective configuration. `overrides` are CLI flags as dotted keys."""
+    """Build the effective configuration. `overrides` are CLI flags as dotted keys.
+
+    The root folder comes from `root=` (or a `root` override), else `INVOKEAI_ROOT`, else `~/invokeai`.
+    `invokeai.toml` is read from the root folder unless `config_file=` or `INVOKEAI_CONFIG` names
+    another file; only such an explicitly named file may itself set `root`.
+    """
     env = os.environ if environ is None else environ
+    overrides = dict(overrides or {})
     sources: dict[str, str] = {}
     data: dict[str, Any] = {}
-    root_path = Path(root) if root else Path(env["INVOKEAI_ROOT"]) if env.get("INVOKEAI_ROOT") else default_root()
-    sources["root"] = "cli" if root else "env" if env.get("INVOKEAI_ROOT") else "default"
-    file_path = Path(config_file) if config_file else Path(env["INVOKEAI_CONFIG"]) if env.get("INVOKEAI_CONFIG") else root_path / CONFIG_FILE_NAME
+    override_root = overrides.pop("root", None)
+    if root is None and override_root is not None:
+        root = override_root
+    if root:
+        root_path: Path | None = Path(root).expanduser()
+        sources["root"] = "cli"
+    elif env.get("INVOKEAI_ROOT"):
+        root_path = Path(env["INVOKEAI_ROOT"]).expanduser()
+        sources["root"] = "env INVOKEAI_ROOT"
+    else:
+        root_path = None
+    explicit_file = config_file or env.get("INVOKEAI_CONFIG") or None
+    file_path = Path(explicit_file).expanduser() if explicit_file else (root_path or default_root()) / CONFIG_FILE_NAME
     if file_path.exists():
         try:
             file_data = tomllib.loads(file_path.read_text(encoding="utf-8"))
-        except (tomllib.TOMLDecodeError, OSError) as e:
+        except (tomllib.TOMLDecodeError, OSError, UnicodeDecodeError) as e:
             raise ConfigError(f"{file_path}: cannot read the configuration file: {e}") from None
+        source = f"file {file_path}"
+        if "root" in file_data:
+            file_root = file_data.pop("root")
+            if not explicit_file:
+                raise ConfigError(
+                    f"'root' cannot be set in {file_path} (from {source}): that file lives in the "
+                    "root folder; use --root or INVOKEAI_ROOT"
+                )
+            if root_path is None:
+                if not isinstance(file_root, str):
+                    raise ConfigError(f"configuration key 'root' (from {source}): must be a path string")
+                root_path = (file_path.parent / Path(file_root).expanduser()).resolve()
+                sources["root"] = source
         flat: dict[str, Any] = {}
         _flatten("", file_data, flat)
         for k, v in flat.items():
-            _set_dotted(data, k, v, sources, f"file {file_path}")
-    elif config_file:
+            if k.split(".")[0] == "sources":
+                raise ConfigError(f"unknown configuration key '{k}' (from {source})")
+            _set_dotted(data, k, v, sources, source)
+    elif explicit_file:
         raise ConfigError(f"{file_path}: the configuration file does not exist")
-    for name, raw in env.items():
+    if root_path is None:
+        root_path = default_root()
+        sources["root"] = "default"
+    for name, raw in sorted(env.items()):
         if not name.startswith("INVOKEAI_") or name in NON_CONFIG_ENV:
             continue
         dotted = name[len("INVOKEAI_") :].lower().replace("__", ".")
-        _set_dotted(data, dotted, _parse_scalar(raw), sources, f"env {name}")
-    for k, v in (overrides or {}).items():
+        if dotted.split(".")[0] == "sources":
+            raise ConfigError(f"unknown configuration key '{dotted}' (from env {name})")
+        _set_dotted(data, dotted, _parse_env_value(dotted, raw), sources, f"env {name}")
+    for k, v in overrides.items():
+        if str(k).split(".")[0] == "sources":
+            raise ConfigError(f"unknown configuration key '{k}' (from cli)")
+        if _annotation_at(str(k)) is str and isinstance(v, int | float) and not isinstance(v, bool):
+            v = str(v)  # `-o services.images=2` parses as JSON 2, but the setting is a name
         _set_dotted(data, k, v, sources, "cli")
     data["root"] = str(root_path)
     try:
         config = InvokeAIConfig.model_validate(data)
     except ValidationError as e:
-        err = e.errors()[0]
-        key = ".".join(str(x) for x in err.get("loc", ()))
-        where = sources.get(key, "default")
-        if err.get("type") == "extra_forbidden":
-            raise ConfigError(f"unknown configuration key '{key}' (from {where})") from None
-        raise ConfigError(f"configuration key '{key}' (from {where}): {err.get('msg')}") from None
+        problems = []
+        for err in e.errors():
+            key = ".".join(str(x) for x in err.get("loc", ()))
+            where = _source_of(key, sources)
+            if err.get("type") == "extra_forbidden":
+                problems.append(f"unknown configuration key '{key}' (from {where})")
+            else:
+                problems.append(
+                    f"configuration key '{key}' (from {where}): {err.get('msg')} (got {err.get('input')!r})"
+                )
+        raise ConfigError("; ".join(problems)) from None
     config.sources = sources
     return config

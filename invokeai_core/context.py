@@ -85,12 +85,15 @@ class ServiceLookup:
     def __init__(self, services: Services) -> None:
         self._services = services
 
-    @overload
-    def get(self, kind: type[S]) -> S: ...
+    # `Callable[..., S]` rather than `type[S]`: type checkers refuse an abstract class for `type[S]`,
+    # and looking a service up by its ABC is the point.
     @overload
     def get(self, kind: str) -> Any: ...
+    @overload
+    def get(self, kind: Callable[..., S]) -> S: ...
 
     def get(self, kind: Any) -> Any:
+        """The service of a kind (`"images"`, or a plugin's own kind) or implementing a class (an ABC)."""
         return self._services.get(kind)
 
 

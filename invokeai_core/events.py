@@ -48,7 +48,7 @@ class ProgressImage(BaseModel):
 
     width: int
     height: int
-    dataURL: str  # noqa: N815 - the JSON name clients expect
+    dataURL: str
 
 
 class InvocationProgressEvent(_NodeEvent):
@@ -86,7 +86,12 @@ class SessionCanceledEvent(EventBase):
 
 
 class QueueItemStatusChangedEvent(EventBase):
+    """A queue item changed status. Queue events always name their queue and item."""
+
     event_name: ClassVar[str] = "queue_item_status_changed"
+    session_id: str = Field(description="The session the queue item runs")
+    queue_id: str = Field(description="The queue")
+    item_id: int = Field(description="The queue item")
     batch_id: str
     status: str
     error_type: str | None = None
@@ -95,6 +100,7 @@ class QueueItemStatusChangedEvent(EventBase):
 
 class BatchEnqueuedEvent(EventBase):
     event_name: ClassVar[str] = "batch_enqueued"
+    queue_id: str = Field(description="The queue")
     batch_id: str
     enqueued: int
     requested: int

@@ -90,6 +90,7 @@ class Graph:
         self._in_by_node: dict[str, list[Edge]] = {}
         self._out_by_node: dict[str, list[Edge]] = {}
         self._collects = 0
+        self._type_memo: dict[tuple[str, str], Any] | None = None
         self.version = 0  # bumped on every change; executors use it to know when to re-plan
 
     # -- construction -------------------------------------------------------------------------
@@ -124,14 +125,16 @@ class Graph:
         edges = data.get("edges", [])
         if not isinstance(edges, list):
             raise GraphError("'edges' must be a list")
+        parsed: list[Edge] = []
         for i, raw_edge in enumerate(edges):
             try:
-                edge = raw_edge if isinstance(raw_edge, Edge) else Edge.model_validate(raw_edge)
+                parsed.append(raw_edge if isinstance(raw_edge, Edge) else Edge.model_validate(raw_edge))
             except ValidationError as e:
                 err = e.errors()[0]
                 where = ".".join(str(x) for x in err.get("loc", ()))
                 raise EdgeError(f"edges[{i}] is malformed at '{where}': {err.get('msg')}") from None
-            graph._check_edge(edge, check_cycle=False)
+        for edge in parsed:
+            graph._check_structure(edge, check_cycle=False)
             graph._append_edge(edge)
         if validate:
             graph.validate(require_inputs=False)
@@ -162,7 +165,13 @@ class Graph:
             raise NodeFieldError("the node has no 'type'", node_id, "type")
         node_cls = self.registry.get(type_id, node_id)
         body = dict(raw)
-        body["id"] = node_id
+        if node_id is not None:
+            body["id"] = node_id  # (a node added without an id gets a fresh uuid)
+        for name in node_cls.required_inputs():
+            # `None` in a required input is the "not set yet" placeholder (the input is connected, or
+            # still missing): parse it as unset rather than as a value of the wrong type
+            if name in body and body[name] is None:
+                del body[name]
         try:
             return node_cls.model_validate(body)
         except ValidationError as e:
@@ -182,7 +191,7 @@ class Graph:
     # -- JSON ---------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return {
-            "nodes": {nid: n.model_dump(mode="json") for nid, n in self.nodes.items()},
+            "nodes": {nid: _node_json(n) for nid, n in self.nodes.items()},
             "edges": [e.model_dump(mode="json") for e in self.edges],
         }
 
@@ -211,20 +220,35 @@ class Graph:
 
     def add_edge(self, edge: Edge | dict[str, Any]) -> Edge:
         """Validate and add an edge; nothing changes if it is refused."""
-        if not isinstance(edge, Edge):
-            try:
-                edge = Edge.model_validate(edge)
-            except ValidationError as e:
-                raise EdgeError(f"malformed edge: {e.errors()[0].get('msg')}") from None
-        self._check_edge(edge, check_cycle=True)
+        edge = parse_edge(edge)
+        self._check_structure(edge, check_cycle=True)
         self._append_edge(edge)
-        if self._collects:
-            try:
+        try:
+            self._check_edge_types(edge)
+            self._recheck_downstream_types([edge])
+            if self._collects:
                 compute_scopes(self)
-            except GraphError:
-                self._pop_edge(edge)
-                raise
+        except GraphError:
+            self._pop_edge(edge)
+            raise
         return edge
+
+    def add_edges(self, edges: list[Edge] | list[dict[str, Any]]) -> list[Edge]:
+        """Add many edges at once, all or nothing: each is checked on its own, then cycles, scopes and
+        types are checked once over the whole graph (linear, unlike one `add_edge` after another)."""
+        parsed = [parse_edge(e) for e in edges]
+        n = len(self.edges)
+        try:
+            for edge in parsed:
+                self._check_structure(edge, check_cycle=False)
+                self._append_edge(edge)
+            if parsed:
+                self._check_all(self.edges[n:])
+        except GraphError:
+            while len(self.edges) > n:
+                self._pop_edge(self.edges[-1])
+            raise
+        return parsed
 
     def _append_edge(self, edge: Edge) -> None:
         s, d = edge.source, edge.destination
@@ -264,6 +288,15 @@ class Graph:
 
     def output_type(self, node_id: str, field: str) -> Any:
         """The type of an output field, inferring what flows through iterate and collect."""
+        memo = self._type_memo
+        if memo is not None:
+            key = (node_id, field)
+            if key not in memo:
+                memo[key] = self._output_type(node_id, field)
+            return memo[key]
+        return self._output_type(node_id, field)
+
+    def _output_type(self, node_id: str, field: str) -> Any:
         node = self.get_node(node_id)
         t = node.invocation_type
         if t == ITERATE:
@@ -314,38 +347,53 @@ class Graph:
         return Any
 
     # -- validation ---------------------------------------------------------------------------
-    def _check_edge(self, edge: Edge, *, check_cycle: bool) -> None:
+    def _check_structure(self, edge: Edge, *, check_cycle: bool) -> None:
+        """Everything about one edge except types: both ends exist, the fields exist, the input may
+        take a connection and is not fed yet, and (optionally) the edge closes no cycle."""
         s, d = edge.source, edge.destination
         if s.node_id not in self.nodes:
             raise NodeNotFoundError(f"edge {edge}: the source node does not exist", s.node_id, s.field)
         if d.node_id not in self.nodes:
             raise NodeNotFoundError(f"edge {edge}: the destination node does not exist", d.node_id, d.field)
         if s.node_id == d.node_id:
-            raise CycleError(f"edge {edge} connects the node to itself (graphs may not have cycles)", d.node_id, d.field)
-        src_t = self.output_type(s.node_id, s.field)
+            raise CycleError(
+                f"edge {edge} connects the node to itself (graphs may not have cycles)", d.node_id, d.field
+            )
+        src_node = self.nodes[s.node_id]
+        if s.field not in src_node.output_class.model_fields:
+            outputs = ", ".join(src_node.output_class.model_fields) or "none"
+            raise EdgeError(
+                f"'{src_node.invocation_type}' has no output named '{s.field}' (outputs: {outputs})", s.node_id, s.field
+            )
         dst_node = self.nodes[d.node_id]
-        dst_cls = type(dst_node)
-        info = dst_cls.input_fields().get(d.field)
+        info = type(dst_node).input_fields().get(d.field)
         if info is None:
-            self.input_type(d.node_id, d.field)  # raises the "no input named" error
-            raise AssertionError("unreachable")
+            fields = ", ".join(type(dst_node).input_fields()) or "none"
+            raise EdgeError(
+                f"'{dst_node.invocation_type}' has no input named '{d.field}' (inputs: {fields})", d.node_id, d.field
+            )
         if field_extra(info).get("input") == Input.Direct.value:
             raise EdgeError("this input takes only a direct value, not a connection", d.node_id, d.field)
-        dst_type_id = dst_node.invocation_type
         existing = self.incoming_to(d.node_id, d.field)
-        if existing and not (dst_type_id == COLLECT and d.field == "item"):
+        if existing and not (dst_node.invocation_type == COLLECT and d.field == "item"):
             e = existing[0].source
             raise EdgeError(
                 f"input is already connected (from node '{e.node_id}' field '{e.field}'); an input is fed once",
                 d.node_id,
                 d.field,
             )
-        self._check_edge_types(edge, src_t, dst_type_id)
         if check_cycle and self._reaches(d.node_id, s.node_id):
             raise CycleError(f"edge {edge} would create a cycle", d.node_id, d.field)
 
-    def _check_edge_types(self, edge: Edge, src_t: Any, dst_type_id: str) -> None:
+    def _check_edge_types(self, edge: Edge) -> None:
+        """Check the types across an edge that is in the graph, with the types inferred now.
+
+        A collect's item type is the type of its first item edge (or, without items, the element
+        type of its `collection` input); every other item and the `collection` elements must fit it.
+        """
         s, d = edge.source, edge.destination
+        src_t = self.output_type(s.node_id, s.field)
+        dst_type_id = self.nodes[d.node_id].invocation_type
 
         def mismatch(dst_t: Any, what: str = "") -> TypeMismatchError:
             return TypeMismatchError(
@@ -356,71 +404,82 @@ class Graph:
             )
 
         if dst_type_id == ITERATE and d.field == "collection":
-            if not (are_types_compatible(src_t, list[Any]) and (is_list_type(src_t) or _is_any(src_t))):
+            if not ((is_list_type(src_t) or _is_any(src_t)) and are_types_compatible(src_t, list[Any])):
                 raise mismatch(list[Any], " (iterate needs a list)")
-            self._check_iterate_consumers(d.node_id, list_element_type(src_t))
             return
         if dst_type_id == COLLECT:
             items = self.incoming_to(d.node_id, "item")
+            coll = self.incoming_to(d.node_id, "collection")
             if d.field == "item":
-                if items:
-                    first = items[0].source
-                    item_t = self.output_type(first.node_id, first.field)
+                first = items[0]
+                if first is not edge:
+                    item_t = self.output_type(first.source.node_id, first.source.field)
                     if not are_types_compatible(src_t, item_t):
                         raise mismatch(item_t, " (every item of a collect has one type)")
-                else:
-                    coll = self.incoming_to(d.node_id, "collection")
-                    if coll:
-                        c = coll[0].source
-                        elem = list_element_type(self.output_type(c.node_id, c.field))
-                        if not are_types_compatible(src_t, elem):
-                            raise mismatch(elem, " (the collect's collection input has that element type)")
-                    self._check_collect_consumers(d.node_id, src_t)
+                elif coll:
+                    c = coll[0].source
+                    elem = list_element_type(self.output_type(c.node_id, c.field))
+                    if not are_types_compatible(elem, src_t):
+                        raise TypeMismatchError(
+                            f"type mismatch: the collect's collection input has {type_name(elem)} elements, "
+                            f"which do not fit its items of type {type_name(src_t)} (output '{s.field}' of "
+                            f"node '{s.node_id}')",
+                            d.node_id,
+                            d.field,
+                        )
                 return
-            if d.field == "collection":
-                if not (is_list_type(src_t) or _is_any(src_t)):
-                    raise mismatch(list[Any])
-                if items:
-                    first = items[0].source
-                    item_t = self.output_type(first.node_id, first.field)
-                    if not are_types_compatible(list_element_type(src_t), item_t):
-                        raise mismatch(list[item_t])  # type: ignore[valid-type]
-                else:
-                    self._check_collect_consumers(d.node_id, list_element_type(src_t))
-                return
+            if not ((is_list_type(src_t) or _is_any(src_t)) and are_types_compatible(src_t, list[Any])):
+                raise mismatch(list[Any])
+            if items:
+                first_src = items[0].source
+                item_t = self.output_type(first_src.node_id, first_src.field)
+                if not are_types_compatible(list_element_type(src_t), item_t):
+                    raise mismatch(list[item_t])  # type: ignore[valid-type]
+            return
         dst_t = self.input_type(d.node_id, d.field)
         if not are_types_compatible(src_t, dst_t):
             raise mismatch(dst_t)
 
-    def _check_iterate_consumers(self, iterate_id: str, item_t: Any) -> None:
-        for e in self.outgoing(iterate_id):
-            if e.source.field == "item":
-                dst_t = self._consumer_type(e)
-                if dst_t is not None and not are_types_compatible(item_t, dst_t):
+    def _recheck_downstream_types(self, edges: list[Edge]) -> None:
+        """Edges into flow nodes can change the types those (and the flow nodes after them) infer:
+        re-check every edge leaving them."""
+        seen: set[str] = set()
+        stack: list[tuple[str, Edge]] = []
+        for edge in edges:
+            start = edge.destination.node_id
+            if start not in seen and self.nodes[start].invocation_type in (ITERATE, COLLECT):
+                seen.add(start)
+                stack.append((start, edge))
+        while stack:
+            nid, cause = stack.pop()
+            for e in self.outgoing(nid):
+                try:
+                    self._check_edge_types(e)
+                except TypeMismatchError as err:
                     raise TypeMismatchError(
-                        f"iterate would produce {type_name(item_t)} items but its item output already feeds "
-                        f"an input of type {type_name(dst_t)}",
-                        e.destination.node_id,
-                        e.destination.field,
-                    )
+                        f"{err.reason} (the types flowing through '{cause.destination.node_id}' changed with "
+                        f"the edge {cause})",
+                        err.node_id,
+                        err.field,
+                    ) from None
+                nxt = e.destination.node_id
+                if nxt not in seen and self.nodes[nxt].invocation_type in (ITERATE, COLLECT):
+                    seen.add(nxt)
+                    stack.append((nxt, cause))
 
-    def _check_collect_consumers(self, collect_id: str, item_t: Any) -> None:
-        for e in self.outgoing(collect_id):
-            dst_t = self._consumer_type(e)
-            if dst_t is not None and not are_types_compatible(list[item_t], dst_t):  # type: ignore[valid-type]
-                raise TypeMismatchError(
-                    f"collect would produce list[{type_name(item_t)}] but already feeds an input of type "
-                    f"{type_name(dst_t)}",
-                    e.destination.node_id,
-                    e.destination.field,
-                )
-
-    def _consumer_type(self, e: Edge) -> Any:
-        d = e.destination
-        node = self.nodes[d.node_id]
-        if node.invocation_type in (ITERATE, COLLECT):
-            return None  # flow nodes re-check when their own types are known
-        return self.input_type(d.node_id, d.field)
+    def _check_all(self, edges: list[Edge] | None = None) -> None:
+        """Cycles and iterate/collect scopes over the whole graph, then the types of `edges` (all
+        edges by default) with the final inferred types."""
+        compute_scopes(self)  # includes the topological sort (cycles)
+        self._type_memo = {}
+        try:
+            for e in self.edges if edges is None else edges:
+                self._check_edge_types(e)
+            if edges is not None:
+                # flow nodes fed by the new edges may infer new types for older edges after them
+                self._recheck_downstream_types(edges)
+        finally:
+            self._type_memo = None
 
     def _reaches(self, start: str, target: str) -> bool:
         """Whether `target` is reachable from `start` following edges forward."""
@@ -455,21 +514,34 @@ class Graph:
                 if indeg[m] == 0:
                     ready.append(m)
         if len(order) != len(self.nodes):
-            stuck = next(nid for nid, d in indeg.items() if d > 0)
-            raise CycleError("the graph has a cycle through this node", stuck)
+            raise self._cycle_error(indeg)
         return order
+
+    def _cycle_error(self, indeg: dict[str, int]) -> CycleError:
+        """Name a node on a cycle and its input on that cycle. Every node left with in-degree > 0
+        has a predecessor that is also left, so walking predecessors must come back to a node."""
+        nid = next(n for n, d in indeg.items() if d > 0)
+        seen: dict[str, Edge] = {}
+        while nid not in seen:
+            e = next(e for e in self.incoming(nid) if indeg[e.source.node_id] > 0)
+            seen[nid] = e
+            nid = e.source.node_id
+        # `nid` is on the cycle; report it with the input through which the cycle enters it
+        cycle = [nid]
+        cur = seen[nid].source.node_id
+        while cur != nid:
+            cycle.append(cur)
+            cur = seen[cur].source.node_id
+        path = " <- ".join([*cycle, nid])
+        field = seen[nid].destination.field
+        return CycleError(f"the graph has a cycle ({path}); graphs may not have cycles", nid, field)
 
     def validate(self, *, require_inputs: bool = True) -> None:
         """Check every rule: acyclic, edge types, iterate/collect wiring, and (optionally) that every
         required input is set or connected."""
-        compute_scopes(self)  # includes the topological sort (cycles)
-        for nid in self.nodes:
-            if self.nodes[nid].invocation_type == ITERATE:
-                self._check_iterate_consumers(nid, list_element_type(self._collection_input_type(nid)))
-            elif self.nodes[nid].invocation_type == COLLECT:
-                self._check_collect_consumers(nid, self._collect_item_type(nid))
+        self._check_all()
         if require_inputs:
-            for nid, node in self.nodes.items():
+            for nid in self.nodes:
                 missing = self.missing_inputs(nid)
                 if missing:
                     raise MissingInputError("required input is neither set nor connected", nid, missing[0])
@@ -507,6 +579,28 @@ class _GraphTransaction:
             if node.invocation_type == COLLECT:
                 g._collects -= 1
         g.version += 1
+
+
+def _node_json(node: BaseInvocation) -> dict[str, Any]:
+    """A node's JSON, leaving out required inputs that are not set (their `None` placeholder is not
+    a valid value and would not parse back)."""
+    data = node.model_dump(mode="json")
+    for name in type(node).required_inputs():
+        if data.get(name, 0) is None:
+            del data[name]
+    return data
+
+
+def parse_edge(edge: Edge | dict[str, Any]) -> Edge:
+    """An `Edge` from an edge or its JSON; a malformed one is an `EdgeError`."""
+    if isinstance(edge, Edge):
+        return edge
+    try:
+        return Edge.model_validate(edge)
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(str(x) for x in err.get("loc", ()))
+        raise EdgeError(f"malformed edge at '{where}': {err.get('msg')}") from None
 
 
 def _is_any(tp: Any) -> bool:

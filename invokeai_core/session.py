@@ -24,12 +24,12 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, TypeAdapter
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from invokeai_core.errors import GraphError, MissingInputError, SessionError
-from invokeai_core.graph import Edge, Graph, compute_scopes
+from invokeai_core.errors import DuplicateNodeError, GraphError, MissingInputError, NodeFieldError, SessionError
+from invokeai_core.graph import Edge, Graph, compute_scopes, parse_edge
 from invokeai_core.invocations.baseinvocation import BaseInvocation, BaseInvocationOutput
 from invokeai_core.invocations.fields import Input, field_extra
 from invokeai_core.invocations.flow import COLLECT, ITERATE
@@ -41,7 +41,7 @@ SessionStatus = Literal["pending", "running", "completed", "failed", "canceled"]
 
 
 def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="milliseconds")
 
 
 def prepared_id(key: Key) -> str:
@@ -101,8 +101,15 @@ class PreparedInvocation:
 
 
 @lru_cache(maxsize=1024)
-def _adapter(annotation: Any) -> TypeAdapter[Any]:
+def _cached_adapter(annotation: Any) -> TypeAdapter[Any]:
     return TypeAdapter(annotation)
+
+
+def _adapter(annotation: Any) -> TypeAdapter[Any]:
+    try:
+        return _cached_adapter(annotation)
+    except TypeError:  # unhashable metadata
+        return TypeAdapter(annotation)
 
 
 def _declared_output_type(node: BaseInvocation, field: str) -> Any:
@@ -110,22 +117,63 @@ def _declared_output_type(node: BaseInvocation, field: str) -> Any:
     return Any if info is None else info.annotation
 
 
+def _input_type(node: BaseInvocation, field: str) -> Any:
+    """An input's type with its constraints (`ge=`, `max_length=` ...), as pydantic validates it."""
+    info = type(node).model_fields[field]
+    return Annotated[info.annotation, *info.metadata] if info.metadata else info.annotation
+
+
 def _make_converter(src_t: Any, dst_t: Any) -> Callable[[Any], Any] | None:
     """How a value crosses an edge: as is, or validated into the input's type.
 
     Values come out of an `Any`-typed output (iterate, collect, or a JSON round trip) as plain
     JSON; the input's pydantic type turns them back into models (e.g. `ImageField`). `int -> float`
-    edges convert the number.
+    edges convert the number. An input with constraints always validates the value.
     """
     dst = strip_annotated(dst_t)
-    if dst is Any:
+    constrained = dst is not dst_t
+    if dst is Any and not constrained:
         return None
-    src = strip_annotated(src_t)
-    if src is int and dst is float:
-        return float
-    if src == dst and isinstance(src, type) and not issubclass(src, BaseModel):
-        return None
+    if not constrained:
+        src = strip_annotated(src_t)
+        if src is int and dst is float:
+            return float
+        if src == dst and isinstance(src, type) and not issubclass(src, BaseModel):
+            return None
     return _adapter(dst_t).validate_python
+
+
+def _parse_graph_parts(into: Graph, data: Any) -> tuple[list[BaseInvocation], list[Edge]]:
+    """The nodes and edges of graph JSON, parsed against `into`'s registry but not added (its edges
+    may name nodes already in the session; they are checked when added)."""
+    if not isinstance(data, dict):
+        raise GraphError(f"a graph must be a JSON object with 'nodes' and 'edges', not {type(data).__name__}")
+    unknown = set(data) - {"nodes", "edges", "id"}
+    if unknown:
+        raise GraphError(f"unknown graph key(s): {', '.join(sorted(unknown))} (expected 'nodes', 'edges')")
+    raw_edges = data.get("edges", [])
+    if not isinstance(raw_edges, list):
+        raise GraphError("'edges' must be a list")
+    scratch = Graph.from_dict({"nodes": data.get("nodes", {})}, into.registry, validate=False)
+    return list(scratch.nodes.values()), [parse_edge(e) for e in raw_edges]
+
+
+def _retype_flow_output(graph: Graph, node_id: str, output: BaseInvocationOutput) -> BaseInvocationOutput:
+    """Iterate and collect outputs are declared `Any`: after JSON, their values are plain JSON. Give
+    them back the type the graph infers (e.g. `list[ImageField]`) so a resumed session holds the same
+    values as one that never left memory."""
+    t = graph.nodes[node_id].invocation_type
+    field = "item" if t == ITERATE else "collection" if t == COLLECT else None
+    if field is None:
+        return output
+    tp = graph.output_type(node_id, field)
+    if tp is Any or tp == list[Any]:
+        return output
+    try:
+        value = _adapter(tp).validate_python(getattr(output, field))
+    except ValidationError:
+        return output  # keep the JSON value; the consuming input validates it when prepared
+    return output.model_copy(update={field: value})
 
 
 class Session:
@@ -142,9 +190,12 @@ class Session:
         self.updated_at = self.created_at
         self._last_node: str | None = next(reversed(self.graph.nodes), None)
         self._plan_version = -1
+        self._in_flight: set[Key] = set()  # handed out by next(), not yet completed (not serialised)
 
     # -- building -----------------------------------------------------------------------------
-    def add_node(self, node: BaseInvocation | dict[str, Any], *, link_previous: bool = False) -> BaseInvocation:
+    def add_node(
+        self, node: BaseInvocation | dict[str, Any], *, link_previous: bool = False
+    ) -> BaseInvocation:
         """Append a node; with `link_previous`, auto-link it to the previously added node."""
         previous = self._last_node
         with self.graph.transaction():
@@ -158,10 +209,10 @@ class Session:
 
     def auto_link_edges(self, source_id: str, node: BaseInvocation) -> list[Edge]:
         """Edges from `source_id`'s outputs into `node`'s unset, unconnected inputs of the same name
-        and a compatible type."""
+        and a compatible type (incompatible or direct-only inputs are skipped, never an error)."""
         edges = []
         src = self.graph.nodes[source_id]
-        outputs = ["item", "index", "total"] if src.invocation_type == ITERATE else list(src.output_class.model_fields)
+        outputs = list(src.output_class.model_fields)
         inputs = type(node).input_fields()
         for name in outputs:
             info = inputs.get(name)
@@ -170,42 +221,51 @@ class Session:
             if name in node.model_fields_set or self.graph.incoming_to(node.id, name):
                 continue
             if node.invocation_type == COLLECT and name == "collection":
-                continue
+                continue  # a collect gathers items; a same-named list is not its prefix
             src_t = self.graph.output_type(source_id, name)
-            if node.invocation_type in (ITERATE, COLLECT) or are_types_compatible(src_t, info.annotation):
+            if are_types_compatible(src_t, self.graph.input_type(node.id, name)):
                 edges.append(Edge.between(source_id, name, node.id, name))
         return edges
 
     def add_edge(self, edge: Edge | dict[str, Any]) -> Edge:
         """Append an edge. Refused if its destination has already run."""
-        if not isinstance(edge, Edge):
-            edge = Edge.model_validate(edge)
+        edge = parse_edge(edge)
         dst = edge.destination.node_id
         if self.has_run(dst):
-            raise SessionError("cannot add an edge into a node that has already run", dst)
+            raise SessionError("cannot add an edge into a node that has already run", dst, edge.destination.field)
         added = self.graph.add_edge(edge)
         self.updated_at = _now()
         return added
 
     def add_graph(self, graph: Graph | dict[str, Any]) -> None:
-        """Append every node and edge of `graph` at once (all or nothing)."""
-        if isinstance(graph, dict):
-            graph = Graph.from_dict(graph, self.graph.registry, validate=False)
-        clash = [nid for nid in graph.nodes if nid in self.graph.nodes]
-        if clash:
-            raise GraphError("a node with this id is already in the session", clash[0], "id")
+        """Append every node and edge of `graph` at once, all or nothing. Its edges may also connect
+        nodes already in the session (but not into a node that has already run)."""
+        if isinstance(graph, Graph):
+            nodes = list(graph.nodes.values())
+            edges = list(graph.edges)
+        else:
+            nodes, edges = _parse_graph_parts(self.graph, graph)
+        seen: set[str] = set()
+        for n in nodes:
+            if n.id in self.graph.nodes or n.id in seen:
+                raise DuplicateNodeError("a node with this id is already in the session", n.id, "id")
+            seen.add(n.id)
+        for e in edges:
+            d = e.destination
+            if d.node_id not in seen and self.has_run(d.node_id):
+                raise SessionError("cannot add an edge into a node that has already run", d.node_id, d.field)
         with self.graph.transaction():
-            for node in graph.nodes.values():
-                self.graph.add_node(node)
-            for edge in graph.edges:
-                self.graph.add_edge(edge)
-        if graph.nodes:
-            self._last_node = next(reversed(graph.nodes))
+            for n in nodes:
+                self.graph.add_node(n)
+            self.graph.add_edges(edges)
+        if nodes:
+            self._last_node = nodes[-1].id
         self.updated_at = _now()
 
     def has_run(self, node_id: str) -> bool:
+        """Whether any copy of the node has run or is running (its inputs are then fixed)."""
         self._ensure_plan()
-        return bool(self._by_source.get(node_id))
+        return bool(self._by_source.get(node_id)) or any(k[0] == node_id for k in self._in_flight)
 
     # -- planning and scheduling --------------------------------------------------------------
     def _ensure_plan(self) -> None:
@@ -233,7 +293,7 @@ class Session:
                 src_t = _declared_output_type(nodes[src], e.source.field)
                 if nodes[src].invocation_type == ITERATE:
                     src_t = Any
-                self._converters[e] = _make_converter(src_t, type(dnode).model_fields[e.destination.field].annotation)
+                self._converters[e] = _make_converter(src_t, _input_type(dnode, e.destination.field))
         for nid in order:
             if nodes[nid].invocation_type == COLLECT:
                 items = graph.incoming_to(nid, "item")
@@ -351,7 +411,7 @@ class Session:
     def _collection_value(self, nid: str, b: tuple[int, ...]) -> tuple[bool, Any]:
         edges = self.graph.incoming_to(nid, "collection")
         if not edges:
-            return True, getattr(self.graph.nodes[nid], "collection")
+            return True, self.graph.nodes[nid].collection  # type: ignore[attr-defined]
         e = edges[0]
         out = self.results.get((e.source.node_id, self._restrict(e, b)))
         if out is None:
@@ -414,9 +474,11 @@ class Session:
                 continue
             self._queued.discard(key)
             try:
-                return self._prepare(key)
+                prepared = self._prepare(key)
             except Exception as e:
                 raise PrepareError(key, e) from e
+            self._in_flight.add(key)
+            return prepared
         return None
 
     def _prepare(self, key: Key) -> PreparedInvocation:
@@ -451,7 +513,18 @@ class Session:
             for e in self.graph.incoming(nid):
                 value = getattr(results[(e.source.node_id, self._restrict(e, b))], e.source.field)
                 conv = self._converters[e]
-                updates[e.destination.field] = value if conv is None else conv(value)
+                if conv is not None:
+                    try:
+                        value = conv(value)
+                    except ValidationError as err:
+                        detail = err.errors()[0].get("msg", "invalid value")
+                        raise NodeFieldError(
+                            f"the value {value!r} from output '{e.source.field}' of node "
+                            f"'{prepared_id((e.source.node_id, self._restrict(e, b)))}' is invalid here: {detail}",
+                            nid,
+                            e.destination.field,
+                        ) from None
+                updates[e.destination.field] = value
             for name in type(node).required_inputs():
                 if name not in updates and (name not in node.model_fields_set or getattr(node, name) is None):
                     raise MissingInputError("required input is neither set nor connected", nid, name)
@@ -461,12 +534,14 @@ class Session:
     def complete(self, key: Key, output: BaseInvocationOutput) -> None:
         """Record a copy's output and schedule what it unblocks."""
         self._ensure_plan()
+        self._in_flight.discard(key)
         self.results[key] = output
         self.history.append(key)
         self._by_source.setdefault(key[0], []).append(key[1])
         self._on_complete(key)
 
     def set_error(self, key: Key, error: NodeError) -> None:
+        self._in_flight.discard(key)
         self.errors[key] = error
         self.updated_at = _now()
 
@@ -549,9 +624,16 @@ class Session:
         graph = Graph.from_dict(data.get("graph", {}), registry)
         session = cls(graph, id=data.get("id"))
         reg = graph.registry
-        for pid, raw in data.get("results", {}).items():
-            out_cls = reg.get_output(raw.get("type"))
-            session.results[parse_prepared_id(pid)] = out_cls.model_validate(raw)
+        graph._type_memo = {}  # many copies of the same flow node: infer each type once
+        try:
+            for pid, raw in data.get("results", {}).items():
+                key = parse_prepared_id(pid)
+                if key[0] not in graph.nodes:
+                    raise SessionError(f"results name '{pid}', but the graph has no node '{key[0]}'")
+                out_cls = reg.get_output(raw.get("type"))
+                session.results[key] = _retype_flow_output(graph, key[0], out_cls.model_validate(raw))
+        finally:
+            graph._type_memo = None
         for pid, raw in data.get("errors", {}).items():
             session.errors[parse_prepared_id(pid)] = NodeError.model_validate(raw)
         session.history = [parse_prepared_id(p) for p in data.get("history", [])]

@@ -60,15 +60,29 @@ def list_element_type(tp: Any) -> Any:
 
 
 @functools.lru_cache(maxsize=4096)
+def _compatible_cached(src: Any, dst: Any) -> bool:
+    return _compatible(src, dst)
+
+
+def are_types_compatible(src: Any, dst: Any) -> bool:
+    """Whether a value of type `src` (an output field) may feed an input of type `dst`."""
+    try:
+        return _compatible_cached(src, dst)
+    except TypeError:
+        # An unhashable annotation (e.g. `Annotated[int, {...}]`, possibly nested): compute without
+        # the cache; the recursion below comes back here for each part, so hashable parts still hit it.
+        return _compatible(src, dst)
+
+
 def _compatible(src: Any, dst: Any) -> bool:
     src = strip_annotated(src)
     dst = strip_annotated(dst)
     if src is Any or dst is Any or src == dst:
         return True
     if is_union(src):
-        return all(_compatible(m, dst) for m in get_args(src))
+        return all(are_types_compatible(m, dst) for m in get_args(src))
     if is_union(dst):
-        return any(_compatible(src, m) for m in get_args(dst))
+        return any(are_types_compatible(src, m) for m in get_args(dst))
     if get_origin(src) is Literal:
         values = get_args(src)
         if get_origin(dst) is Literal:
@@ -91,23 +105,15 @@ def _compatible(src: Any, dst: Any) -> bool:
             # A bare container into a parameterised one: elements unknown, accept (like Any).
             return True
         if d_origin is tuple and Ellipsis in d_args:
-            return all(_compatible(a, d_args[0]) for a in s_args if a is not Ellipsis)
+            return all(are_types_compatible(a, d_args[0]) for a in s_args if a is not Ellipsis)
         if len(s_args) != len(d_args):
             return False
-        return all(_compatible(a, b) for a, b in zip(s_args, d_args, strict=True))
+        return all(are_types_compatible(a, b) for a, b in zip(s_args, d_args, strict=True))
     if isinstance(src, type) and isinstance(dst, type):
         if src is bool and dst is float:
             return True
         return issubclass(src, dst)
     return False
-
-
-def are_types_compatible(src: Any, dst: Any) -> bool:
-    """Whether a value of type `src` (an output field) may feed an input of type `dst`."""
-    try:
-        return _compatible(src, dst)
-    except TypeError:  # unhashable annotation: compute without the cache
-        return _compatible.__wrapped__(src, dst)
 
 
 def type_name(tp: Any) -> str:
@@ -117,6 +123,8 @@ def type_name(tp: Any) -> str:
         return "Any"
     if tp is _NONE:
         return "None"
+    if tp is Ellipsis:
+        return "..."
     if is_union(tp):
         return " | ".join(type_name(a) for a in get_args(tp))
     origin = get_origin(tp)

@@ -7,14 +7,24 @@ its module is imported, with an error naming the class, rather than in the middl
 
 from __future__ import annotations
 
+import inspect
 import re
+import sys
 import typing
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_serializer, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    model_serializer,
+    model_validator,
+)
 from pydantic_core import PydanticUndefined
 
 from invokeai_core.errors import InvocationDefinitionError
@@ -123,22 +133,34 @@ class BaseInvocation(BaseModel):
     invocation_type: ClassVar[str]
     invocation_meta: ClassVar[InvocationMeta]
     output_class: ClassVar[type[BaseInvocationOutput]]
+    #: Inputs declared without a default (set by `@invocation`).
+    required_input_names: ClassVar[frozenset[str]] = frozenset()
 
     @model_validator(mode="before")
     @classmethod
     def _strip_type(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "type" in data:
+        if not isinstance(data, dict):
+            return data
+        if "type" in data:
             expected = cls.__dict__.get("invocation_type")
             if expected is not None and data["type"] != expected:
                 raise ValueError(f"type is '{data['type']}', expected '{expected}'")
             data = {k: v for k, v in data.items() if k != "type"}
+        required = cls.required_input_names
+        if required and any(data.get(k, 0) is None for k in required):
+            # `null` for a required input is its "not set yet" placeholder (it is fed by an edge):
+            # what a node serialises before its edges are resolved must parse back.
+            data = {k: v for k, v in data.items() if not (v is None and k in required)}
         return data
 
     @model_serializer(mode="wrap")
     def _add_type(self, handler: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
         data = handler(self)
-        node_id = data.pop("id", self.id)
-        return {"id": node_id, "type": type(self).invocation_type, **data}
+        type_id = type(self).__dict__.get("invocation_type") or getattr(type(self), "invocation_type", None)
+        if "id" not in data:  # excluded by the caller (e.g. the output cache key): keep it out
+            return {"type": type_id, **data}
+        node_id = data.pop("id")
+        return {"id": node_id, "type": type_id, **data}
 
     def invoke(self, context: InvocationContext) -> BaseInvocationOutput:
         """Run the node. Subclasses implement this and annotate the return with their output class."""
@@ -159,7 +181,19 @@ TInvocation = TypeVar("TInvocation", bound=type[BaseInvocation])
 TOutput = TypeVar("TOutput", bound=type[BaseInvocationOutput])
 
 
-def _resolve_return(cls: type, name: str) -> Any:
+def _caller_namespace(depth: int) -> dict[str, Any]:
+    """The local names where a decorated class is defined (a class defined inside a function, with
+    `from __future__ import annotations`, names its output class only through that frame)."""
+    try:
+        frame = sys._getframe(depth + 1)
+    except ValueError:  # pragma: no cover - a shallower stack than expected
+        return {}
+    if frame.f_locals is frame.f_globals:
+        return {}
+    return dict(frame.f_locals)
+
+
+def _resolve_return(cls: type, name: str, local_ns: dict[str, Any] | None = None) -> Any:
     """Resolve only invoke()'s return annotation: parameter annotations may be TYPE_CHECKING-only."""
     func = cls.invoke  # type: ignore[attr-defined]
     ann = getattr(func, "__annotations__", {}).get("return")
@@ -169,7 +203,7 @@ def _resolve_return(cls: type, name: str) -> Any:
         )
     if isinstance(ann, str):
         try:
-            ann = eval(ann, getattr(func, "__globals__", {}), dict(vars(cls)))
+            ann = eval(ann, getattr(func, "__globals__", {}), {**(local_ns or {}), **vars(cls)})
         except Exception as e:
             raise InvocationDefinitionError(
                 name, f"the return annotation of invoke() ({ann!r}) cannot be resolved: {e}"
@@ -186,24 +220,51 @@ def _check_type_id(class_name: str, type_id: Any, what: str) -> None:
         )
 
 
+def _error_detail(e: Exception) -> str:
+    """The human part of a pydantic error (not its trailing documentation link)."""
+    if isinstance(e, ValidationError):
+        errors = e.errors()
+        if errors:
+            return "; ".join(str(err.get("msg", "")) for err in errors)
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip() and "errors.pydantic.dev" not in ln]
+    return lines[-1] if lines else type(e).__name__
+
+
 def _check_defaults(cls: type[BaseModel], skip: frozenset[str]) -> None:
+    """Validate every default (and default_factory result) against its field's type and constraints."""
     for name, info in cls.model_fields.items():
         if name in skip or field_extra(info).get("orig_required"):
             continue
-        if info.default is PydanticUndefined:
+        if info.default is not PydanticUndefined:
+            default, what = info.default, f"default {info.default!r}"
+        elif info.default_factory is not None:
+            try:
+                default = info.default_factory()  # type: ignore[call-arg]
+            except Exception as e:
+                raise InvocationDefinitionError(
+                    cls.__name__, f"the default_factory of field '{name}' raised {type(e).__name__}: {e}"
+                ) from None
+            what = f"default {default!r} (from default_factory)"
+        else:
             continue
-        annotation = info.annotation
+        annotation: Any = info.annotation
         try:
-            adapter: TypeAdapter[Any] = TypeAdapter(
-                typing.Annotated[annotation, *info.metadata] if info.metadata else annotation
-            )
-            adapter.validate_python(info.default)
+            target: Any = typing.Annotated[annotation, *info.metadata] if info.metadata else annotation
+            adapter: TypeAdapter[Any] = TypeAdapter(target)
+            adapter.validate_python(default)
         except Exception as e:  # pydantic.ValidationError or a schema error
-            first = str(e).splitlines()
-            detail = first[-1].strip() if first else str(e)
             raise InvocationDefinitionError(
-                cls.__name__, f"default {info.default!r} of field '{name}' is invalid: {detail}"
+                cls.__name__, f"{what} of field '{name}' is invalid: {_error_detail(e)}"
             ) from None
+
+
+def _own_annotations(cls: type, stop: type) -> set[str]:
+    """Field names declared by `cls` and its bases up to (not including) `stop`, mixins included."""
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        if klass is not stop and issubclass(klass, stop):
+            names.update(inspect.get_annotations(klass))
+    return names
 
 
 def invocation(
@@ -232,23 +293,25 @@ def invocation(
             raise InvocationDefinitionError(name, "@invocation must decorate a subclass of BaseInvocation")
         _check_type_id(name, invocation_type, "invocation")
         if not isinstance(version, str) or not SEMVER.match(version):
-            raise InvocationDefinitionError(
-                name, f"version {version!r} is not a semantic version such as '1.0.0'"
-            )
-        own = set(cls.__annotations__) if "__annotations__" in cls.__dict__ else set()
-        reserved = sorted(own & RESERVED_INPUT_NAMES)
+            raise InvocationDefinitionError(name, f"version {version!r} is not a semantic version such as '1.0.0'")
+        if title is not None and not isinstance(title, str):
+            raise InvocationDefinitionError(name, f"title must be a string, not {type(title).__name__}")
+        if category is not None and not isinstance(category, str):
+            raise InvocationDefinitionError(name, f"category must be a string, not {type(category).__name__}")
+        if tags is not None and (isinstance(tags, str) or not all(isinstance(t, str) for t in tags)):
+            raise InvocationDefinitionError(name, f"tags must be a list of strings, not {tags!r}")
+        reserved = sorted(_own_annotations(cls, BaseInvocation) & RESERVED_INPUT_NAMES)
         if reserved:
             raise InvocationDefinitionError(
                 name, f"field name(s) {', '.join(reserved)} are reserved by the framework; rename them"
             )
-        clashes = sorted(
-            n for n in cls.model_fields if n not in ("id", "use_cache") and hasattr(BaseInvocation, n)
-        )
+        fields: dict[str, Any] = dict(cls.__pydantic_fields__)
+        clashes = sorted(n for n in fields if n not in ("id", "use_cache") and hasattr(BaseInvocation, n))
         if clashes:
             raise InvocationDefinitionError(name, f"field name(s) {', '.join(clashes)} shadow BaseInvocation")
         if cls.invoke is BaseInvocation.invoke:
             raise InvocationDefinitionError(name, "it does not implement invoke(self, context)")
-        ret = _resolve_return(cls, name)
+        ret = _resolve_return(cls, name, _caller_namespace(1))
         if not (isinstance(ret, type) and issubclass(ret, BaseInvocationOutput)):
             raise InvocationDefinitionError(
                 name,
@@ -272,6 +335,7 @@ def invocation(
         cls.invocation_type = invocation_type
         cls.invocation_meta = meta
         cls.output_class = ret
+        cls.required_input_names = frozenset(cls.required_inputs())
         cls.model_rebuild(force=True)
         return cls
 
@@ -284,12 +348,9 @@ def invocation_output(output_type: str) -> Callable[[TOutput], TOutput]:
     def wrapper(cls: TOutput) -> TOutput:
         name = getattr(cls, "__name__", repr(cls))
         if not (isinstance(cls, type) and issubclass(cls, BaseInvocationOutput)):
-            raise InvocationDefinitionError(
-                name, "@invocation_output must decorate a subclass of BaseInvocationOutput"
-            )
+            raise InvocationDefinitionError(name, "@invocation_output must decorate a subclass of BaseInvocationOutput")
         _check_type_id(name, output_type, "output")
-        own = set(cls.__annotations__) if "__annotations__" in cls.__dict__ else set()
-        reserved = sorted(own & RESERVED_OUTPUT_NAMES)
+        reserved = sorted(_own_annotations(cls, BaseInvocationOutput) & RESERVED_OUTPUT_NAMES)
         if reserved:
             raise InvocationDefinitionError(name, f"field name(s) {', '.join(reserved)} are reserved")
         _check_defaults(cls, frozenset())

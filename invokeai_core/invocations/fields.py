@@ -8,14 +8,14 @@ may be fed: a direct value, a connection, or either). Large values never travel 
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_core import PydanticUndefined
 
 
-class Input(str, Enum):
+class Input(StrEnum):
     """How an input field may receive its value."""
 
     Direct = "direct"
@@ -33,7 +33,7 @@ def _clean(extra: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in extra.items() if v is not None and v is not False}
 
 
-def InputField(  # noqa: N802 - a field factory, named like pydantic's Field
+def InputField(
     default: Any = PydanticUndefined,
     *,
     default_factory: Any = None,
@@ -93,7 +93,7 @@ def InputField(  # noqa: N802 - a field factory, named like pydantic's Field
     return Field(default=None if required else default, **kwargs)
 
 
-def OutputField(  # noqa: N802 - a field factory, named like pydantic's Field
+def OutputField(
     *,
     description: str | None = None,
     title: str | None = None,
@@ -102,9 +102,7 @@ def OutputField(  # noqa: N802 - a field factory, named like pydantic's Field
     ui_order: int | None = None,
 ) -> Any:
     """Declare a node output. Outputs are always required on the output object."""
-    extra = _clean(
-        {"field_kind": "output", "ui_type": ui_type, "ui_hidden": ui_hidden, "ui_order": ui_order}
-    )
+    extra = _clean({"field_kind": "output", "ui_type": ui_type, "ui_hidden": ui_hidden, "ui_order": ui_order})
     kwargs: dict[str, Any] = {"description": description, "title": title, "json_schema_extra": extra}
     return Field(**{k: v for k, v in kwargs.items() if v is not None})
 

@@ -25,7 +25,7 @@ T = TypeVar("T")
 
 
 def utcnow() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="milliseconds")
 
 
 class Page(BaseModel, Generic[T]):
@@ -43,7 +43,12 @@ class ImageFileStorageBase(ABC):
 
     @abstractmethod
     def save(
-        self, image_name: str, image: Image, *, metadata: dict[str, str] | None = None, thumbnail_size: int = 256
+        self,
+        image_name: str,
+        image: Image,
+        *,
+        metadata: dict[str, str] | None = None,
+        thumbnail_size: int = 256,
     ) -> None:
         """Store the PNG (with `metadata` embedded as text chunks) and its thumbnail."""
 
@@ -104,8 +109,9 @@ class ImageRecordStorageBase(ABC):
         """Raises `KeyError` if unknown."""
 
     @abstractmethod
-    def update(self, image_name: str, *, starred: bool | None = None, is_intermediate: bool | None = None) -> ImageRecord:
-        ...
+    def update(
+        self, image_name: str, *, starred: bool | None = None, is_intermediate: bool | None = None
+    ) -> ImageRecord: ...
 
     @abstractmethod
     def delete(self, image_name: str) -> None: ...

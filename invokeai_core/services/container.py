@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 
 from invokeai_core.errors import ServiceUnavailableError
@@ -70,13 +71,16 @@ class Services:
             )
         return cls(self.config)
 
+    # `Callable[..., S]` rather than `type[S]`: type checkers refuse an abstract class for `type[S]`.
     @overload
     def get(self, kind: str) -> Any: ...
     @overload
-    def get(self, kind: type[S]) -> S: ...
+    def get(self, kind: Callable[..., S]) -> S: ...
 
-    def get(self, kind: str | type[Any]) -> Any:
+    def get(self, kind: Any) -> Any:
         """An implementation by kind name, or the one implementing an ABC."""
+        if not isinstance(kind, str | type):
+            raise TypeError(f"services.get() takes a kind name or a class, not {kind!r}")
         if isinstance(kind, str):
             inst = self._instances.get(kind)
             if inst is not None:

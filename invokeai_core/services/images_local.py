@@ -7,8 +7,8 @@ never leaves a half-written image under its real name.
 
 from __future__ import annotations
 
-import io
 import os
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +18,10 @@ if TYPE_CHECKING:
     from PIL.Image import Image
 
     from invokeai_core.config import InvokeAIConfig
+
+
+#: Modes PNG cannot store that convert to RGB without surprise.
+_CONVERT_TO_RGB = frozenset({"CMYK", "YCbCr", "LAB", "HSV"})
 
 
 def _safe_name(image_name: str) -> str:
@@ -39,7 +43,12 @@ class LocalImageFileStorage(ImageFileStorageBase):
         return self.images_dir / name, self.thumbnails_dir / (Path(name).stem + ".webp")
 
     def save(
-        self, image_name: str, image: Image, *, metadata: dict[str, str] | None = None, thumbnail_size: int = 256
+        self,
+        image_name: str,
+        image: Image,
+        *,
+        metadata: dict[str, str] | None = None,
+        thumbnail_size: int = 256,
     ) -> None:
         from PIL.PngImagePlugin import PngInfo
 
@@ -49,16 +58,24 @@ class LocalImageFileStorage(ImageFileStorageBase):
         info = PngInfo()
         for key, value in (metadata or {}).items():
             info.add_itxt(key, value)
-        tmp = path.with_name(f".{path.name}.tmp")
-        image.save(tmp, "PNG", pnginfo=info)
-        os.replace(tmp, path)
-        small = image.copy()
-        small.thumbnail((thumbnail_size, thumbnail_size))
-        if small.mode not in ("RGB", "RGBA"):
-            small = small.convert("RGBA" if "A" in small.getbands() else "RGB")
-        ttmp = thumb.with_name(f".{thumb.name}.tmp")
-        small.save(ttmp, "WEBP", quality=80)
-        os.replace(ttmp, thumb)
+        if image.mode in _CONVERT_TO_RGB:
+            image = image.convert("RGB")
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+        ttmp = thumb.with_name(f".{thumb.name}.{uuid.uuid4().hex[:8]}.tmp")
+        try:
+            # Both files are written under temporary names first, then renamed: a failure (an
+            # unsupported mode, a full disk) leaves neither a half-written image nor a stray file.
+            image.save(tmp, "PNG", pnginfo=info)
+            small = image.copy()
+            small.thumbnail((thumbnail_size, thumbnail_size))
+            if small.mode not in ("RGB", "RGBA"):
+                small = small.convert("RGBA" if "A" in small.getbands() else "RGB")
+            small.save(ttmp, "WEBP", quality=80)
+            os.replace(tmp, path)
+            os.replace(ttmp, thumb)
+        finally:
+            tmp.unlink(missing_ok=True)
+            ttmp.unlink(missing_ok=True)
 
     def get(self, image_name: str) -> Image:
         from PIL import Image as PILImage
@@ -80,7 +97,7 @@ class LocalImageFileStorage(ImageFileStorageBase):
 
     def exists(self, image_name: str) -> bool:
         try:
-            return self._paths(image_name)[0].exists()
+            return self._paths(image_name)[0].is_file()
         except KeyError:
             return False
 

@@ -6,8 +6,10 @@ They honour the same contracts as the persistent stores; the contract tests in
 
 from __future__ import annotations
 
+import copy
 import itertools
 import threading
+import uuid
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
@@ -32,17 +34,22 @@ if TYPE_CHECKING:
     from invokeai_core.batch import Batch
     from invokeai_core.config import InvokeAIConfig
     from invokeai_core.invocations.baseinvocation import BaseInvocationOutput
+    from invokeai_core.invoker import Invoker
+    from invokeai_core.registry import NodeRegistry
     from invokeai_core.session import Session
 
 
 class MemoryImageRecordStorage(ImageRecordStorageBase):
     def __init__(self, config: InvokeAIConfig | None = None) -> None:
         self._records: dict[str, ImageRecord] = {}
+        self._seq: dict[str, int] = {}
+        self._counter = itertools.count()
         self._lock = threading.Lock()
 
     def save(self, record: ImageRecord) -> None:
         with self._lock:
             self._records[record.image_name] = record
+            self._seq[record.image_name] = next(self._counter)
 
     def get(self, image_name: str) -> ImageRecord:
         try:
@@ -50,7 +57,9 @@ class MemoryImageRecordStorage(ImageRecordStorageBase):
         except KeyError:
             raise KeyError(f"image '{image_name}' does not exist") from None
 
-    def update(self, image_name: str, *, starred: bool | None = None, is_intermediate: bool | None = None) -> ImageRecord:
+    def update(
+        self, image_name: str, *, starred: bool | None = None, is_intermediate: bool | None = None
+    ) -> ImageRecord:
         with self._lock:
             record = self.get(image_name)
             changes: dict[str, Any] = {}
@@ -65,6 +74,7 @@ class MemoryImageRecordStorage(ImageRecordStorageBase):
     def delete(self, image_name: str) -> None:
         with self._lock:
             self._records.pop(image_name, None)
+            self._seq.pop(image_name, None)
 
     def list(
         self,
@@ -75,13 +85,18 @@ class MemoryImageRecordStorage(ImageRecordStorageBase):
         is_intermediate: bool | None = None,
         starred: bool | None = None,
     ) -> Page[ImageRecord]:
+        offset, limit = max(0, offset), max(0, limit)
+        with self._lock:
+            snapshot = list(self._records.values())
+            seq = dict(self._seq)
         records = [
             r
-            for r in reversed(self._records.values())
+            for r in snapshot
             if (session_id is None or r.session_id == session_id)
             and (is_intermediate is None or r.is_intermediate == is_intermediate)
             and (starred is None or r.starred == starred)
         ]
+        records.sort(key=lambda r: (r.created_at, seq.get(r.image_name, 0)), reverse=True)
         return Page[ImageRecord](items=records[offset : offset + limit], offset=offset, limit=limit, total=len(records))
 
 
@@ -90,10 +105,14 @@ class MemorySessionStorage(SessionStorageBase):
 
     def __init__(self, config: InvokeAIConfig | None = None) -> None:
         self._sessions: dict[str, Session] = {}
+        self._seq: dict[str, int] = {}
+        self._counter = itertools.count()
         self._lock = threading.Lock()
 
     def save(self, session: Session) -> None:
         with self._lock:
+            if session.id not in self._seq:
+                self._seq[session.id] = next(self._counter)
             self._sessions[session.id] = session
 
     def node_completed(self, session: Session, prepared_id: str) -> None:
@@ -109,15 +128,25 @@ class MemorySessionStorage(SessionStorageBase):
     def delete(self, session_id: str) -> None:
         with self._lock:
             self._sessions.pop(session_id, None)
+            self._seq.pop(session_id, None)
 
     def list(self, *, offset: int = 0, limit: int = 50, query: str | None = None) -> Page[SessionSummary]:
+        offset, limit = max(0, offset), max(0, limit)
+        with self._lock:
+            sessions = list(self._sessions.values())
+            seq = dict(self._seq)
+        sessions.sort(key=lambda s: (s.created_at, seq.get(s.id, 0)), reverse=True)  # newest first
         found = []
-        for s in reversed(list(self._sessions.values())):
+        for s in sessions:
             if query and query not in s.id and not any(query in n.invocation_type for n in s.graph.nodes.values()):
                 continue
             found.append(
                 SessionSummary(
-                    id=s.id, status=s.status, nodes=len(s.graph.nodes), created_at=s.created_at, updated_at=s.updated_at
+                    id=s.id,
+                    status=s.status,
+                    nodes=len(s.graph.nodes),
+                    created_at=s.created_at,
+                    updated_at=s.updated_at,
                 )
             )
         return Page[SessionSummary](items=found[offset : offset + limit], offset=offset, limit=limit, total=len(found))
@@ -167,11 +196,23 @@ class MemoryOutputCache(OutputCacheBase):
 class MemorySessionQueue(SessionQueueBase):
     """The session queue in memory (lost on exit; the SQLite queue persists)."""
 
-    def __init__(self, config: InvokeAIConfig | None = None, *, max_size: int | None = None) -> None:
+    def __init__(
+        self,
+        config: InvokeAIConfig | None = None,
+        *,
+        max_size: int | None = None,
+        registry: NodeRegistry | None = None,
+    ) -> None:
         self.max_size = max_size if max_size is not None else (config.max_queue_size if config is not None else 10000)
+        #: The node registry batches are parsed against (the Invoker's, once started).
+        self.registry = registry
         self._items: dict[int, QueueItem] = {}
         self._ids = itertools.count(1)
         self._lock = threading.RLock()
+
+    def start(self, invoker: Invoker) -> None:
+        if self.registry is None:
+            self.registry = invoker.registry
 
     def _order(self, item: QueueItem) -> tuple[int, int]:
         return (-item.priority, item.item_id)
@@ -192,7 +233,7 @@ class MemorySessionQueue(SessionQueueBase):
                 current = [i.priority for i in self._items.values() if i.queue_id == queue_id and i.status == "pending"]
                 priority = max([*current, priority - 1]) + 1
             ids = []
-            for session_id, graph, values in batch.expand():
+            for session_id, graph, values in batch.expand(self.registry):
                 item = QueueItem(
                     item_id=next(self._ids),
                     queue_id=queue_id,
@@ -205,8 +246,12 @@ class MemorySessionQueue(SessionQueueBase):
                 self._items[item.item_id] = item
                 ids.append(item.item_id)
             return EnqueueResult(
-                queue_id=queue_id, batch_id=batch.batch_id, enqueued=len(ids), requested=requested,
-                priority=priority, item_ids=ids,
+                queue_id=queue_id,
+                batch_id=batch.batch_id,
+                enqueued=len(ids),
+                requested=requested,
+                priority=priority,
+                item_ids=ids,
             )
 
     def dequeue(self) -> QueueItem | None:
@@ -256,12 +301,14 @@ class MemorySessionQueue(SessionQueueBase):
         return changed
 
     def cancel_batch(self, queue_id: str, batch_ids: list[str]) -> list[int]:
-        ids = [i.item_id for i in self._items.values() if i.queue_id == queue_id and i.batch_id in batch_ids]
-        return self.cancel_items(ids)
+        with self._lock:
+            ids = [i.item_id for i in self._items.values() if i.queue_id == queue_id and i.batch_id in batch_ids]
+            return self.cancel_items(ids)
 
     def cancel_all_except_current(self, queue_id: str) -> list[int]:
-        ids = [i.item_id for i in self._items.values() if i.queue_id == queue_id and i.status == "pending"]
-        return self.cancel_items(ids)
+        with self._lock:
+            ids = [i.item_id for i in self._items.values() if i.queue_id == queue_id and i.status == "pending"]
+            return self.cancel_items(ids)
 
     def retry_items(self, item_ids: list[int]) -> list[int]:
         new_ids = []
@@ -270,13 +317,19 @@ class MemorySessionQueue(SessionQueueBase):
                 item = self._items.get(item_id)
                 if item is None or item.status not in ("failed", "canceled"):
                     continue
-                import uuid
-
                 clone = item.model_copy(
                     update={
-                        "item_id": next(self._ids), "status": "pending", "session_id": uuid.uuid4().hex,
-                        "error_type": None, "error_message": None, "error_traceback": None,
-                        "created_at": utcnow(), "started_at": None, "completed_at": None,
+                        "item_id": next(self._ids),
+                        "status": "pending",
+                        "session_id": uuid.uuid4().hex,
+                        "graph": copy.deepcopy(item.graph),
+                        "field_values": copy.deepcopy(item.field_values),
+                        "error_type": None,
+                        "error_message": None,
+                        "error_traceback": None,
+                        "created_at": utcnow(),
+                        "started_at": None,
+                        "completed_at": None,
                     }
                 )
                 self._items[clone.item_id] = clone
@@ -300,19 +353,28 @@ class MemorySessionQueue(SessionQueueBase):
     def list_items(
         self, queue_id: str, *, cursor: int | None = None, limit: int = 50, status: QueueStatus | None = None
     ) -> list[QueueItem]:
-        items = sorted(
-            (i for i in self._items.values() if i.queue_id == queue_id and (status is None or i.status == status)),
-            key=self._order,
-        )
+        with self._lock:
+            candidates = [
+                i for i in self._items.values() if i.queue_id == queue_id and (status is None or i.status == status)
+            ]
+            after: tuple[int, int] | None = None
+            if cursor is not None:
+                anchor = self._items.get(cursor)
+                # Items strictly after the cursor in queue order. The cursor item itself may have
+                # another status than the filter, or be gone (pruned): then order by id alone.
+                after = self._order(anchor) if anchor is not None else None
         if cursor is not None:
-            keys = [i.item_id for i in items]
-            if cursor in keys:
-                items = items[keys.index(cursor) + 1 :]
-        return items[:limit]
+            if after is not None:
+                candidates = [i for i in candidates if self._order(i) > after]
+            else:
+                candidates = [i for i in candidates if i.item_id > cursor]
+        return sorted(candidates, key=self._order)[: max(0, limit)]
 
     def status(self, queue_id: str) -> QueueStatusCounts:
         counts = QueueStatusCounts(queue_id=queue_id)
-        for i in self._items.values():
+        with self._lock:
+            items = list(self._items.values())
+        for i in items:
             if i.queue_id == queue_id:
                 setattr(counts, i.status, getattr(counts, i.status) + 1)
                 counts.total += 1

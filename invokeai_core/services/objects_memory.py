@@ -7,6 +7,7 @@ in that folder. Tensors pickle fine, and the kernel never needs to import torch 
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import threading
@@ -21,9 +22,16 @@ if TYPE_CHECKING:
     from invokeai_core.config import InvokeAIConfig
 
 
+logger = logging.getLogger("invokeai.objects")
+
+
 class MemoryObjectStorage(ObjectStorageBase):
     def __init__(
-        self, config: InvokeAIConfig | None = None, *, max_items: int | None = None, folder: str | Path | None = None
+        self,
+        config: InvokeAIConfig | None = None,
+        *,
+        max_items: int | None = None,
+        folder: str | Path | None = None,
     ) -> None:
         self.max_items = max_items if max_items is not None else (config.objects_memory_items if config else 64)
         if folder is not None:
@@ -42,22 +50,38 @@ class MemoryObjectStorage(ObjectStorageBase):
 
     def save(self, obj: Any, name: str | None = None) -> str:
         name = name or uuid.uuid4().hex
-        self._path(name)
+        path = self._path(name)
         with self._lock:
             self._memory[name] = obj
             self._memory.move_to_end(name)
-            while len(self._memory) > self.max_items:
-                old_name, old = self._memory.popitem(last=False)
-                self._spill(old_name, old)
+            path.unlink(missing_ok=True)  # a stale spilled copy must never shadow the new value
+            self._evict()
         return name
+
+    def _evict(self) -> None:
+        """Spill least recently used objects until at most `max_items` stay in memory."""
+        unspillable: list[tuple[str, Any]] = []
+        while len(self._memory) > self.max_items:
+            old_name, old = self._memory.popitem(last=False)
+            try:
+                self._spill(old_name, old)
+            except Exception as e:  # e.g. an object that cannot be pickled: keep it in memory
+                logger.warning("object '%s' cannot be spilled to disk and stays in memory: %s", old_name, e)
+                unspillable.append((old_name, old))
+        for old_name, old in reversed(unspillable):
+            self._memory[old_name] = old
+            self._memory.move_to_end(old_name, last=False)
 
     def _spill(self, name: str, obj: Any) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self._path(name)
-        tmp = path.with_name(f".{path.name}.tmp")
-        with open(tmp, "wb") as f:
-            pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(tmp, path)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+        try:
+            with open(tmp, "wb") as f:
+                pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def load(self, name: str) -> Any:
         with self._lock:
@@ -68,9 +92,8 @@ class MemoryObjectStorage(ObjectStorageBase):
             if not path.exists():
                 raise KeyError(f"object '{name}' does not exist")
             with open(path, "rb") as f:
-                obj = pickle.load(f)  # noqa: S301 - files this store wrote itself
-            path.unlink(missing_ok=True)
-        self.save(obj, name)
+                obj = pickle.load(f)
+            self.save(obj, name)  # back in memory as the most recently used (removes the file)
         return obj
 
     def delete(self, name: str) -> None:
@@ -79,7 +102,12 @@ class MemoryObjectStorage(ObjectStorageBase):
             self._path(name).unlink(missing_ok=True)
 
     def exists(self, name: str) -> bool:
-        return name in self._memory or self._path(name).exists()
+        if name in self._memory:
+            return True
+        try:
+            return self._path(name).is_file()
+        except KeyError:  # an invalid name names nothing
+            return False
 
     def in_memory(self, name: str) -> bool:
         return name in self._memory

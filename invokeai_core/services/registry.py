@@ -36,9 +36,7 @@ class ServiceRegistry:
     def check(self, impl: ServiceImpl) -> None:
         existing = self._impls.get((impl.kind, impl.name))
         if existing is not None and existing.plugin != impl.plugin:
-            raise DuplicateRegistrationError(
-                f"{impl.kind} implementation", impl.name, existing.plugin, impl.plugin
-            )
+            raise DuplicateRegistrationError(f"{impl.kind} implementation", impl.name, existing.plugin, impl.plugin)
         if ":" not in impl.path:
             raise ServiceUnavailableError(
                 f"plugin '{impl.plugin}' registered {impl.kind} '{impl.name}' with path '{impl.path}'; "
