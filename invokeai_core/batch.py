@@ -80,9 +80,7 @@ class Batch(BaseModel):
                     raise BatchError("no such node in the graph", node_id, field)
                 info = type(node).input_fields().get(field)
                 if info is None:
-                    raise BatchError(
-                        f"'{node.invocation_type}' has no input named '{field}'", node_id, field
-                    )
+                    raise BatchError(f"'{node.invocation_type}' has no input named '{field}'", node_id, field)
                 if graph.incoming_to(node_id, field):
                     raise BatchError("this field is fed by an edge; a batch cannot also set it", node_id, field)
                 kinds = {type(v) for v in datum.items}

@@ -8,8 +8,11 @@ keeps 10,000-node graphs linear.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 from collections import deque
+from collections.abc import Iterator
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -101,8 +104,23 @@ class Graph:
         return self._registry
 
     @classmethod
-    def from_dict(cls, data: Any, registry: NodeRegistry | None = None, *, validate: bool = True) -> Graph:
-        """Parse and validate graph JSON (`{"nodes": {...}, "edges": [...]}`)."""
+    def from_dict(
+        cls, data: Any, registry: NodeRegistry | None = None, *, validate: bool = True, require_inputs: bool = False
+    ) -> Graph:
+        """Parse and validate graph JSON (`{"nodes": {...}, "edges": [...]}`).
+
+        With `require_inputs`, every required input must also be set or connected (a graph about to
+        run); without it, inputs may still be waiting for edges (a graph being built).
+
+        The cyclic garbage collector is paused while parsing: building tens of thousands of small
+        models otherwise triggers repeated full collections that make parsing superlinear, and
+        nothing created here forms reference cycles that need collecting.
+        """
+        with _gc_paused():
+            return cls._from_dict(data, registry, validate=validate, require_inputs=require_inputs)
+
+    @classmethod
+    def _from_dict(cls, data: Any, registry: NodeRegistry | None, *, validate: bool, require_inputs: bool) -> Graph:
         graph = cls(registry)
         if not isinstance(data, dict):
             raise GraphError(f"a graph must be a JSON object with 'nodes' and 'edges', not {type(data).__name__}")
@@ -137,16 +155,16 @@ class Graph:
             graph._check_structure(edge, check_cycle=False)
             graph._append_edge(edge)
         if validate:
-            graph.validate(require_inputs=False)
+            graph.validate(require_inputs=require_inputs)
         return graph
 
     @classmethod
-    def from_json(cls, text: str, registry: NodeRegistry | None = None) -> Graph:
+    def from_json(cls, text: str, registry: NodeRegistry | None = None, *, require_inputs: bool = False) -> Graph:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as e:
             raise GraphError(f"the graph is not valid JSON: {e}") from None
-        return cls.from_dict(data, registry)
+        return cls.from_dict(data, registry, require_inputs=require_inputs)
 
     def parse_node(self, raw: Any, key: str | None = None) -> BaseInvocation:
         """Build a node from its JSON (or accept an existing node object)."""
@@ -306,9 +324,9 @@ class Graph:
                 return _ITERATE_OUTPUTS[field]
         elif t == COLLECT and field == "collection":
             return list[self._collect_item_type(node_id)]  # type: ignore[misc]
-        info = node.output_class.model_fields.get(field)
+        info = node.output_class.output_fields().get(field)
         if info is None:
-            outputs = ", ".join(node.output_class.model_fields) or "none"
+            outputs = ", ".join(node.output_class.output_fields()) or "none"
             raise EdgeError(f"'{t}' has no output named '{field}' (outputs: {outputs})", node_id, field)
         return info.annotation
 
@@ -323,9 +341,7 @@ class Graph:
         info = type(node).input_fields().get(field)
         if info is None:
             fields = ", ".join(type(node).input_fields()) or "none"
-            raise EdgeError(
-                f"'{node.invocation_type}' has no input named '{field}' (inputs: {fields})", node_id, field
-            )
+            raise EdgeError(f"'{node.invocation_type}' has no input named '{field}' (inputs: {fields})", node_id, field)
         return info.annotation
 
     def _collection_input_type(self, iterate_id: str) -> Any:
@@ -360,8 +376,8 @@ class Graph:
                 f"edge {edge} connects the node to itself (graphs may not have cycles)", d.node_id, d.field
             )
         src_node = self.nodes[s.node_id]
-        if s.field not in src_node.output_class.model_fields:
-            outputs = ", ".join(src_node.output_class.model_fields) or "none"
+        if s.field not in src_node.output_class.output_fields():
+            outputs = ", ".join(src_node.output_class.output_fields()) or "none"
             raise EdgeError(
                 f"'{src_node.invocation_type}' has no output named '{s.field}' (outputs: {outputs})", s.node_id, s.field
             )
@@ -549,13 +565,24 @@ class Graph:
     def missing_inputs(self, node_id: str) -> list[str]:
         node = self.nodes[node_id]
         missing = []
-        for name in type(node).required_inputs():
+        for name in type(node).required_input_names:
             if (node_id, name) in self._in:
                 continue
             if name in node.model_fields_set and getattr(node, name) is not None:
                 continue
             missing.append(name)
         return missing
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 class _GraphTransaction:

@@ -113,13 +113,13 @@ def _adapter(annotation: Any) -> TypeAdapter[Any]:
 
 
 def _declared_output_type(node: BaseInvocation, field: str) -> Any:
-    info = node.output_class.model_fields.get(field)
+    info = node.output_class.output_fields().get(field)
     return Any if info is None else info.annotation
 
 
 def _input_type(node: BaseInvocation, field: str) -> Any:
     """An input's type with its constraints (`ge=`, `max_length=` ...), as pydantic validates it."""
-    info = type(node).model_fields[field]
+    info = type(node).input_fields()[field]
     return Annotated[info.annotation, *info.metadata] if info.metadata else info.annotation
 
 
@@ -193,9 +193,7 @@ class Session:
         self._in_flight: set[Key] = set()  # handed out by next(), not yet completed (not serialised)
 
     # -- building -----------------------------------------------------------------------------
-    def add_node(
-        self, node: BaseInvocation | dict[str, Any], *, link_previous: bool = False
-    ) -> BaseInvocation:
+    def add_node(self, node: BaseInvocation | dict[str, Any], *, link_previous: bool = False) -> BaseInvocation:
         """Append a node; with `link_previous`, auto-link it to the previously added node."""
         previous = self._last_node
         with self.graph.transaction():
@@ -212,7 +210,7 @@ class Session:
         and a compatible type (incompatible or direct-only inputs are skipped, never an error)."""
         edges = []
         src = self.graph.nodes[source_id]
-        outputs = list(src.output_class.model_fields)
+        outputs = list(src.output_class.output_fields())
         inputs = type(node).input_fields()
         for name in outputs:
             info = inputs.get(name)
@@ -276,24 +274,24 @@ class Session:
         self._order = order
         self._scope = scope
         self._scope_index = {nid: {it: i for i, it in enumerate(s)} for nid, s in scope.items() if s}
-        self._edge_pos: dict[Edge, tuple[int, ...] | None] = {}
-        self._converters: dict[Edge, Callable[[Any], Any] | None] = {}
+        self._edge_pos: dict[int, tuple[int, ...] | None] = {}
+        self._converters: dict[int, Callable[[Any], Any] | None] = {}
         self._collects_by_iterate: dict[str, list[str]] = {}
         nodes = graph.nodes
         for e in graph.edges:
             src, dst = e.source.node_id, e.destination.node_id
             dnode = nodes[dst]
             if dnode.invocation_type == COLLECT and e.destination.field == "item":
-                self._edge_pos[e] = None  # items are gathered by `_prepare`, not restricted
+                self._edge_pos[id(e)] = None  # items are gathered by `_prepare`, not restricted
             else:
-                self._edge_pos[e] = self._positions(scope[src], self._target_scope(dst))
+                self._edge_pos[id(e)] = self._positions(scope[src], self._target_scope(dst))
             if dnode.invocation_type in (ITERATE, COLLECT):
-                self._converters[e] = None
+                self._converters[id(e)] = None
             else:
                 src_t = _declared_output_type(nodes[src], e.source.field)
                 if nodes[src].invocation_type == ITERATE:
                     src_t = Any
-                self._converters[e] = _make_converter(src_t, _input_type(dnode, e.destination.field))
+                self._converters[id(e)] = _make_converter(src_t, _input_type(dnode, e.destination.field))
         for nid in order:
             if nodes[nid].invocation_type == COLLECT:
                 items = graph.incoming_to(nid, "item")
@@ -352,7 +350,7 @@ class Session:
                 self._collect_count[ck] = self._collect_count.get(ck, 0) + 1
                 self._check_collect(dst, b)
                 continue
-            pos = self._edge_pos[e]
+            pos = self._edge_pos[id(e)]
             if pos is None:
                 candidates: Iterator[tuple[int, ...]] | list[tuple[int, ...]] = [a]
             else:
@@ -395,7 +393,7 @@ class Session:
         return rec(0)
 
     def _restrict(self, e: Edge, b: tuple[int, ...]) -> tuple[int, ...]:
-        pos = self._edge_pos[e]
+        pos = self._edge_pos[id(e)]
         return b if pos is None else tuple(b[i] for i in pos)
 
     def _check_node(self, nid: str, b: tuple[int, ...]) -> None:
@@ -512,7 +510,7 @@ class Session:
         else:
             for e in self.graph.incoming(nid):
                 value = getattr(results[(e.source.node_id, self._restrict(e, b))], e.source.field)
-                conv = self._converters[e]
+                conv = self._converters[id(e)]
                 if conv is not None:
                     try:
                         value = conv(value)
@@ -525,7 +523,7 @@ class Session:
                             e.destination.field,
                         ) from None
                 updates[e.destination.field] = value
-            for name in type(node).required_inputs():
+            for name in type(node).required_input_names:
                 if name not in updates and (name not in node.model_fields_set or getattr(node, name) is None):
                     raise MissingInputError("required input is neither set nor connected", nid, name)
         prepared = node.model_copy(update=updates)

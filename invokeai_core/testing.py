@@ -159,10 +159,12 @@ def invokeai_run_graph(invokeai_invoker: Invoker) -> Callable[..., GraphRun]:
     from invokeai_core.graph import Graph
 
     def run(graph: Graph | dict[str, Any] | str, timeout: float = 60.0) -> GraphRun:
-        parsed = graph if isinstance(graph, Graph) else Graph.from_dict(
-            json.loads(graph) if isinstance(graph, str) else graph, invokeai_invoker.registry
-        )
-        parsed.validate(require_inputs=True)
+        if isinstance(graph, Graph):
+            parsed = graph
+            parsed.validate(require_inputs=True)
+        else:
+            data = json.loads(graph) if isinstance(graph, str) else graph
+            parsed = Graph.from_dict(data, invokeai_invoker.registry, require_inputs=True)
         return GraphRun(invokeai_invoker.run_graph(parsed, timeout=timeout))
 
     return run

@@ -409,7 +409,7 @@ def test_collect_collection_input_scope_rule(registry):
             node("r", "t_range"),
             node("it", "iterate"),
             node("x", "t_mul"),
-                node("c", "collect"),
+            node("c", "collect"),
             edge("r", "collection", "it", "collection"),
             edge("it", "item", "x", "a"),
             edge("x", "value", "c", "item"),

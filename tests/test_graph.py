@@ -495,9 +495,7 @@ def test_node_without_id_gets_a_fresh_one(g):
 def test_required_input_placeholder_round_trips(registry):
     # a required input that is connected (not set) is left out of the JSON and parses back; an
     # explicit null in JSON means "not set" too
-    g = Graph.from_dict(
-        graph(node("i", "t_int"), node("r", "t_required"), edge("i", "value", "r", "a")), registry
-    )
+    g = Graph.from_dict(graph(node("i", "t_int"), node("r", "t_required"), edge("i", "value", "r", "a")), registry)
     data = g.to_dict()
     assert "a" not in data["nodes"]["r"]
     assert Graph.from_dict(data, registry).to_dict() == data

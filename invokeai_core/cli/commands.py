@@ -205,8 +205,7 @@ def run_command(state: CliState, graph_file: str | None, as_json: bool, timeout:
     except OSError as e:
         raise CliError(f"cannot read {graph_file}: {e.strerror}") from None
     try:
-        graph = Graph.from_json(text, state.host.registry)
-        graph.validate(require_inputs=True)
+        graph = Graph.from_json(text, state.host.registry, require_inputs=True)
     except InvokeAIError as e:
         raise CliError(f"{graph_file}: {e}") from None
     invoker = state.invoker()

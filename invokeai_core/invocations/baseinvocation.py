@@ -118,6 +118,15 @@ class BaseInvocationOutput(BaseModel):
         data = handler(self)
         return {"type": type(self).output_type, **data}
 
+    @classmethod
+    def output_fields(cls) -> dict[str, Any]:
+        """The output's fields (pydantic `FieldInfo` by name), cached per class; read-only."""
+        cached = cls.__dict__.get("_output_fields_cache")
+        if cached is None:
+            cached = dict(cls.__pydantic_fields__)
+            type.__setattr__(cls, "_output_fields_cache", cached)
+        return cached
+
 
 class BaseInvocation(BaseModel):
     """Base class of every node. Decorate subclasses with `@invocation("type_id", ...)`.
@@ -168,8 +177,17 @@ class BaseInvocation(BaseModel):
 
     @classmethod
     def input_fields(cls) -> dict[str, Any]:
-        """The node's own input fields (pydantic `FieldInfo` by name), without `id` and `use_cache`."""
-        return {k: v for k, v in cls.model_fields.items() if k not in ("id", "use_cache")}
+        """The node's own input fields (pydantic `FieldInfo` by name), without `id` and `use_cache`.
+
+        Cached per class: graphs ask for it once per edge, and pydantic's `model_fields` accessor is
+        slow enough to dominate building a 10,000-node graph. Treat the result as read-only.
+        """
+        cached = cls.__dict__.get("_input_fields_cache")
+        if cached is None:
+            fields = cls.__pydantic_fields__
+            cached = {k: v for k, v in fields.items() if k not in ("id", "use_cache")}
+            type.__setattr__(cls, "_input_fields_cache", cached)
+        return cached
 
     @classmethod
     def required_inputs(cls) -> list[str]:
@@ -337,6 +355,8 @@ def invocation(
         cls.output_class = ret
         cls.required_input_names = frozenset(cls.required_inputs())
         cls.model_rebuild(force=True)
+        if "_input_fields_cache" in cls.__dict__:
+            type.__delattr__(cls, "_input_fields_cache")  # rebuilt fields: recompute on next use
         return cls
 
     return wrapper

@@ -38,14 +38,14 @@ class IterateInvocation(BaseInvocation):
 
     collection: list[Any] = InputField(default=[], description="The collection to iterate over")
     index: int = InputField(
-        default=0, description="The element this copy produces (set by the executor)", input=Input.Direct,
+        default=0,
+        description="The element this copy produces (set by the executor)",
+        input=Input.Direct,
         ui_hidden=True,
     )
 
     def invoke(self, context: InvocationContext) -> IterateInvocationOutput:
-        return IterateInvocationOutput(
-            item=self.collection[self.index], index=self.index, total=len(self.collection)
-        )
+        return IterateInvocationOutput(item=self.collection[self.index], index=self.index, total=len(self.collection))
 
 
 @invocation_output("collect_output")
