@@ -557,7 +557,9 @@ class Session:
         if self.errors:
             return "failed"
         if not self.history:
-            return "pending" if not self.is_complete() or not self.graph.nodes else "completed"
+            # nothing has run: "pending" while something is ready, "completed" when nothing ever
+            # will (an empty graph, or one that only iterates over empty collections)
+            return "completed" if self.is_complete() else "pending"
         return "completed" if self.is_complete() else "running"
 
     @property

@@ -8,6 +8,7 @@ export HF_HUB_OFFLINE=1
 unset INVOKEAI_ROOT INVOKEAI_LOAD_PLUGINS INVOKEAI_STRICT_PLUGINS INVOKEAI_CONFIG
 echo "== ruff"
 .venv/bin/ruff check .
+.venv/bin/ruff format --check .
 echo "== mypy"
 .venv/bin/mypy invokeai_core plugins/*/src
 echo "== kernel tests"

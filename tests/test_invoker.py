@@ -166,3 +166,10 @@ def test_many_sessions_run_concurrently_without_mixing(invokeai_invoker: Invoker
     for i, s in enumerate(sessions):
         done = invokeai_invoker.wait(s.id, timeout=30)
         assert done.results_by_source()["b"].value == i * 10
+
+
+def test_an_empty_graph_completes_and_says_so(invokeai_invoker: Invoker) -> None:
+    events = record(invokeai_invoker, names=["session_complete"])
+    session = invokeai_invoker.run_graph({"nodes": {}, "edges": []}, timeout=10)
+    assert session.status == "completed"
+    assert [e.status for e in events] == ["completed"]  # type: ignore[attr-defined]

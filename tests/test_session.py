@@ -537,7 +537,7 @@ def test_session_json_is_plain_json(invoker):
 
 def test_status_of_empty_and_fresh_sessions(registry):
     s = Session(registry=registry)
-    assert s.status == "pending"
+    assert s.status == "completed"  # nothing will ever run: done, and the invoker can say so
     assert s.is_complete()
     s.add_node(node("a", "t_int"))
     assert s.status == "pending"
