@@ -40,6 +40,20 @@ logger = logging.getLogger("invokeai.invoker")
 _STOP = object()
 
 
+def _node_event_fields(
+    session_id: str, prepared: PreparedInvocation, queue_id: str | None, item_id: int | None
+) -> dict[str, Any]:
+    """The fields every node event carries."""
+    return {
+        "session_id": session_id,
+        "queue_id": queue_id,
+        "item_id": item_id,
+        "node_id": prepared.id,
+        "source_node_id": prepared.source_node_id,
+        "invocation_type": type(prepared.invocation).invocation_type,
+    }
+
+
 class _Run:
     """Book-keeping for one session while the processor owns it."""
 
@@ -304,16 +318,7 @@ class Invoker:
         events = services.events
         sid = session.id
         if events.has_subscribers("invocation_started"):
-            events.emit(
-                InvocationStartedEvent(
-                    session_id=sid,
-                    queue_id=queue_id,
-                    item_id=item_id,
-                    node_id=prepared.id,
-                    source_node_id=prepared.source_node_id,
-                    invocation_type=type_id,
-                )
-            )
+            events.emit(InvocationStartedEvent(**_node_event_fields(sid, prepared, queue_id, item_id)))
         cache = services.cache
         key: str | None = None
         output: BaseInvocationOutput | None = None
@@ -353,12 +358,7 @@ class Invoker:
         if events.has_subscribers("invocation_complete"):
             events.emit(
                 InvocationCompleteEvent(
-                    session_id=sid,
-                    queue_id=queue_id,
-                    item_id=item_id,
-                    node_id=prepared.id,
-                    source_node_id=prepared.source_node_id,
-                    invocation_type=type_id,
+                    **_node_event_fields(sid, prepared, queue_id, item_id),
                     result=output.model_dump(mode="json"),
                     cached=cached,
                 )
@@ -383,12 +383,7 @@ class Invoker:
                 return
             events.emit(
                 InvocationProgressEvent(
-                    session_id=sid,
-                    queue_id=queue_id,
-                    item_id=item_id,
-                    node_id=prepared.id,
-                    source_node_id=prepared.source_node_id,
-                    invocation_type=type(prepared.invocation).invocation_type,
+                    **_node_event_fields(sid, prepared, queue_id, item_id),
                     step=step,
                     total=total,
                     message=message,
