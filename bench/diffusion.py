@@ -1,0 +1,201 @@
+"""Generation speed against raw diffusers, on the demo model (or a full-size SD 1.5 UNet on a GPU).
+
+CPU (always): the demo model at 256x256, 8 steps, warm. Our granular graph and our `txt2img` node are
+timed against a raw `StableDiffusionPipeline` call in the same process, alternating, several runs;
+the ratios of the medians are printed (target <= 1.05), with the model loads of the repeated runs
+(target 0) and the peak RSS.
+
+GPU (when torch sees CUDA): a random-weight model with the full-size SD 1.5 UNet/VAE/CLIP configs at
+512x512, 20 steps, fp16, the same comparison, and the card's name.
+
+    .venv/bin/python bench/diffusion.py [--runs 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def edge(s: str, sf: str, d: str, df: str) -> dict[str, Any]:
+    return {"source": {"node_id": s, "field": sf}, "destination": {"node_id": d, "field": df}}
+
+
+def graphs(model: str, size: int, steps: int, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    granular = {
+        "nodes": {
+            "m": {"id": "m", "type": "main_model_loader", "model": model},
+            "p": {"id": "p", "type": "prompt", "prompt": "a lighthouse at dusk"},
+            "n": {"id": "n", "type": "prompt", "prompt": "blurry"},
+            "z": {"id": "z", "type": "noise", "seed": seed, "width": size, "height": size},
+            "d": {"id": "d", "type": "denoise_latents", "steps": steps, "cfg_scale": 7.5, "use_cache": False},
+            "l": {"id": "l", "type": "latents_to_image", "use_cache": False},
+        },
+        "edges": [
+            edge("m", "clip", "p", "clip"),
+            edge("m", "clip", "n", "clip"),
+            edge("m", "unet", "d", "unet"),
+            edge("p", "conditioning", "d", "positive_conditioning"),
+            edge("n", "conditioning", "d", "negative_conditioning"),
+            edge("z", "latents", "d", "noise"),
+            edge("d", "latents", "l", "latents"),
+            edge("m", "vae", "l", "vae"),
+        ],
+    }
+    node = {
+        "nodes": {
+            "t": {
+                "id": "t",
+                "type": "txt2img",
+                "model": model,
+                "prompt": "a lighthouse at dusk",
+                "negative_prompt": "blurry",
+                "width": size,
+                "height": size,
+                "steps": steps,
+                "seed": seed,
+                "use_cache": False,
+            }
+        },
+        "edges": [],
+    }
+    for g in (granular, node):  # prompts and noise are cached between runs otherwise; time everything
+        for n in g["nodes"].values():
+            n["use_cache"] = False
+    return granular, node
+
+
+def full_size_sd15(path: Path) -> Path:
+    """Random weights with the real SD 1.5 component configs (for the GPU figure)."""
+    import torch
+    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from invokeai_diffusers.models.demo import offline_tokenizer
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(sample_size=64, cross_attention_dim=768, attention_head_dim=8)
+    vae = AutoencoderKL(
+        block_out_channels=[128, 256, 512, 512],
+        down_block_types=["DownEncoderBlock2D"] * 4,
+        up_block_types=["UpDecoderBlock2D"] * 4,
+        latent_channels=4,
+        layers_per_block=2,
+        sample_size=512,
+    )
+    te = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=514,
+            bos_token_id=512,
+            eos_token_id=513,
+            pad_token_id=513,
+            hidden_size=768,
+            intermediate_size=3072,
+            num_attention_heads=12,
+            num_hidden_layers=12,
+            max_position_embeddings=77,
+        )
+    )
+    sched = PNDMScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", skip_prk_steps=True, steps_offset=1
+    )
+    StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=te,
+        tokenizer=offline_tokenizer(),
+        unet=unet,
+        scheduler=sched,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    ).save_pretrained(path)
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    import torch
+    from diffusers import StableDiffusionPipeline
+    from invokeai_diffusers.models.demo import quiet_progress_bars
+    from invokeai_diffusers.models.manager import ModelManager
+
+    from invokeai_core.config import load_config
+    from invokeai_core.graph import Graph
+    from invokeai_core.invoker import Invoker
+    from invokeai_core.plugins.host import PluginHost, set_host
+
+    quiet_progress_bars()
+    gpu = torch.cuda.is_available()
+    size, steps = (512, 20) if gpu else (256, 8)
+    with tempfile.TemporaryDirectory() as root:
+        memory = {f"services.{k}": "memory" for k in ("sessions", "image_records", "queue")}
+        config = load_config(root=root, environ={}, overrides=memory)
+        host = PluginHost(config).load()
+        set_host(host)
+        invoker = Invoker.from_config(config, host).start()
+        manager = invoker.services.get(ModelManager)
+        if gpu:
+            record = manager.add(full_size_sd15(Path(root) / "sd15-random"), name="sd15-random")
+        else:
+            record = manager.create_demo()
+        dtype = manager.cache.dtype
+        raw = StableDiffusionPipeline.from_pretrained(
+            record.path, local_files_only=True, torch_dtype=dtype, safety_checker=None, requires_safety_checker=False
+        )
+        raw.to(manager.cache.device)
+        raw.set_progress_bar_config(disable=True)
+        granular, node = graphs(record.name, size, steps, seed=1)
+        g_granular = Graph.from_dict(granular, host.registry, require_inputs=True)
+        g_node = Graph.from_dict(node, host.registry, require_inputs=True)
+
+        def ours(graph: Graph) -> float:
+            t0 = time.perf_counter()
+            session = invoker.run_graph(graph.copy(), timeout=600)
+            assert session.status == "completed", session.errors
+            return time.perf_counter() - t0
+
+        def baseline() -> float:
+            t0 = time.perf_counter()
+            raw(
+                "a lighthouse at dusk",
+                negative_prompt="blurry",
+                num_inference_steps=steps,
+                guidance_scale=7.5,
+                width=size,
+                height=size,
+                generator=torch.Generator("cpu").manual_seed(1),
+            )
+            if gpu:
+                torch.cuda.synchronize()
+            return time.perf_counter() - t0
+
+        ours(g_granular), ours(g_node), baseline()  # warm up (loads the model into the cache)
+        loads_after_warmup = manager.cache.loads
+        times: dict[str, list[float]] = {"raw pipeline": [], "granular graph": [], "txt2img node": []}
+        for _ in range(args.runs):
+            times["raw pipeline"].append(baseline())
+            times["granular graph"].append(ours(g_granular))
+            times["raw pipeline"].append(baseline())
+            times["txt2img node"].append(ours(g_node))
+        invoker.stop()
+    device = torch.cuda.get_device_name(0) if gpu else "CPU"
+    print(f"device: {device}; {size}x{size}, {steps} steps, {dtype}; {args.runs} alternating runs each")
+    base = statistics.median(times["raw pipeline"])
+    for name, values in times.items():
+        med = statistics.median(values)
+        print(f"{name:16} median {med:7.3f} s   ratio to raw {med / base:5.3f}")
+    print(f"model loads during timed runs: {manager.cache.loads - loads_after_warmup} (target 0)")
+    print(f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Install this plugin's heavy, pinned dependencies with the given Python (called by scripts/setup.sh).
+set -euo pipefail
+PY="${1:-python3}"
+cd "$(dirname "$0")"
+"$PY" -m pip --disable-pip-version-check -q install torch==2.13.0
+"$PY" -m pip --disable-pip-version-check -q install -r requirements.txt

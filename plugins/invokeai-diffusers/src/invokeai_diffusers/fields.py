@@ -1,0 +1,55 @@
+"""Reference fields that travel along edges: model handles, conditioning, latents, masks.
+
+Large values never travel inside a graph: tensors live in `context.objects`, models in the model
+cache, and these small models name them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Ref(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class UNetField(_Ref):
+    """The denoising UNet (and the scheduler config) of an installed model."""
+
+    model: str = Field(description="The installed model's name")
+
+
+class CLIPField(_Ref):
+    """A text encoder and its tokenizer."""
+
+    model: str = Field(description="The installed model's name")
+    text_encoder: str = Field(default="text_encoder", description="The text encoder component")
+    tokenizer: str = Field(default="tokenizer", description="The tokenizer component")
+
+
+class VAEField(_Ref):
+    """The VAE that maps between images and latents."""
+
+    model: str = Field(description="The installed model's name")
+
+
+class ConditioningField(_Ref):
+    """Encoded prompt embeddings stored in the objects service."""
+
+    conditioning_name: str = Field(description="The name of the conditioning in the objects service")
+
+
+class LatentsField(_Ref):
+    """A latents tensor stored in the objects service."""
+
+    latents_name: str = Field(description="The name of the latents in the objects service")
+    seed: int | None = Field(default=None, description="The seed the noise was made from, if any")
+    metadata: dict[str, Any] | None = Field(default=None, description="Generation parameters, for image metadata")
+
+
+class DenoiseMaskField(_Ref):
+    """A denoise mask (white = repaint) stored in the objects service."""
+
+    mask_name: str = Field(description="The name of the mask tensor in the objects service")

@@ -1,0 +1,56 @@
+"""Entry point of invokeai-diffusers (group `invokeai.plugins`, name `diffusers`).
+
+Deliberately light: torch, diffusers and transformers are imported only when a diffusion node runs
+or a `models` command needs them, never when the plugin loads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from invokeai_core import hookimpl
+
+if TYPE_CHECKING:
+    import click
+
+    from invokeai_core.hookspecs import ServiceRegistrar
+
+
+@hookimpl
+def register_invocations(register: Callable[[Any], None]) -> None:
+    from invokeai_diffusers.nodes import conditioning, convenience, latents, models
+
+    for cls in (
+        models.MainModelLoaderInvocation,
+        models.SDXLModelLoaderInvocation,
+        conditioning.PromptInvocation,
+        latents.NoiseInvocation,
+        latents.DenoiseLatentsInvocation,
+        latents.LatentsToImageInvocation,
+        latents.ImageToLatentsInvocation,
+        latents.CreateDenoiseMaskInvocation,
+        convenience.TextToImageInvocation,
+        convenience.ImageToImageInvocation,
+        convenience.InpaintInvocation,
+    ):
+        register(cls)
+
+
+@hookimpl
+def register_services(register: ServiceRegistrar) -> None:
+    register(
+        "models",
+        "local",
+        "invokeai_diffusers.models.manager:ModelManager",
+        description="Models from local diffusers folders and .safetensors files, with a model cache",
+        install_hint="pip install invokeai-diffusers",
+        default=True,
+    )
+
+
+@hookimpl
+def register_commands(cli: click.Group) -> None:
+    from invokeai_diffusers.cli import models_group
+
+    cli.add_command(models_group)

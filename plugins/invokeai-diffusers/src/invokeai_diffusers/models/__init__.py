@@ -1,0 +1,1 @@
+"""Model records, probing, loading, caching and the model manager service."""

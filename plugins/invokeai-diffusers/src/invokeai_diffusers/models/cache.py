@@ -1,0 +1,218 @@
+"""The model cache: loaded components kept across sessions under a memory budget, LRU eviction.
+
+Components (unet, vae, text encoders, tokenizers, scheduler configs) are cached one by one, keyed by
+model name, model hash and submodel, so a prompt node loads only the text encoder and a second run of
+the same model loads nothing. A component is inserted only after it loaded completely: a failure
+leaves nothing half-loaded behind. Device and dtype are chosen once: CUDA (fp16) if available, then
+MPS (fp32, the safe choice there), then CPU (fp32); the VAE of SDXL stays in fp32, since it overflows
+in fp16.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from invokeai_core.errors import InvokeAIError
+
+if TYPE_CHECKING:
+    from invokeai_diffusers.models.records import ModelRecord
+    from invokeai_diffusers.settings import DiffusersSettings
+
+logger = logging.getLogger("invokeai.diffusers.cache")
+
+LoadListener = Callable[[str, str, str, float | None], None]  # (phase, model, submodel, seconds)
+
+
+class ModelLoadError(InvokeAIError):
+    """A model component could not be loaded (missing or corrupt files)."""
+
+
+@dataclass
+class _Entry:
+    value: Any
+    size: int
+
+
+def module_size(obj: Any) -> int:
+    """Bytes held by a torch module's parameters and buffers (0 for anything else)."""
+    params = getattr(obj, "parameters", None)
+    if not callable(params):
+        return 0
+    total = sum(p.numel() * p.element_size() for p in obj.parameters())
+    total += sum(b.numel() * b.element_size() for b in obj.buffers())
+    return int(total)
+
+
+def choose_device(setting: str) -> str:
+    import torch
+
+    if setting != "auto":
+        return setting
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def choose_dtype(setting: str, device: str) -> Any:
+    import torch
+
+    if setting == "auto":
+        return torch.float16 if device.startswith("cuda") else torch.float32
+    return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[setting]
+
+
+class ModelCache:
+    """LRU cache of loaded components under `budget_bytes` (RAM on CPU, VRAM on GPU)."""
+
+    def __init__(self, settings: DiffusersSettings) -> None:
+        self.settings = settings
+        self._device: str | None = None
+        self._dtype: Any = None
+        self._entries: OrderedDict[tuple[str, str, str], _Entry] = OrderedDict()
+        self._lock = threading.RLock()
+        self._loading: dict[tuple[str, str, str], threading.Lock] = {}
+        self.loads = 0
+        self.hits = 0
+        self.evictions = 0
+
+    # -- device, dtype, budget ------------------------------------------------------------------
+    @property
+    def device(self) -> str:
+        if self._device is None:
+            self._device = choose_device(self.settings.device)
+        return self._device
+
+    @property
+    def dtype(self) -> Any:
+        if self._dtype is None:
+            self._dtype = choose_dtype(self.settings.precision, self.device)
+        return self._dtype
+
+    @property
+    def budget_bytes(self) -> int:
+        if self.device.startswith("cuda"):
+            if self.settings.vram_budget_gb > 0:
+                return int(self.settings.vram_budget_gb * 2**30)
+            import torch
+
+            return int(torch.cuda.get_device_properties(self.device).total_memory * 0.8)
+        return int(self.settings.ram_budget_gb * 2**30)
+
+    @property
+    def used_bytes(self) -> int:
+        return sum(e.size for e in self._entries.values())
+
+    def cached(self) -> list[tuple[str, str, int]]:
+        return [(k[0], k[2], e.size) for k, e in self._entries.items()]
+
+    # -- access ---------------------------------------------------------------------------------
+    def get(self, record: ModelRecord, submodel: str, *, on_load: LoadListener | None = None) -> Any:
+        key = (record.name, record.hash, submodel)
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None:
+                self._entries.move_to_end(key)
+                self.hits += 1
+                return entry.value
+            lock = self._loading.setdefault(key, threading.Lock())
+        with lock:  # one loader per component; others wait for it
+            with self._lock:
+                entry = self._entries.get(key)
+                if entry is not None:
+                    self._entries.move_to_end(key)
+                    self.hits += 1
+                    return entry.value
+            if on_load is not None:
+                on_load("started", record.name, submodel, None)
+            t0 = time.perf_counter()
+            value = self._load(record, submodel)
+            seconds = time.perf_counter() - t0
+            size = module_size(value)
+            with self._lock:
+                self._make_room(size)
+                self._entries[key] = _Entry(value, size)
+                self.loads += 1
+                self._loading.pop(key, None)
+            if on_load is not None:
+                on_load("complete", record.name, submodel, seconds)
+            return value
+
+    def _make_room(self, size: int) -> None:
+        budget = self.budget_bytes
+        while self._entries and self.used_bytes + size > budget:
+            key, entry = self._entries.popitem(last=False)
+            self.evictions += 1
+            logger.info("model cache: evicted %s/%s (%d MB)", key[0], key[2], entry.size >> 20)
+        if size > budget:
+            logger.warning(
+                "model cache: one component (%d MB) exceeds the whole budget (%d MB)", size >> 20, budget >> 20
+            )
+
+    def drop(self, model_name: str) -> None:
+        with self._lock:
+            for key in [k for k in self._entries if k[0] == model_name]:
+                del self._entries[key]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+    # -- loading --------------------------------------------------------------------------------
+    def _load(self, record: ModelRecord, submodel: str) -> Any:
+        from invokeai_diffusers.models.demo import quiet_progress_bars
+
+        quiet_progress_bars()
+        if record.format != "diffusers":
+            return self._load_from_checkpoint(record, submodel)
+        path = Path(record.path)
+        try:
+            index = json.loads((path / "model_index.json").read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as e:
+            raise ModelLoadError(f"model '{record.name}': cannot read {path / 'model_index.json'} ({e})") from None
+        spec = index.get(submodel)
+        if not (isinstance(spec, list) and len(spec) == 2 and spec[0] and spec[1]):
+            raise ModelLoadError(f"model '{record.name}' has no '{submodel}' component")
+        library, class_name = spec
+        try:
+            cls = getattr(importlib.import_module(library), class_name)
+        except (ImportError, AttributeError) as e:
+            raise ModelLoadError(
+                f"model '{record.name}': component {submodel} needs {library}.{class_name} ({e})"
+            ) from None
+        try:
+            if submodel == "scheduler":
+                return dict(cls.load_config(str(path), subfolder="scheduler", local_files_only=True))
+            if submodel.startswith("tokenizer"):
+                return cls.from_pretrained(str(path), subfolder=submodel, local_files_only=True)
+            dtype = self.dtype
+            if submodel == "vae" and record.base == "sdxl":
+                import torch
+
+                dtype = torch.float32
+            model = cls.from_pretrained(str(path), subfolder=submodel, local_files_only=True, torch_dtype=dtype)
+            model.to(self.device)
+            model.eval()
+            model.requires_grad_(False)
+            return model
+        except ModelLoadError:
+            raise
+        except Exception as e:
+            raise ModelLoadError(
+                f"model '{record.name}': cannot load {submodel} from {path / submodel}: {type(e).__name__}: {e}"
+            ) from None
+
+    def _load_from_checkpoint(self, record: ModelRecord, submodel: str) -> Any:
+        from invokeai_diffusers.models.single_file import load_single_file_component
+
+        return load_single_file_component(self, record, submodel)

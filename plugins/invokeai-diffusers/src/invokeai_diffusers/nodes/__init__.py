@@ -1,0 +1,1 @@
+"""The diffusion nodes (imported only inside the `register_invocations` hook)."""

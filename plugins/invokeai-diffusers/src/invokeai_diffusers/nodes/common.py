@@ -1,0 +1,137 @@
+"""Helpers shared by the diffusion nodes: model access with load events, generators, pipelines
+assembled from cached components, progress/cancel callbacks, and image outputs."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from invokeai_core import BaseInvocationOutput, ImageField, OutputField, invocation_output
+from invokeai_core.errors import InvokeAIError
+from invokeai_core.events import EventServiceBase, ModelLoadCompleteEvent, ModelLoadStartedEvent
+from invokeai_diffusers.fields import LatentsField
+
+if TYPE_CHECKING:
+    from invokeai_core import InvocationContext
+    from invokeai_diffusers.models.manager import ModelManager
+    from invokeai_diffusers.models.records import ModelRecord
+
+
+class DiffusionNodeError(InvokeAIError):
+    """A node input is unusable; the message names the field."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        self.field = field
+        super().__init__(f"field '{field}': {reason}")
+
+
+class GenerationCanceled(InvokeAIError):
+    """The session was canceled between two denoising steps."""
+
+
+@invocation_output("diffusers_image_output")
+class ImageOutput(BaseInvocationOutput):
+    """One image."""
+
+    image: ImageField = OutputField(description="The image")
+    width: int = OutputField(description="Width in pixels")
+    height: int = OutputField(description="Height in pixels")
+
+
+@invocation_output("latents_output")
+class LatentsOutput(BaseInvocationOutput):
+    """Latents and the pixel size they decode to."""
+
+    latents: LatentsField = OutputField(description="The latents")
+    width: int = OutputField(description="Width in pixels")
+    height: int = OutputField(description="Height in pixels")
+
+
+def models(context: InvocationContext) -> ModelManager:
+    from invokeai_diffusers.models.manager import ModelManager
+
+    return context.services.get(ModelManager)
+
+
+def record(context: InvocationContext, name: str, field: str) -> ModelRecord:
+    try:
+        return models(context).get(name)
+    except InvokeAIError as e:
+        raise DiffusionNodeError(field, str(e)) from None
+
+
+def load(context: InvocationContext, model: str, submodel: str, field: str) -> Any:
+    """A model component through the cache, emitting model_load_started/complete on a real load."""
+    events = context.services.get(EventServiceBase)
+
+    def on_load(phase: str, name: str, sub: str, seconds: float | None) -> None:
+        common = {"session_id": context.session_id, "queue_id": context.queue_id, "item_id": context.item_id}
+        if phase == "started":
+            events.emit(ModelLoadStartedEvent(**common, model_name=name, submodel=sub))
+        else:
+            events.emit(ModelLoadCompleteEvent(**common, model_name=name, submodel=sub, seconds=seconds or 0.0))
+
+    try:
+        return models(context).load(model, submodel, on_load=on_load)
+    except InvokeAIError as e:
+        raise DiffusionNodeError(field, str(e)) from None
+
+
+def device_and_dtype(context: InvocationContext) -> tuple[str, Any]:
+    cache = models(context).cache
+    return cache.device, cache.dtype
+
+
+def generator(seed: int) -> Any:
+    import torch
+
+    return torch.Generator("cpu").manual_seed(seed)
+
+
+def check_size(width: int, height: int) -> None:
+    for name, value in (("width", width), ("height", height)):
+        if value % 8:
+            raise DiffusionNodeError(name, f"{value} is not a multiple of 8")
+
+
+def step_callback(context: InvocationContext, base: str, total: int) -> Any:
+    """A `callback_on_step_end` that reports progress with a latent preview and stops on cancel."""
+    from invokeai_diffusers.preview import latents_preview
+
+    def callback(pipe: Any, step: int, timestep: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+        latents = kwargs.get("latents")
+        image = latents_preview(latents, base) if latents is not None else None
+        context.progress(step + 1, total, image=image, message=f"denoising step {step + 1}/{total}")
+        if context.is_canceled():
+            pipe._interrupt = True
+        return kwargs
+
+    return callback
+
+
+def raise_if_canceled(context: InvocationContext) -> None:
+    if context.is_canceled():
+        raise GenerationCanceled("canceled")
+
+
+def save_image(context: InvocationContext, image: Any, metadata: dict[str, Any], *, gallery: bool) -> ImageOutput:
+    saved = context.images.save(image, is_intermediate=not gallery, metadata=metadata)
+    return ImageOutput(image=saved.field, width=image.width, height=image.height)
+
+
+def store_latents(
+    context: InvocationContext, tensor: Any, *, seed: int | None = None, metadata: dict[str, Any] | None = None
+) -> LatentsOutput:
+    name = context.objects.save(tensor.detach())
+    height, width = int(tensor.shape[-2]) * 8, int(tensor.shape[-1]) * 8
+    return LatentsOutput(
+        latents=LatentsField(latents_name=name, seed=seed, metadata=metadata), width=width, height=height
+    )
+
+
+def load_object(context: InvocationContext, name: str, field: str) -> Any:
+    try:
+        return context.objects.load(name)
+    except KeyError:
+        raise DiffusionNodeError(
+            field, f"'{name}' is not in the objects service (was it produced in this run?)"
+        ) from None

@@ -1,0 +1,171 @@
+"""One-node generation: txt2img, img2img and inpaint.
+
+Each assembles the diffusers pipeline for the model's base from cached components and calls it the
+way a diffusers user would, so its pixels are the pipeline's pixels; progress, previews and
+cancellation come through `callback_on_step_end`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from invokeai_core import BaseInvocation, ImageField, InputField, InvocationContext, invocation
+from invokeai_diffusers.nodes.common import (
+    DiffusionNodeError,
+    ImageOutput,
+    check_size,
+    generator,
+    load,
+    raise_if_canceled,
+    record,
+    save_image,
+    step_callback,
+)
+from invokeai_diffusers.nodes.conditioning import warn_if_truncated
+from invokeai_diffusers.schedulers import SchedulerName, install_scheduler, make_scheduler
+
+SD_PARTS = ("unet", "vae", "text_encoder", "tokenizer")
+SDXL_PARTS = (*SD_PARTS, "text_encoder_2", "tokenizer_2")
+
+
+def assemble(context: InvocationContext, model: str, mode: str, scheduler: str) -> tuple[Any, str]:
+    """A diffusers pipeline for `mode` (txt2img, img2img, inpaint) from the model's cached components."""
+    import diffusers
+
+    found = record(context, model, "model")
+    parts = {p: load(context, model, p, "model") for p in (SDXL_PARTS if found.base == "sdxl" else SD_PARTS)}
+    parts["scheduler"] = make_scheduler("default", load(context, model, "scheduler", "model"))
+    if found.base == "sdxl":
+        cls = {
+            "txt2img": diffusers.StableDiffusionXLPipeline,
+            "img2img": diffusers.StableDiffusionXLImg2ImgPipeline,
+            "inpaint": diffusers.StableDiffusionXLInpaintPipeline,
+        }[mode]
+        extra: dict[str, Any] = {"add_watermarker": False}
+        if mode != "txt2img":
+            extra["requires_aesthetics_score"] = False
+    else:
+        cls = {
+            "txt2img": diffusers.StableDiffusionPipeline,
+            "img2img": diffusers.StableDiffusionImg2ImgPipeline,
+            "inpaint": diffusers.StableDiffusionInpaintPipeline,
+        }[mode]
+        extra = {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
+    pipe = cls(**parts, **extra)
+    install_scheduler(pipe, scheduler)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe, found.base
+
+
+class _GenerationFields(BaseInvocation):
+    """Inputs every one-node generator shares (not a node itself)."""
+
+    model: str = InputField(description="The installed model's name (see `invokeai models list`)", ui_type="model")
+    prompt: str = InputField(default="", description="The prompt", ui_component="textarea")
+    negative_prompt: str = InputField(default="", description="The negative prompt", ui_component="textarea")
+    steps: int = InputField(default=20, ge=1, le=1000, description="Denoising steps")
+    cfg_scale: float = InputField(default=7.5, ge=0, le=100, description="Classifier-free guidance scale")
+    scheduler: SchedulerName = InputField(default="default", description="The sampler ('default': the model's own)")
+    seed: int = InputField(default=0, ge=0, lt=2**32, description="The seed")
+    gallery: bool = InputField(default=True, description="Show the image in the gallery (not intermediate)")
+
+    def _common(self, context: InvocationContext, base: str, pipe: Any) -> dict[str, Any]:
+        for text in (self.prompt, self.negative_prompt):
+            warn_if_truncated(context, pipe.tokenizer, text)
+        return {
+            "prompt": self.prompt,
+            "negative_prompt": self.negative_prompt or None,
+            "num_inference_steps": self.steps,
+            "guidance_scale": self.cfg_scale,
+            "generator": generator(self.seed),
+            "callback_on_step_end": step_callback(context, base, self.steps),
+            "callback_on_step_end_tensor_inputs": ["latents"],
+        }
+
+    def _metadata(self, **extra: Any) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "prompt": self.prompt,
+            "negative_prompt": self.negative_prompt,
+            "seed": self.seed,
+            "steps": self.steps,
+            "cfg_scale": self.cfg_scale,
+            "scheduler": self.scheduler,
+            **extra,
+        }
+
+
+def _source_image(context: InvocationContext, field: str, image: ImageField) -> Any:
+    pil = context.images.load(image).convert("RGB")
+    if pil.width % 8 or pil.height % 8:
+        raise DiffusionNodeError(field, f"the image is {pil.width}x{pil.height}; both sides must be multiples of 8")
+    return pil
+
+
+@invocation("txt2img", title="Text to Image", tags=["generate", "txt2img"], category="generate", version="1.0.0")
+class TextToImageInvocation(_GenerationFields):
+    """Generates an image from a prompt in one node (SD 1.x, 2.x or XL, by the model's base)."""
+
+    width: int = InputField(default=512, gt=0, multiple_of=8, description="Width in pixels")
+    height: int = InputField(default=512, gt=0, multiple_of=8, description="Height in pixels")
+
+    def invoke(self, context: InvocationContext) -> ImageOutput:
+        import torch
+
+        check_size(self.width, self.height)
+        pipe, base = assemble(context, self.model, "txt2img", self.scheduler)
+        with torch.inference_mode():
+            image = pipe(width=self.width, height=self.height, **self._common(context, base, pipe)).images[0]
+        raise_if_canceled(context)
+        return save_image(context, image, self._metadata(width=self.width, height=self.height), gallery=self.gallery)
+
+
+@invocation("img2img", title="Image to Image", tags=["generate", "img2img"], category="generate", version="1.0.0")
+class ImageToImageInvocation(_GenerationFields):
+    """Transforms an image guided by a prompt in one node."""
+
+    image: ImageField = InputField(description="The image to start from")
+    strength: float = InputField(default=0.75, ge=0, le=1, description="How much to change the image")
+
+    def invoke(self, context: InvocationContext) -> ImageOutput:
+        import torch
+
+        source = _source_image(context, "image", self.image)
+        pipe, base = assemble(context, self.model, "img2img", self.scheduler)
+        with torch.inference_mode():
+            image = pipe(image=source, strength=self.strength, **self._common(context, base, pipe)).images[0]
+        raise_if_canceled(context)
+        meta = self._metadata(strength=self.strength, source_image=self.image.image_name)
+        return save_image(context, image, meta, gallery=self.gallery)
+
+
+@invocation("inpaint", title="Inpaint", tags=["generate", "inpaint"], category="generate", version="1.0.0")
+class InpaintInvocation(_GenerationFields):
+    """Repaints the white area of a mask in one node."""
+
+    image: ImageField = InputField(description="The image to repaint")
+    mask: ImageField = InputField(description="The mask (white = repaint, black = keep), the image's size")
+    strength: float = InputField(default=1.0, ge=0, le=1, description="How much to change the masked area")
+
+    def invoke(self, context: InvocationContext) -> ImageOutput:
+        import torch
+
+        source = _source_image(context, "image", self.image)
+        mask = context.images.load(self.mask)
+        if mask.size != source.size:
+            raise DiffusionNodeError(
+                "mask", f"the mask is {mask.width}x{mask.height}, the image is {source.width}x{source.height}"
+            )
+        pipe, base = assemble(context, self.model, "inpaint", self.scheduler)
+        with torch.inference_mode():
+            image = pipe(
+                image=source,
+                mask_image=mask,
+                strength=self.strength,
+                width=source.width,
+                height=source.height,
+                **self._common(context, base, pipe),
+            ).images[0]
+        raise_if_canceled(context)
+        meta = self._metadata(strength=self.strength, source_image=self.image.image_name, mask=self.mask.image_name)
+        return save_image(context, image, meta, gallery=self.gallery)

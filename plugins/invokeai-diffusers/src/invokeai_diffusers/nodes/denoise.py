@@ -1,0 +1,177 @@
+"""The denoising loop, run by diffusers' own pipelines on cached components.
+
+Rather than re-implementing the loop, `denoise` assembles the matching diffusers pipeline (text to
+image, or image to image) from the cached UNet and a fresh scheduler, with no text encoder and no VAE,
+and calls it with our embeddings and noise and `output_type="latent"`. The maths is therefore the
+pipeline's own, step for step, which is what makes a granular graph bit-for-bit equal to a pipeline
+call. The random generator is replayed from the noise's seed so stochastic schedulers (euler_a,
+ddpm) draw exactly what the pipeline would. Masks use diffusers' legacy latent blend (the path the
+inpaint pipeline takes with a 4-channel UNet), applied after each step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from invokeai_diffusers.fields import CLIPField, ConditioningField, DenoiseMaskField, LatentsField, UNetField
+from invokeai_diffusers.nodes.common import (
+    DiffusionNodeError,
+    device_and_dtype,
+    generator,
+    load,
+    load_object,
+    raise_if_canceled,
+    record,
+    step_callback,
+)
+from invokeai_diffusers.schedulers import install_scheduler, make_scheduler
+
+if TYPE_CHECKING:
+    from invokeai_core import InvocationContext
+
+
+@dataclass
+class DenoiseRequest:
+    unet: UNetField
+    positive: ConditioningField
+    negative: ConditioningField | None
+    noise: LatentsField | None
+    latents: LatentsField | None
+    mask: DenoiseMaskField | None
+    steps: int
+    cfg_scale: float
+    scheduler: str
+    strength: float
+    seed: int | None
+
+
+def _conditioning(
+    context: InvocationContext, request: DenoiseRequest, base: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    import torch
+
+    positive = load_object(context, request.positive.conditioning_name, "positive_conditioning")
+    if positive.get("base") != base:
+        raise DiffusionNodeError(
+            "positive_conditioning", f"was encoded for a {positive.get('base')} model, the UNet is {base}"
+        )
+    if request.negative is not None:
+        negative = load_object(context, request.negative.conditioning_name, "negative_conditioning")
+        if negative.get("base") != base:
+            raise DiffusionNodeError(
+                "negative_conditioning", f"was encoded for a {negative.get('base')} model, the UNet is {base}"
+            )
+    elif base == "sdxl":
+        # what StableDiffusionXLPipeline does without a negative prompt (force_zeros_for_empty_prompt)
+        negative = {
+            "embeds": torch.zeros_like(positive["embeds"]),
+            "pooled": torch.zeros_like(positive["pooled"]),
+            "base": base,
+        }
+    else:
+        from invokeai_diffusers.nodes.conditioning import encode_prompt
+
+        negative = encode_prompt(context, "", CLIPField(model=positive["model"]), None)
+    return positive, negative
+
+
+def denoise(context: InvocationContext, request: DenoiseRequest) -> Any:
+    """Run the denoising and return the latents tensor."""
+    import torch
+
+    model = record(context, request.unet.model, "unet")
+    base = "sdxl" if model.base == "sdxl" else "sd"
+    unet = load(context, request.unet.model, "unet", "unet")
+    scheduler = make_scheduler("default", load(context, request.unet.model, "scheduler", "unet"))
+    positive, negative = _conditioning(context, request, base)
+    device, dtype = device_and_dtype(context)
+    noise = load_object(context, request.noise.latents_name, "noise") if request.noise is not None else None
+    seed = request.seed if request.seed is not None else (request.noise.seed if request.noise is not None else None)
+    kwargs: dict[str, Any] = {
+        "prompt_embeds": positive["embeds"],
+        "negative_prompt_embeds": negative["embeds"],
+        "num_inference_steps": request.steps,
+        "guidance_scale": request.cfg_scale,
+        "output_type": "latent",
+        "callback_on_step_end_tensor_inputs": ["latents"],
+    }
+    if base == "sdxl":
+        kwargs["pooled_prompt_embeds"] = positive["pooled"]
+        kwargs["negative_pooled_prompt_embeds"] = negative["pooled"]
+    with torch.inference_mode():
+        if request.latents is None:
+            if noise is None:
+                raise DiffusionNodeError("noise", "text to image needs noise (connect a noise node)")
+            pipe = _pipeline(base, "txt2img", unet, scheduler, request.scheduler)
+            shape = tuple(noise.shape)
+            gen = None
+            if seed is not None:
+                if noise.dtype != dtype:  # draw in the pipeline's dtype, as the pipeline would
+                    noise = torch.randn(shape, generator=generator(seed), dtype=dtype)
+                gen = generator(seed)
+                torch.randn(shape, generator=gen, dtype=noise.dtype)  # the pipeline drew the noise first
+            kwargs["callback_on_step_end"] = step_callback(context, model.base, request.steps)
+            latents = pipe(
+                latents=noise.to(device, dtype), height=shape[-2] * 8, width=shape[-1] * 8, generator=gen, **kwargs
+            ).images
+        else:
+            if seed is None:
+                raise DiffusionNodeError("noise", "image to image needs a seed: connect a noise node (or set seed)")
+            init = load_object(context, request.latents.latents_name, "latents").to(device, dtype)
+            pipe = _pipeline(base, "img2img", unet, scheduler, request.scheduler)
+            callback = step_callback(context, model.base, _effective_steps(request.steps, request.strength))
+            if request.mask is not None:
+                callback = _masked(callback, context, request, init, seed)
+            kwargs["callback_on_step_end"] = callback
+            latents = pipe(image=init, strength=request.strength, generator=generator(seed), **kwargs).images
+    raise_if_canceled(context)
+    return latents
+
+
+def _effective_steps(steps: int, strength: float) -> int:
+    return max(1, min(int(steps * strength), steps))
+
+
+def _masked(inner: Any, context: InvocationContext, request: DenoiseRequest, init: Any, seed: int) -> Any:
+    """After each step, keep the unmasked area at the (re-noised) original, like diffusers' 4-channel
+    inpainting: `latents = (1 - mask) * add_noise(init, noise, next_t) + mask * latents`."""
+    import torch
+
+    assert request.mask is not None
+    mask = load_object(context, request.mask.mask_name, "denoise_mask").to(init.device, init.dtype)
+    if tuple(mask.shape[-2:]) != tuple(init.shape[-2:]):
+        raise DiffusionNodeError(
+            "denoise_mask",
+            f"the mask is {mask.shape[-1] * 8}x{mask.shape[-2] * 8}, "
+            f"the latents are {init.shape[-1] * 8}x{init.shape[-2] * 8}",
+        )
+    noise = torch.randn(tuple(init.shape), generator=generator(seed), dtype=init.dtype).to(init.device)
+    t_start = max(request.steps - _effective_steps(request.steps, request.strength), 0)
+
+    def callback(pipe: Any, step: int, timestep: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+        timesteps = pipe.scheduler.timesteps[t_start * pipe.scheduler.order :]
+        proper = init
+        if step < len(timesteps) - 1:
+            proper = pipe.scheduler.add_noise(init, noise, torch.tensor([timesteps[step + 1]]))
+        kwargs["latents"] = (1 - mask) * proper + mask * kwargs["latents"]
+        return inner(pipe, step, timestep, kwargs)
+
+    return callback
+
+
+def _pipeline(base: str, mode: str, unet: Any, scheduler: Any, scheduler_name: str) -> Any:
+    import diffusers
+
+    if base == "sdxl":
+        cls = diffusers.StableDiffusionXLPipeline if mode == "txt2img" else diffusers.StableDiffusionXLImg2ImgPipeline
+        extra: dict[str, Any] = {"text_encoder_2": None, "tokenizer_2": None, "add_watermarker": False}
+        if mode == "img2img":
+            extra["requires_aesthetics_score"] = False
+    else:
+        cls = diffusers.StableDiffusionPipeline if mode == "txt2img" else diffusers.StableDiffusionImg2ImgPipeline
+        extra = {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
+    pipe = cls(vae=None, text_encoder=None, tokenizer=None, unet=unet, scheduler=scheduler, **extra)
+    install_scheduler(pipe, scheduler_name)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

@@ -1,0 +1,40 @@
+"""The plugin's settings: the `[plugins.diffusers]` table of invokeai.toml.
+
+[plugins.diffusers]
+device = "auto"        # auto, cpu, cuda, cuda:1, mps
+precision = "auto"     # auto (fp16 on cuda, fp32 elsewhere), float32, float16, bfloat16
+ram_budget_gb = 6.0    # loaded components kept in RAM (CPU) before the least recently used go
+vram_budget_gb = 0     # 0 = 80% of the GPU's memory
+allow_pickle = false   # .ckpt/.pt checkpoints run arbitrary code when loaded: refused unless true
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from invokeai_core.errors import ConfigError
+
+
+class DiffusersSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    device: str = Field(default="auto", description="auto, cpu, cuda, cuda:N or mps")
+    precision: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    ram_budget_gb: float = Field(default=6.0, gt=0)
+    vram_budget_gb: float = Field(default=0.0, ge=0)
+    allow_pickle: bool = False
+    models_dir: Path | None = Field(default=None, description="Where demo models are written (default <root>/models)")
+
+
+def load_settings(config: Any) -> DiffusersSettings:
+    """Settings from the configuration, with errors naming the key."""
+    raw = config.plugin_settings("diffusers") if config is not None else {}
+    try:
+        return DiffusersSettings.model_validate(raw)
+    except ValidationError as e:
+        err = e.errors()[0]
+        key = ".".join(str(x) for x in err.get("loc", ()))
+        raise ConfigError(f"plugins.diffusers.{key}: {err.get('msg')}") from None

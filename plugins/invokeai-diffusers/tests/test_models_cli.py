@@ -1,0 +1,87 @@
+"""`invokeai models ...` and the start-up cost of the plugin, through the real executable."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+INVOKEAI = str(Path(sys.executable).parent / "invokeai")
+
+
+def cli(*args: str, root: Path, input: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INVOKEAI_")}
+    env.update(INVOKEAI_ROOT=str(root), HF_HUB_OFFLINE="1")
+    return subprocess.run([INVOKEAI, *args], capture_output=True, text=True, env=env, input=input, timeout=300)
+
+
+def test_create_demo_then_generate_from_the_cli(tmp_path: Path) -> None:
+    made = cli("models", "create-demo", root=tmp_path)
+    assert made.returncode == 0, made.stderr
+    assert "images are noise" in made.stdout
+    listed = json.loads(cli("models", "list", "--json", root=tmp_path).stdout)
+    assert [(m["name"], m["base"], m["format"]) for m in listed] == [("demo-sd", "sd-1", "diffusers")]
+    assert listed[0]["hash"].startswith("blake2b:") and listed[0]["size"] > 1_000_000
+    shown = cli("models", "show", "demo-sd", root=tmp_path)
+    assert shown.returncode == 0 and "sd-1" in shown.stdout
+    graph = {
+        "nodes": {
+            "t": {
+                "id": "t",
+                "type": "txt2img",
+                "model": "demo-sd",
+                "prompt": "hi",
+                "width": 64,
+                "height": 64,
+                "steps": 2,
+            }
+        },
+        "edges": [],
+    }
+    run = cli("run", "-f", "-", "--json", root=tmp_path, input=json.dumps(graph))
+    assert run.returncode == 0, run.stderr
+    out = json.loads(run.stdout)
+    assert out["status"] == "completed" and out["results"]["t"]["width"] == 64
+
+
+def test_add_show_remove_and_refusals(tmp_path: Path, model_folders: Any) -> None:
+    added = cli("models", "add", str(model_folders["sdxl"]), "--name", "xl", root=tmp_path)
+    assert added.returncode == 0, added.stderr
+    assert "installed xl (sdxl" in added.stdout
+    again = cli("models", "add", str(model_folders["sdxl"]), "--name", "xl", root=tmp_path)
+    assert again.returncode == 2 and "already installed" in again.stderr
+    pickle = tmp_path / "model.ckpt"
+    pickle.write_bytes(b"\x80\x04")
+    refused = cli("models", "add", str(pickle), root=tmp_path)
+    assert refused.returncode == 2 and "pickle" in refused.stderr and "allow_pickle" in refused.stderr
+    missing = cli("models", "add", str(tmp_path / "nowhere"), root=tmp_path)
+    assert missing.returncode == 2 and "no such file" in missing.stderr
+    not_a_model = tmp_path / "empty"
+    not_a_model.mkdir()
+    assert "model_index.json" in cli("models", "add", str(not_a_model), root=tmp_path).stderr
+    unknown = cli("models", "show", "ghost", root=tmp_path)
+    assert unknown.returncode == 2 and "unknown model 'ghost'" in unknown.stderr
+    removed = cli("models", "remove", "xl", root=tmp_path)
+    assert removed.returncode == 0 and json.loads(cli("models", "list", "--json", root=tmp_path).stdout) == []
+    assert model_folders["sdxl"].exists()  # removing the record never deletes a model it did not create
+
+
+def test_a_graph_of_plain_nodes_imports_no_torch(tmp_path: Path) -> None:
+    code = (
+        "import sys, json\n"
+        "from invokeai_core.cli.main import main\n"
+        "sys.argv = ['invokeai', 'run', '-f', '-', '--json']\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "heavy = [m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules]\n"
+        "sys.stderr.write('HEAVY=' + json.dumps(heavy))\n"
+    )
+    graph = {"nodes": {"a": {"id": "a", "type": "add", "a": 1, "b": 2}}, "edges": []}
+    env = {"INVOKEAI_ROOT": str(tmp_path), "HF_HUB_OFFLINE": "1", "PATH": os.environ.get("PATH", "")}
+    res = subprocess.run(
+        [sys.executable, "-c", code], input=json.dumps(graph), capture_output=True, text=True, env=env, timeout=120
+    )
+    assert json.loads(res.stdout)["results"]["a"]["value"] == 3
+    assert res.stderr.strip().endswith("HEAVY=[]"), res.stderr
