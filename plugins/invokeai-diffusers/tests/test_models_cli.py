@@ -85,3 +85,14 @@ def test_a_graph_of_plain_nodes_imports_no_torch(tmp_path: Path) -> None:
     )
     assert json.loads(res.stdout)["results"]["a"]["value"] == 3
     assert res.stderr.strip().endswith("HEAVY=[]"), res.stderr
+
+
+def test_single_file_checkpoints_are_probed_and_refused_with_a_way_forward(tmp_path: Path) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    ckpt = tmp_path / "tiny.safetensors"
+    save_file({"cond_stage_model.transformer.text_model.embeddings.position_ids": torch.zeros(1, 77)}, str(ckpt))
+    res = cli("models", "add", str(ckpt), root=tmp_path)
+    assert res.returncode == 2
+    assert "single-file sd-1 checkpoint" in res.stderr and "save_pretrained" in res.stderr

@@ -90,7 +90,7 @@ def show_model(ctx: click.Context, name: str, as_json: bool) -> None:
 @click.option("--description", default="", help="A description.")
 @click.pass_context
 def add_model(ctx: click.Context, path: str, name: str | None, description: str) -> None:
-    """Install a model from a local diffusers folder or a .safetensors checkpoint (never copied)."""
+    """Install a model from a local diffusers folder (recorded in place, never copied)."""
     from invokeai_core.errors import InvokeAIError
 
     try:

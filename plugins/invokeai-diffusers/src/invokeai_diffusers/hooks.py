@@ -43,7 +43,7 @@ def register_services(register: ServiceRegistrar) -> None:
         "models",
         "local",
         "invokeai_diffusers.models.manager:ModelManager",
-        description="Models from local diffusers folders and .safetensors files, with a model cache",
+        description="Models from local diffusers folders, with a model cache",
         install_hint="pip install invokeai-diffusers",
         default=True,
     )

@@ -174,7 +174,7 @@ class ModelCache:
 
         quiet_progress_bars()
         if record.format != "diffusers":
-            return self._load_from_checkpoint(record, submodel)
+            raise ModelLoadError(f"model '{record.name}': only diffusers folders can be loaded")
         path = Path(record.path)
         try:
             index = json.loads((path / "model_index.json").read_text(encoding="utf-8"))
@@ -211,8 +211,3 @@ class ModelCache:
             raise ModelLoadError(
                 f"model '{record.name}': cannot load {submodel} from {path / submodel}: {type(e).__name__}: {e}"
             ) from None
-
-    def _load_from_checkpoint(self, record: ModelRecord, submodel: str) -> Any:
-        from invokeai_diffusers.models.single_file import load_single_file_component
-
-        return load_single_file_component(self, record, submodel)

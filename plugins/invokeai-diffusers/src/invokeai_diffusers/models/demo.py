@@ -14,7 +14,7 @@ from typing import Any
 
 DEMO_NOTE = (
     "This is a random-weight demo model: its images are noise. To generate real images, add your own "
-    "model: `invokeai models add /path/to/diffusers-folder` or `invokeai models add model.safetensors`."
+    "model: `invokeai models add /path/to/diffusers-folder`."
 )
 
 

@@ -1,6 +1,6 @@
 """The `models` service: install, list, remove and load models (kind `models`, name `local`).
 
-Models are installed from a local diffusers folder (or a single-file `.safetensors` checkpoint),
+Models are installed from a local diffusers folder (single-file checkpoints are probed and refused),
 probed for their base and variant, and recorded with name, base, path, hash and size. Nothing is
 ever downloaded. Loading goes through the `ModelCache`, which keeps components across sessions.
 """
@@ -77,6 +77,12 @@ class ModelManager:
             found = probe(source)
         except ModelProbeError as e:
             raise ModelInstallError(str(e)) from None
+        if found.format != "diffusers":
+            raise ModelInstallError(
+                f"{source}: a single-file {found.base} checkpoint; loading single files is not supported yet. "
+                "Convert it to a diffusers folder (diffusers' `from_single_file(...).save_pretrained(DIR)`) "
+                "and add that folder"
+            )
         model_name = name or (source.stem if source.is_file() else source.name)
         if not NAME.match(model_name):
             raise ModelInstallError(f"'{model_name}' is not a valid model name (letters, digits, '.', '_', '-')")
