@@ -149,7 +149,7 @@ def main() -> None:
             record = manager.create_demo()
         dtype = manager.cache.dtype
         raw = StableDiffusionPipeline.from_pretrained(
-            record.path, local_files_only=True, torch_dtype=dtype, safety_checker=None, requires_safety_checker=False
+            record.path, local_files_only=True, dtype=dtype, safety_checker=None, requires_safety_checker=False
         )
         raw.to(manager.cache.device)
         raw.set_progress_bar_config(disable=True)

@@ -200,7 +200,7 @@ class ModelCache:
                 import torch
 
                 dtype = torch.float32
-            model = cls.from_pretrained(str(path), subfolder=submodel, local_files_only=True, torch_dtype=dtype)
+            model = cls.from_pretrained(str(path), subfolder=submodel, local_files_only=True, dtype=dtype)
             model.to(self.device)
             model.eval()
             model.requires_grad_(False)
