@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -46,7 +49,8 @@ def test_nodes_lists_types_and_shows_one(cli_root: Path) -> None:
     text = detail.stdout
     assert "add: Add Integers" in text and "plugin nodes" in text
     assert "Inputs:" in text and "First number" not in text  # invokeai-nodes words it its own way
-    assert "  a " in text and "  b " in text and "Outputs (integer_output):" in text and "value" in text
+    assert "--a INTEGER" in text and "--b INTEGER" in text and "Outputs (integer_output):" in text and "value" in text
+    assert "Usage: add [OPTIONS]" in text and "--link SOURCE FIELD DEST_FIELD" in text
     schema = json.loads(run_cli("nodes", "add", "--json", root=cli_root).stdout)
     assert schema["properties"]["type"]["const"] == "add"
     assert schema["plugin"] == "nodes" and schema["category"] == "math" and schema["version"] == "1.0.0"
@@ -136,8 +140,7 @@ def test_bad_graphs_exit_2_with_one_clear_line(name: str, tmp_path: Path, cli_ro
         assert needle in res.stderr, (needle, res.stderr)
 
 
-def test_run_without_a_graph_or_with_a_missing_file_exits_2(tmp_path: Path, cli_root: Path) -> None:
-    assert run_cli("run", root=cli_root).returncode == 2
+def test_run_with_a_missing_file_exits_2(tmp_path: Path, cli_root: Path) -> None:
     res = run_cli("run", "-f", str(tmp_path / "nope.json"), root=cli_root)
     assert res.returncode == 2 and "nope.json" in res.stderr
 
@@ -172,3 +175,22 @@ def test_bad_configuration_exits_2(cli_root: Path) -> None:
     (cli_root / "invokeai.toml").write_text('[services]\nimages = "s3"\n')
     res = run_cli("run", "-f", str(REPO / "examples" / "hello.json"), root=cli_root)
     assert res.returncode == 2 and "pip install invokeai-s3" in res.stderr
+
+
+def test_help_builds_no_node_command_and_a_pipeline_imports_nothing_heavy(cli_root: Path) -> None:
+    from test_lazy_imports import HEAVY, PROBE
+
+    def loaded(argv: list[str], modules: list[str]) -> list[str]:
+        code = PROBE.format(argv=argv, body="from invokeai_core.cli.main import main; main()", heavy=modules)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("INVOKEAI_")}
+        env.update(INVOKEAI_ROOT=str(cli_root), HF_HUB_OFFLINE="1")
+        res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+        line = next((ln for ln in res.stderr.splitlines() if ln.startswith("MODULES=")), None)
+        assert line is not None, res.stderr
+        found: list[str] = json.loads(line[len("MODULES=") :])
+        return found
+
+    cli_modules = ["invokeai_core.cli.node_commands", "invokeai_core.cli.pipeline", "invokeai_nodes.math"]
+    assert loaded(["invokeai", "--help"], cli_modules) == []
+    assert loaded(["invokeai", "run", "--help"], cli_modules) == []
+    assert loaded(["invokeai", "run", "add --a 1 --b 2"], HEAVY) == []

@@ -11,7 +11,6 @@ import click
 from invokeai_core.cli.state import CliError, CliState
 
 if TYPE_CHECKING:
-    from invokeai_core.registry import NodeRegistry
     from invokeai_core.session import Session
 
 pass_state = click.make_pass_decorator(CliState)
@@ -60,63 +59,12 @@ def plugins_command(state: CliState, as_json: bool) -> None:
 
 
 # -- nodes ----------------------------------------------------------------------------------------
-def _type_label(annotation: Any) -> str:
-    from invokeai_core.typecompat import type_name
-
-    return type_name(annotation)
-
-
-def _node_detail(registry: NodeRegistry, type_id: str) -> str:
-    from invokeai_core.invocations.fields import field_extra
-
-    entry = registry.entry(type_id)
-    cls = entry.cls
-    meta = cls.invocation_meta
-    lines = [f"{type_id}: {meta.title}"]
-    lines.append(
-        f"  category {meta.category}, version {meta.version}, plugin {entry.plugin}"
-        + (f", tags {', '.join(meta.tags)}" if meta.tags else "")
-    )
-    if meta.description:
-        lines.append(f"  {meta.description}")
-    lines.append("")
-    lines.append("Inputs:")
-    rows = []
-    for name, info in cls.input_fields().items():
-        extra = field_extra(info)
-        if extra.get("ui_hidden"):
-            continue
-        if extra.get("orig_required"):
-            default = "required"
-        elif info.default_factory is not None:
-            default = f"default {info.default_factory()!r}"
-        else:
-            default = f"default {info.default!r}"
-        how = extra.get("input", "any")
-        rows.append(
-            [
-                f"  {name}",
-                _type_label(info.annotation),
-                default,
-                "" if how == "any" else f"[{how} only]",
-                info.description or "",
-            ]
-        )
-    lines.append(_table(rows, ["  name", "type", "default", "", "description"]) if rows else "  (none)")
-    out = cls.output_class
-    lines.append("")
-    lines.append(f"Outputs ({out.output_type}):")
-    orows = [[f"  {n}", _type_label(i.annotation), i.description or ""] for n, i in out.model_fields.items()]
-    lines.append(_table(orows, ["  name", "type", "description"]) if orows else "  (none)")
-    return "\n".join(lines)
-
-
 @click.command("nodes")
 @click.argument("type_id", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON schemas.")
 @pass_state
 def nodes_command(state: CliState, type_id: str | None, as_json: bool) -> None:
-    """List node types, or show one node's inputs and outputs."""
+    """List node types, or show one node's inputs and outputs (the help of its `run` command)."""
     from invokeai_core.errors import InvokeAIError
 
     registry = state.host.registry
@@ -128,7 +76,9 @@ def nodes_command(state: CliState, type_id: str | None, as_json: bool) -> None:
         if as_json:
             _echo_json(registry.node_schema(type_id))
         else:
-            click.echo(_node_detail(registry, type_id))
+            from invokeai_core.cli.node_commands import node_help
+
+            click.echo(node_help(registry, type_id))
         return
     entries = registry.entries()
     if as_json:
@@ -148,58 +98,74 @@ def nodes_command(state: CliState, type_id: str | None, as_json: bool) -> None:
 
 
 # -- run ------------------------------------------------------------------------------------------
-def _format_value(value: Any) -> str:
-    if isinstance(value, dict) and set(value) == {"image_name"}:
-        return f"image {value['image_name']}"
-    text = json.dumps(value, default=str)
-    return text if len(text) <= 200 else text[:197] + "..."
-
-
 def print_session(session: Session, state: CliState, out: Any = None) -> None:
-    """Human-readable results: one line per node output, image paths included."""
-    from invokeai_core.invocations.fields import ImageField
+    """Human-readable results: one line per node output, image paths included, then the status."""
+    from invokeai_core.cli.runner import print_results
 
-    images = None
-    for node_id, value in session.results_by_source().items():
-        node = session.graph.nodes[node_id]
-        outputs = value if isinstance(value, list) else [value]
-        for i, output in enumerate(outputs):
-            label = node_id if not isinstance(value, list) else f"{node_id}[{i}]"
-            parts = []
-            for name in type(output).model_fields:
-                v = getattr(output, name)
-                if isinstance(v, ImageField):
-                    if images is None:
-                        images = state.invoker().services.images
-                    path = images.get_path(v.image_name)
-                    parts.append(f"{name}=image {v.image_name}" + (f" ({path})" if path else ""))
-                else:
-                    parts.append(
-                        f"{name}={_format_value(v if not hasattr(v, 'model_dump') else v.model_dump(mode='json'))}"
-                    )
-            click.echo(f"{label} ({node.invocation_type}): {', '.join(parts)}", file=out)
-        if isinstance(value, list) and not value:
-            click.echo(f"{node_id} ({node.invocation_type}): ran 0 times", file=out)
-    for node_id, err in session.errors_by_source().items():
-        click.echo(f"{node_id}: error: {err.type}: {err.message}", err=True)
+    print_results(session, list(session.graph.nodes), state.invoker(), out)
     click.echo(f"session {session.id}: {session.status}", file=out)
 
 
-@click.command("run")
-@click.option("-f", "--file", "graph_file", type=str, metavar="FILE|-", help="A graph JSON file ('-' reads stdin).")
-@click.option("--json", "as_json", is_flag=True, help="Print the session result as one JSON object.")
-@click.option("--timeout", type=float, default=None, help="Give up after this many seconds.")
-@pass_state
-def run_command(state: CliState, graph_file: str | None, as_json: bool, timeout: float | None) -> None:
-    """Run a graph and print its results.
+RUN_HELP = """Run a pipeline of node commands, a graph file, or an interactive shell.
 
-    Exit status: 0 completed, 1 the session failed or was canceled, 2 bad input (nothing ran).
-    """
+\b
+  invokeai run "blank_image --width 64 --height 64 | img_blur --radius 2 | save_image"
+  invokeai run add --a 2 --b 3 '|' mul --link -1 value a --b 4   (separate words)
+  invokeai run -f graph.json        (or -f - to read the graph from stdin)
+  invokeai run                      (the shell: invoke> lines in one session)
+
+Each command is a node type (`invokeai nodes`), its options are the node's inputs (`invokeai nodes
+TYPE` or `invokeai run "TYPE --help"`). `|` auto-links: an input not given takes the previous
+node's output of the same name and a compatible type. `--link SOURCE FIELD DEST_FIELD` feeds input
+DEST_FIELD from output FIELD of node SOURCE (a node id, or -1 for the previous node, -2 ...).
+Node ids are 1, 2, 3, ... unless `--id NAME` names one. Image inputs take an image name or a file.
+
+Exit status: 0 completed, 1 the session failed or was canceled, 2 bad input (nothing ran).
+"""
+
+
+@click.command(
+    "run",
+    help=RUN_HELP,
+    context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
+)
+@click.option("-f", "--file", "graph_file", type=str, metavar="FILE|-", help="A graph JSON file ('-' reads stdin).")
+@click.option("--json", "as_json", is_flag=True, default=None, help="Print the session result as one JSON object.")
+@click.option(
+    "--out", type=click.Path(file_okay=False), default=None, help="Also export the images produced as PNG files here."
+)
+@click.option("--timeout", type=float, default=None, help="Give up (and cancel) after this many seconds.")
+@click.option("--progress/--no-progress", default=None, help="Show progress bars (default: when stderr is a terminal).")
+@click.argument("pipeline", nargs=-1, type=click.UNPROCESSED)
+@click.pass_context
+def run_command(
+    ctx: click.Context,
+    graph_file: str | None,
+    as_json: bool | None,
+    out: str | None,
+    timeout: float | None,
+    progress: bool | None,
+    pipeline: tuple[str, ...],
+) -> None:
+    from invokeai_core.cli.runner import RunOptions
+
+    state = ctx.find_object(CliState)
+    assert state is not None
+    options = RunOptions(as_json=bool(as_json), out=out, timeout=timeout, progress=progress)
+    if graph_file is not None:
+        if pipeline:
+            raise CliError("give either a pipeline or -f FILE, not both")
+        sys.exit(_run_graph_file(state, graph_file, options))
+    if pipeline:
+        sys.exit(_run_pipeline(state, list(pipeline), options))
+    sys.exit(_run_shell(state, options))
+
+
+def _run_graph_file(state: CliState, graph_file: str, options: Any) -> int:
+    from invokeai_core.cli.runner import CliSession, export_images
     from invokeai_core.errors import InvokeAIError
     from invokeai_core.graph import Graph
 
-    if graph_file is None:
-        raise CliError("give a graph with -f FILE (or -f - to read it from stdin)")
     try:
         text = sys.stdin.read() if graph_file == "-" else open(graph_file, encoding="utf-8").read()
     except OSError as e:
@@ -210,15 +176,48 @@ def run_command(state: CliState, graph_file: str | None, as_json: bool, timeout:
         raise CliError(f"{graph_file}: {e}") from None
     invoker = state.invoker()
     with invoker:
-        try:
-            session = invoker.run_graph(graph, timeout=timeout)
-        except TimeoutError as e:
-            raise click.ClickException(str(e)) from None
-    if as_json:
-        click.echo(json.dumps(session.result_json()))
-    else:
-        print_session(session, state)
-    sys.exit(0 if session.status == "completed" else 1)
+        runner = CliSession(invoker, options)
+        runner.session_id = invoker.create_session(graph).id
+        session = runner.run()
+        nodes = list(session.graph.nodes)
+        if options.as_json:
+            click.echo(json.dumps(session.result_json()))
+        else:
+            print_session(session, state)
+        if options.out:
+            for path in export_images(session, nodes, invoker, options.out):
+                click.echo(f"exported {path}", err=options.as_json)
+    return 0 if session.status == "completed" else 1
+
+
+def _run_pipeline(state: CliState, words: list[str], options: Any) -> int:
+    from invokeai_core.cli.pipeline import parse_argv
+    from invokeai_core.cli.runner import RUN_TAIL, CliSession, merge_run_options
+
+    pipeline, tail = parse_argv(words)
+    if tail:
+        tctx = RUN_TAIL.make_context("invokeai run", tail)
+        merge_run_options(options, tctx.params, tctx)
+    if not pipeline.segments:
+        raise CliError("the pipeline is empty")
+    if pipeline.continues:
+        raise CliError("the pipeline starts with '|': there is no node before it")
+    invoker = state.invoker()
+    with invoker:
+        runner = CliSession(invoker, options)
+        return runner.execute(pipeline, hoist=True, with_status=True)
+
+
+def _run_shell(state: CliState, options: Any) -> int:
+    from invokeai_core.cli.runner import CliSession
+    from invokeai_core.cli.shell import Shell, history_path
+
+    interactive = sys.stdin.isatty()
+    invoker = state.invoker()
+    with invoker:
+        runner = CliSession(invoker, options, info_prefix="")
+        shell = Shell(runner, history_path=history_path(state.config.root), interactive=interactive)
+        return shell.loop()
 
 
 # -- config ---------------------------------------------------------------------------------------
