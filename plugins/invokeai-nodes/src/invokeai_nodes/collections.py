@@ -1,11 +1,15 @@
-"""Collections of numbers."""
+"""Collections of numbers: what `iterate` runs a graph over."""
 
 from __future__ import annotations
 
 import random
+from typing import Self
+
+from pydantic import model_validator
 
 from invokeai_core import BaseInvocation, InputField, InvocationContext, invocation
 from invokeai_nodes.primitives import IntegerCollectionOutput
+from invokeai_nodes.validation import InvalidInputError, NonZeroInt, check_when_built
 
 
 @invocation("range", title="Integer Range", tags=["collection", "range"], category="collections", version="1.0.0")
@@ -14,11 +18,9 @@ class RangeInvocation(BaseInvocation):
 
     start: int = InputField(default=0, description="The first value")
     stop: int = InputField(default=10, description="The end (exclusive)")
-    step: int = InputField(default=1, description="The step (not zero)")
+    step: NonZeroInt = InputField(default=1, description="The step (not zero; negative counts down)")
 
     def invoke(self, context: InvocationContext) -> IntegerCollectionOutput:
-        if self.step == 0:
-            raise ValueError("range: 'step' must not be zero")
         return IntegerCollectionOutput(collection=list(range(self.start, self.stop, self.step)))
 
 
@@ -56,9 +58,17 @@ class RandomRangeInvocation(BaseInvocation):
     size: int = InputField(default=1, ge=0, description="How many values")
     seed: int = InputField(default=0, description="The seed")
 
-    def invoke(self, context: InvocationContext) -> IntegerCollectionOutput:
+    @model_validator(mode="after")
+    def _check_bounds(self) -> Self:
+        check_when_built(self, self._check, needs=("low", "high"))
+        return self
+
+    def _check(self) -> None:
         if self.high <= self.low:
-            raise ValueError(f"random_range: high ({self.high}) must be greater than low ({self.low})")
+            raise InvalidInputError("random_range", "high", f"must be greater than low ({self.low}), got {self.high}")
+
+    def invoke(self, context: InvocationContext) -> IntegerCollectionOutput:
+        self._check()
         rng = random.Random(self.seed)
         return IntegerCollectionOutput(collection=[rng.randrange(self.low, self.high) for _ in range(self.size)])
 

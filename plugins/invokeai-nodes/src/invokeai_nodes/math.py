@@ -1,13 +1,20 @@
-"""Integer and float math."""
+"""Integer and float math.
+
+Division by zero and other impossible operations are node errors whose message names the input,
+since the offending value usually arrives through an edge and is only known when the node runs.
+"""
 
 from __future__ import annotations
 
 import math as _math
 import random
-from typing import Literal
+from typing import Literal, Self
+
+from pydantic import model_validator
 
 from invokeai_core import BaseInvocation, InputField, InvocationContext, invocation
 from invokeai_nodes.primitives import FloatOutput, IntegerOutput
+from invokeai_nodes.validation import InvalidInputError, check_when_built
 
 
 @invocation("add", title="Add Integers", tags=["math", "add"], category="math", version="1.0.0")
@@ -164,9 +171,17 @@ class RandomIntInvocation(BaseInvocation):
     high: int = InputField(default=2147483647, description="Exclusive upper bound")
     seed: int | None = InputField(default=None, description="Seed (None: a fresh random value each run)")
 
-    def invoke(self, context: InvocationContext) -> IntegerOutput:
+    @model_validator(mode="after")
+    def _check_bounds(self) -> Self:
+        check_when_built(self, self._check, needs=("low", "high"))
+        return self
+
+    def _check(self) -> None:
         if self.high <= self.low:
-            raise ValueError(f"rand_int: high ({self.high}) must be greater than low ({self.low})")
+            raise InvalidInputError("rand_int", "high", f"must be greater than low ({self.low}), got {self.high}")
+
+    def invoke(self, context: InvocationContext) -> IntegerOutput:
+        self._check()
         rng = random.Random(self.seed)
         return IntegerOutput(value=rng.randrange(self.low, self.high))
 

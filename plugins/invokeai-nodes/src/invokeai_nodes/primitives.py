@@ -1,4 +1,8 @@
-"""Primitive value nodes: a value in, the same value out, so it can feed other nodes."""
+"""Primitive value nodes: a value in, the same value out.
+
+They exist so that one value typed once can feed many nodes (and so that UIs have a widget to edit
+it); they do no work. The image primitives live in `image_primitives`.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from invokeai_core import (
     invocation,
     invocation_output,
 )
+from invokeai_nodes.fields import ColorField
 
 
 @invocation_output("integer_output")
@@ -39,6 +44,13 @@ class BooleanOutput(BaseInvocationOutput):
     """One boolean."""
 
     value: bool = OutputField(description="The output boolean")
+
+
+@invocation_output("color_output")
+class ColorOutput(BaseInvocationOutput):
+    """One color."""
+
+    color: ColorField = OutputField(description="The output color")
 
 
 @invocation_output("integer_collection_output")
@@ -102,6 +114,19 @@ class BooleanInvocation(BaseInvocation):
         return BooleanOutput(value=self.value)
 
 
+@invocation("color", title="Color", tags=["primitive", "color"], category="primitives", version="1.0.0")
+class ColorInvocation(BaseInvocation):
+    """An RGBA color (e.g. the fill of `blank_image`)."""
+
+    color: ColorField = InputField(
+        default=ColorField(r=0, g=0, b=0, a=255),
+        description="The color: {r, g, b, a} with channels 0..255, or a hex string such as '#ff8800'",
+    )
+
+    def invoke(self, context: InvocationContext) -> ColorOutput:
+        return ColorOutput(color=self.color)
+
+
 @invocation(
     "integer_collection",
     title="Integer Collection",
@@ -155,6 +180,7 @@ NODES: list[type[BaseInvocation]] = [
     FloatInvocation,
     StringInvocation,
     BooleanInvocation,
+    ColorInvocation,
     IntegerCollectionInvocation,
     FloatCollectionInvocation,
     StringCollectionInvocation,

@@ -1,0 +1,56 @@
+"""How the nodes of this pack refuse bad input: early and naming the field.
+
+* A limit on one field is declared on the field (`ge=`, `Literal[...]`, or an annotated type such as
+  `NonZeroInt`); the graph refuses a bad value before anything runs, and the executor checks a value
+  that arrives through an edge against the same type.
+* A rule relating two fields is a method that raises `InvalidInputError`. The node calls it from a
+  model validator (`check_when_built`), so a bad combination of values typed into the graph is
+  refused when the graph is built, naming the field to change; and calls it again in `invoke()`,
+  because values that arrive through edges are only known then.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ValidationError
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+
+class InvalidInputError(ValueError):
+    """An input value (or combination of values) that the node cannot use."""
+
+    def __init__(self, node: str, field: str, reason: str) -> None:
+        self.node = node
+        self.field = field
+        self.reason = reason
+        super().__init__(f"{node}: input '{field}': {reason}")
+
+
+def check_when_built(model: BaseModel, check: Callable[[], Any], needs: tuple[str, ...]) -> None:
+    """Run `check` while a node is validated, turning an `InvalidInputError` into a pydantic error
+    located at its field (so the graph reports "node 'n', field 'high': ...").
+
+    Skipped unless every field in `needs` was given a value: a field left at its default may be fed
+    by an edge that is added after the node, and its default must not get the node refused.
+    """
+    if not set(needs) <= model.model_fields_set:
+        return
+    try:
+        check()
+    except InvalidInputError as e:
+        error = InitErrorDetails(
+            type=PydanticCustomError("invalid_input", e.reason), loc=(e.field,), input=getattr(model, e.field, None)
+        )
+        raise ValidationError.from_exception_data(type(model).__name__, [error]) from None
+
+
+def _not_zero(value: int) -> int:
+    if value == 0:
+        raise PydanticCustomError("not_zero", "must not be zero")
+    return value
+
+
+#: An integer other than 0 (a step).
+NonZeroInt = Annotated[int, AfterValidator(_not_zero)]
