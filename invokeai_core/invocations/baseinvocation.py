@@ -340,7 +340,7 @@ def invocation(
                 name, f"invoke() returns {ret.__name__}, which is not decorated with @invocation_output"
             )
         _check_defaults(cls, frozenset({"id", "use_cache"}))
-        doc = (cls.__doc__ or "").strip()
+        doc = inspect.cleandoc(cls.__doc__ or "")
         meta = InvocationMeta(
             type=invocation_type,
             title=title or invocation_type.replace("_", " ").title(),
