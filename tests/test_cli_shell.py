@@ -304,3 +304,18 @@ def test_terminal_shows_a_progress_bar(terminal: Any) -> None:
     assert "50/50  100%" in out
     assert "1 (tp_sleep): value=1.0" in out
     assert t.close() == 0
+
+
+def test_terminal_interrupt_cancels_the_running_line(terminal: Any) -> None:
+    import signal
+
+    t = terminal()
+    t.send("tp_sleep --seconds 30\r")
+    t.expect("1 tp_sleep  [")  # running, with a progress bar
+    os.kill(t.proc.pid, signal.SIGINT)
+    out = t.expect("invoke> ")
+    assert "canceled" in out
+    assert "has canceled; type `new`" in t.line("add --a 1")
+    t.line("new")
+    assert "1 (add): value=1" in t.line("add --a 1")
+    assert t.close() == 0

@@ -15,7 +15,7 @@ line starting with `|` auto-links from it. Built-ins:
 On a terminal the shell uses `readline`: line editing, history kept in `<root>/cli_history`, and tab
 completion of commands, options, choices and fields. When stdin is not a terminal it reads lines
 without a prompt, prints nothing but results and errors, and exits with the worst status of its
-lines (0 ok, 1 a session failed, 2 bad input). `#` starts a comment line.
+lines (0 ok, 1 a session failed, 2 bad input); an interactive shell exits 0. `#` starts a comment line.
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ class Shell:
                 break
             except KeyboardInterrupt:
                 click.echo("\ninterrupted", err=True)
-        return self.status
+        return 0 if self.interactive else self.status
 
     # -- one line -------------------------------------------------------------------------------
     def remember(self, line: str) -> None:
