@@ -35,10 +35,10 @@ class ServicesConfig(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     images: str = Field(default="local", description="Image files: 'local' folder, or e.g. 's3'")
-    image_records: str = Field(default="memory", description="Image records store")
+    image_records: str = Field(default="sqlite", description="Image records store: 'sqlite' (the database) or 'memory'")
     objects: str = Field(default="memory", description="Large objects (latents, conditioning): memory with disk spill")
-    sessions: str = Field(default="memory", description="Sessions store")
-    queue: str = Field(default="memory", description="Session queue")
+    sessions: str = Field(default="sqlite", description="Sessions store: 'sqlite' (the database) or 'memory'")
+    queue: str = Field(default="sqlite", description="Session queue: 'sqlite' (the database) or 'memory'")
     events: str = Field(default="memory", description="Event bus: in-process")
     cache: str = Field(default="memory", description="Invocation output cache: in-memory LRU")
 
@@ -63,8 +63,23 @@ class InvokeAIConfig(BaseModel):
     log_level: str = Field(default="info", description="debug, info, warning or error")
     cache_size: int = Field(default=512, ge=0, description="Output cache entries (0 disables the cache)")
     objects_memory_items: int = Field(default=64, ge=0, description="Objects kept in memory before spilling to disk")
-    queue_workers: int = Field(default=1, ge=1, description="Session processor worker threads")
+    queue_workers: int = Field(default=1, ge=1, description="Worker threads of the session and queue processors")
     max_queue_size: int = Field(default=10000, ge=1, description="The most pending items a queue may hold")
+    queue_processor: bool = Field(
+        default=False,
+        description="Run queued sessions in this process when the Invoker starts (servers turn it on)",
+    )
+    queue_requeue_on_crash: bool = Field(
+        default=False,
+        description="Put items that were running when the process died back in the queue (resuming their "
+        "sessions) instead of failing them",
+    )
+    db_path: Path = Field(
+        default=Path("invokeai.db"), description="The SQLite database file (relative paths are under the root folder)"
+    )
+    db_busy_timeout: float = Field(
+        default=5.0, gt=0, description="Seconds to wait for another process's lock on the database before failing"
+    )
     services: ServicesConfig = Field(default_factory=ServicesConfig)
     plugins: PluginsConfig = Field(default_factory=PluginsConfig)
 
@@ -74,6 +89,12 @@ class InvokeAIConfig(BaseModel):
     @property
     def outputs_dir(self) -> Path:
         return self.root / "outputs"
+
+    @property
+    def db_file(self) -> Path:
+        """The database file: `db_path`, under the root folder unless absolute."""
+        path = self.db_path.expanduser()
+        return path if path.is_absolute() else self.root / path
 
     def plugin_settings(self, name: str) -> dict[str, Any]:
         """The `[plugins.<name>]` table (empty if absent)."""

@@ -1,8 +1,10 @@
 """The Invoker: the one entry point applications (CLI, web API, tests) use to run graphs.
 
-It owns the services and an in-process session processor (worker threads). Applications create
-sessions, add nodes and edges, ask for the next node or all of them to run, wait, and cancel; they
-never touch services or plugin internals directly.
+It owns the services, an in-process session processor (worker threads that serve `invoke()`), and,
+when asked to (`start(process_queue=True)` or `queue_processor = true`), the queue processor that
+runs the session queue's items (`invokeai_core.queue_processor`). Applications create sessions, add
+nodes and edges, ask for the next node or all of them to run, wait, cancel, and enqueue batches;
+they never touch services or plugin internals directly.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import hashlib
 import logging
 import queue
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from invokeai_core.context import InvocationContext
@@ -29,10 +32,13 @@ from invokeai_core.graph import Edge, Graph
 from invokeai_core.session import NodeError, PreparedInvocation, PrepareError, Session
 
 if TYPE_CHECKING:
+    from invokeai_core.batch import Batch
     from invokeai_core.config import InvokeAIConfig
     from invokeai_core.invocations.baseinvocation import BaseInvocation, BaseInvocationOutput
     from invokeai_core.plugins.host import PluginHost
+    from invokeai_core.queue_processor import QueueProcessor
     from invokeai_core.registry import NodeRegistry
+    from invokeai_core.services.base import EnqueueResult, SessionQueueBase
     from invokeai_core.services.container import Services
 
 logger = logging.getLogger("invokeai.invoker")
@@ -57,12 +63,14 @@ def _node_event_fields(
 class _Run:
     """Book-keeping for one session while the processor owns it."""
 
-    __slots__ = ("all", "done", "pending")
+    __slots__ = ("all", "done", "pending", "session")
 
-    def __init__(self) -> None:
+    def __init__(self, session: Session | None = None) -> None:
         self.done = threading.Event()
         self.pending = 0
         self.all = False
+        #: Holds the live session while it runs (persistent stores cache live sessions weakly).
+        self.session = session
 
 
 class Invoker:
@@ -79,8 +87,11 @@ class Invoker:
         self._runs: dict[str, _Run] = {}
         self._busy: set[str] = set()
         self._canceled: set[str] = set()
+        self._active: set[str] = set()  # sessions inside run_session, on any thread
         self._lock = threading.Lock()
         self._started = False
+        #: The queue processor, while it runs (see `start`).
+        self.queue_processor: QueueProcessor | None = None
 
     # -- construction helpers -----------------------------------------------------------------
     @classmethod
@@ -104,21 +115,37 @@ class Invoker:
         return self.services.config
 
     # -- lifecycle ----------------------------------------------------------------------------
-    def start(self) -> Invoker:
-        if self._started:
-            return self
-        self._started = True
-        self.services.start(self)
-        self.host.call_startup(self)
-        for i in range(self.workers):
-            t = threading.Thread(target=self._worker, name=f"invokeai-session-processor-{i}", daemon=True)
-            t.start()
-            self._threads.append(t)
+    def start(self, *, process_queue: bool | None = None) -> Invoker:
+        """Start the services and the session processor. With `process_queue` (default: the
+        `queue_processor` setting) also start the queue processor, which recovers from a crash first
+        and then runs queued items until `stop()`."""
+        if not self._started:
+            self._started = True
+            self.services.build_all()
+            self.services.start(self)
+            self.host.call_startup(self)
+            for i in range(self.workers):
+                t = threading.Thread(target=self._worker, name=f"invokeai-session-processor-{i}", daemon=True)
+                t.start()
+                self._threads.append(t)
+        if (self.config.queue_processor if process_queue is None else process_queue) and self.queue_processor is None:
+            from invokeai_core.queue_processor import QueueProcessor
+
+            processor = QueueProcessor(self)
+            try:
+                processor.start()
+            except BaseException:
+                self.stop()
+                raise
+            self.queue_processor = processor
         return self
 
     def stop(self, timeout: float | None = 10.0) -> None:
         if not self._started:
             return
+        if self.queue_processor is not None:
+            self.queue_processor.stop(timeout)
+            self.queue_processor = None
         with self._lock:
             self._canceled.update(self._runs)
         for _ in self._threads:
@@ -169,13 +196,13 @@ class Invoker:
     # -- running ------------------------------------------------------------------------------
     def invoke(self, session_id: str, *, all: bool = True) -> None:
         """Ask the processor to run the next ready node (`all=False`) or every node."""
-        self.get_session(session_id)  # raises SessionNotFoundError early
+        session = self.get_session(session_id)  # raises SessionNotFoundError early
         if not self._started:
             self.start()
         with self._lock:
             run = self._runs.get(session_id)
             if run is None:
-                run = self._runs[session_id] = _Run()
+                run = self._runs[session_id] = _Run(session)
             run.pending += 1
             run.done.clear()
         self._requests.put((session_id, all))
@@ -185,6 +212,8 @@ class Invoker:
         run = self._runs.get(session_id)
         if run is not None and not run.done.wait(timeout):
             raise TimeoutError(f"session '{session_id}' did not finish within {timeout} s")
+        if run is not None and run.session is not None:
+            return run.session
         return self.get_session(session_id)
 
     def cancel(self, session_id: str) -> None:
@@ -192,12 +221,28 @@ class Invoker:
         session = self.get_session(session_id)
         with self._lock:
             self._canceled.add(session_id)
-            running = session_id in self._runs
+            running = session_id in self._runs or session_id in self._active
         if not running and not session.canceled and not session.is_complete():
             self._mark_canceled(session)
 
     def is_canceled(self, session_id: str) -> bool:
         return session_id in self._canceled
+
+    def forget(self, session_id: str) -> None:
+        """Drop the processor's book-keeping for a finished session (the queue processor calls it)."""
+        with self._lock:
+            if session_id not in self._runs and session_id not in self._active:
+                self._canceled.discard(session_id)
+
+    # -- the queue ----------------------------------------------------------------------------
+    @property
+    def queue(self) -> SessionQueueBase:
+        """The session queue service."""
+        return self.services.queue
+
+    def enqueue_batch(self, queue_id: str, batch: Batch | dict[str, Any], *, prepend: bool = False) -> EnqueueResult:
+        """Expand a batch into the queue; the queue processor (if started) runs the items."""
+        return self.services.queue.enqueue_batch(queue_id, batch, prepend=prepend)
 
     def run_graph(self, graph: Graph | dict[str, Any], *, timeout: float | None = None) -> Session:
         """Create a session for `graph`, run all of it, and return it when done."""
@@ -234,12 +279,22 @@ class Invoker:
     def run_session(
         self, session_id: str, *, run_all: bool = True, queue_id: str | None = None, item_id: int | None = None
     ) -> Session:
-        """Run a session in the calling thread (the processor calls this; so may a queue worker)."""
+        """Run a session in the calling thread (the processor calls this; so does a queue worker)."""
         try:
             session = self.get_session(session_id)
         except SessionNotFoundError:
             logger.warning("session %s vanished before it ran", session_id)
             raise
+        with self._lock:
+            self._active.add(session_id)
+        try:
+            return self._run_session(session, run_all, queue_id, item_id)
+        finally:
+            with self._lock:
+                self._active.discard(session_id)
+
+    def _run_session(self, session: Session, run_all: bool, queue_id: str | None, item_id: int | None) -> Session:
+        session_id = session.id
         events = self.services.events
         if not session.history and not session.errors and events.has_subscribers("session_started"):
             events.emit(SessionStartedEvent(session_id=session.id, queue_id=queue_id, item_id=item_id))
@@ -378,7 +433,7 @@ class Invoker:
     ) -> Any:
         events = self.services.events
 
-        def emit(step: int, total: int, message: str | None, image: dict[str, Any] | None) -> None:
+        def emit(step: int, total: int, message: str | None, image: Callable[[], dict[str, Any]] | None) -> None:
             if not events.has_subscribers("invocation_progress"):
                 return
             events.emit(
@@ -387,7 +442,7 @@ class Invoker:
                     step=step,
                     total=total,
                     message=message,
-                    image=ProgressImage(**image) if image is not None else None,
+                    image=ProgressImage(**image()) if image is not None else None,
                 )
             )
 

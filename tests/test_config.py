@@ -24,12 +24,14 @@ def test_defaults(tmp_path: Path):
     assert config.outputs_dir == tmp_path / "outputs"
     assert (config.log_level, config.cache_size, config.objects_memory_items) == ("info", 512, 64)
     assert (config.queue_workers, config.max_queue_size) == (1, 10000)
+    assert (config.queue_processor, config.queue_requeue_on_crash) == (False, False)
+    assert config.db_file == tmp_path / "invokeai.db"
     assert config.services.selected() == {
         "images": "local",
-        "image_records": "memory",
+        "image_records": "sqlite",
         "objects": "memory",
-        "sessions": "memory",
-        "queue": "memory",
+        "sessions": "sqlite",
+        "queue": "sqlite",
         "events": "memory",
         "cache": "memory",
     }

@@ -6,9 +6,12 @@ It goes through the same hooks as third-party plugins (and cannot be blocked).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from invokeai_core.hookspecs import ServiceRegistrar, hookimpl
+
+if TYPE_CHECKING:
+    import click
 
 
 @hookimpl
@@ -31,10 +34,16 @@ def register_services(register: ServiceRegistrar) -> None:
     )
     register(
         "image_records",
+        "sqlite",
+        f"{s}.sqlite_image_records:SqliteImageRecordStorage",
+        description="Image records in the SQLite database <root>/invokeai.db",
+        default=True,
+    )
+    register(
+        "image_records",
         "memory",
         f"{s}.memory:MemoryImageRecordStorage",
         description="Image records in memory (lost on exit)",
-        default=True,
     )
     register(
         "objects",
@@ -45,9 +54,22 @@ def register_services(register: ServiceRegistrar) -> None:
     )
     register(
         "sessions",
+        "sqlite",
+        f"{s}.sqlite_sessions:SqliteSessionStorage",
+        description="Sessions in the SQLite database <root>/invokeai.db, persisted node by node",
+        default=True,
+    )
+    register(
+        "sessions",
         "memory",
         f"{s}.memory:MemorySessionStorage",
         description="Sessions in memory (lost on exit)",
+    )
+    register(
+        "queue",
+        "sqlite",
+        f"{s}.sqlite_queue:SqliteSessionQueue",
+        description="The session queue in the SQLite database <root>/invokeai.db (survives restarts and crashes)",
         default=True,
     )
     register(
@@ -55,7 +77,6 @@ def register_services(register: ServiceRegistrar) -> None:
         "memory",
         f"{s}.memory:MemorySessionQueue",
         description="The session queue in memory (lost on exit)",
-        default=True,
     )
     register(
         "events",
@@ -71,3 +92,11 @@ def register_services(register: ServiceRegistrar) -> None:
         description="In-memory LRU of node outputs (cache_size entries)",
         default=True,
     )
+
+
+@hookimpl
+def register_commands(cli: click.Group) -> None:
+    from invokeai_core.cli.queue_commands import queue_group, sessions_group
+
+    cli.add_command(queue_group)
+    cli.add_command(sessions_group)

@@ -8,17 +8,23 @@ only when selected (see `invokeai_core.services.container`).
 from __future__ import annotations
 
 import datetime as _dt
+import re
+import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, Field
+
+from invokeai_core.errors import BatchError, InvokeAIError
 
 if TYPE_CHECKING:
     from PIL.Image import Image
 
     from invokeai_core.batch import Batch
+    from invokeai_core.events import EventServiceBase
     from invokeai_core.invocations.baseinvocation import BaseInvocationOutput
+    from invokeai_core.invoker import Invoker
     from invokeai_core.session import Session
 
 T = TypeVar("T")
@@ -75,6 +81,16 @@ class ImageFileStorageBase(ABC):
         """A direct URL if the store serves one (e.g. presigned); None means 'serve through the API'."""
         return None
 
+    def list_names(self) -> list[str] | None:
+        """Every stored image name, or None if the store cannot list them cheaply (remote stores).
+
+        Used to collect files a crash left without a record."""
+        return None
+
+    def age_seconds(self, image_name: str) -> float | None:
+        """How long ago the image was written, if the store knows (None otherwise)."""
+        return None
+
 
 class ImageRecord(BaseModel):
     """What the kernel knows about a stored image."""
@@ -89,6 +105,7 @@ class ImageRecord(BaseModel):
     is_intermediate: bool = True
     starred: bool = False
     metadata: dict[str, Any] | None = None
+    graph: dict[str, Any] | None = Field(default=None, description="The graph that generated a final image")
 
     @property
     def field(self) -> Any:
@@ -182,7 +199,61 @@ class SessionStorageBase(ABC):
 
 # -- queue ----------------------------------------------------------------------------------------
 QueueStatus = Literal["pending", "in_progress", "completed", "failed", "canceled"]
+QUEUE_STATUSES: tuple[str, ...] = ("pending", "in_progress", "completed", "failed", "canceled")
 FINISHED: frozenset[str] = frozenset({"completed", "failed", "canceled"})
+#: Queue ids: 1-128 letters, digits, `_`, `-`, `.`, `:`, starting with a letter or digit.
+QUEUE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+DEFAULT_QUEUE_ID = "default"
+
+
+class QueueError(InvokeAIError):
+    """A queue operation was refused; the queue is unchanged."""
+
+
+class InvalidQueueIdError(QueueError, ValueError):
+    """A queue id that is not well formed."""
+
+
+class QueueItemNotFoundError(QueueError, KeyError):
+    """One or more queue item ids do not exist. Also a `KeyError`, like every store's lookups."""
+
+    def __init__(self, item_ids: Iterable[int]) -> None:
+        self.item_ids = sorted(set(item_ids))
+        shown = ", ".join(str(i) for i in self.item_ids[:10]) + (", ..." if len(self.item_ids) > 10 else "")
+        noun = "item" if len(self.item_ids) == 1 else "items"
+        super().__init__(f"queue {noun} {shown} {'does' if len(self.item_ids) == 1 else 'do'} not exist")
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+class BatchNotFoundError(QueueError):
+    """A batch id has no item in the queue."""
+
+
+class QueueFullError(BatchError, QueueError):
+    """Enqueueing would take the queue past `max_queue_size` pending items."""
+
+
+def check_queue_id(queue_id: Any) -> str:
+    """The queue id if it is well formed; `InvalidQueueIdError` otherwise."""
+    if not isinstance(queue_id, str) or not QUEUE_ID_RE.match(queue_id):
+        raise InvalidQueueIdError(
+            f"invalid queue id {queue_id!r}: use 1-128 letters, digits, '_', '-', '.' or ':', "
+            "starting with a letter or digit"
+        )
+    return queue_id
+
+
+def check_item_ids(item_ids: Any) -> list[int]:
+    """A list of integer item ids (bools and other types are refused)."""
+    if isinstance(item_ids, int | str) or not isinstance(item_ids, Iterable):
+        raise QueueError(f"item ids must be a list of integers, not {type(item_ids).__name__}")
+    ids = list(item_ids)
+    for i in ids:
+        if not isinstance(i, int) or isinstance(i, bool):
+            raise QueueError(f"item ids must be integers, not {i!r}")
+    return ids
 
 
 class QueueItem(BaseModel):
@@ -213,6 +284,7 @@ class EnqueueResult(BaseModel):
 
 class QueueStatusCounts(BaseModel):
     queue_id: str
+    paused: bool = False
     pending: int = 0
     in_progress: int = 0
     completed: int = 0
@@ -221,18 +293,93 @@ class QueueStatusCounts(BaseModel):
     total: int = 0
 
 
-class SessionQueueBase(ABC):
-    """The session queue with batches and priorities. Kind `queue`."""
+def coerce_batch(batch: Any) -> Batch:
+    """A `Batch` from a `Batch` or its JSON object; anything malformed is a `BatchError`."""
+    from pydantic import ValidationError
 
+    from invokeai_core.batch import Batch
+
+    if isinstance(batch, Batch):
+        return batch
+    if not isinstance(batch, dict):
+        raise BatchError(f"a batch must be a JSON object with a 'graph', not {type(batch).__name__}")
+    try:
+        return Batch.model_validate(batch)
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(str(x) for x in err.get("loc", ())) or "batch"
+        raise BatchError(f"'{where}': {err.get('msg', 'invalid value')}") from None
+
+
+class SessionQueueBase(ABC):
+    """The session queue with batches and priorities. Kind `queue`.
+
+    Items are kept per `queue_id` and taken in the order `priority DESC, item_id ASC`. Every status
+    change is emitted as `queue_item_status_changed` and every enqueued batch as `batch_enqueued`
+    once the queue is started by an Invoker (`start(invoker)`). Bad input (a malformed batch, an
+    unknown item id, a full queue) raises a `QueueError` or `BatchError` and changes nothing.
+    """
+
+    #: The event bus status changes are emitted on (set by `start`).
+    events: EventServiceBase | None = None
+
+    def start(self, invoker: Invoker) -> None:
+        self.events = invoker.services.events
+
+    def stop(self, invoker: Invoker) -> None:  # noqa: B027 - optional hook, nothing to do by default
+        """Called when the Invoker stops."""
+
+    # -- events ---------------------------------------------------------------------------------
+    def _emit_status(self, items: Iterable[QueueItem]) -> None:
+        events = self.events
+        if events is None or not events.has_subscribers("queue_item_status_changed"):
+            return
+        from invokeai_core.events import QueueItemStatusChangedEvent
+
+        for item in items:
+            events.emit(
+                QueueItemStatusChangedEvent(
+                    session_id=item.session_id,
+                    queue_id=item.queue_id,
+                    item_id=item.item_id,
+                    batch_id=item.batch_id,
+                    status=item.status,
+                    error_type=item.error_type,
+                    error_message=item.error_message,
+                )
+            )
+
+    def _emit_enqueued(self, result: EnqueueResult) -> None:
+        events = self.events
+        if events is None or not events.has_subscribers("batch_enqueued"):
+            return
+        from invokeai_core.events import BatchEnqueuedEvent
+
+        events.emit(
+            BatchEnqueuedEvent(
+                queue_id=result.queue_id,
+                batch_id=result.batch_id,
+                enqueued=result.enqueued,
+                requested=result.requested,
+                priority=result.priority,
+            )
+        )
+
+    # -- the contract -----------------------------------------------------------------------------
     @abstractmethod
-    def enqueue_batch(self, queue_id: str, batch: Batch, *, prepend: bool = False) -> EnqueueResult: ...
+    def enqueue_batch(self, queue_id: str, batch: Batch | dict[str, Any], *, prepend: bool = False) -> EnqueueResult:
+        """Expand `batch` (see `Batch.expand` for the order) into pending items of `queue_id`, all or
+        nothing. `prepend` gives them a priority above every pending item of the queue. Raises
+        `BatchError` for a malformed batch and `QueueFullError` past `max_queue_size` pending items."""
 
     @abstractmethod
     def dequeue(self) -> QueueItem | None:
-        """Take the next pending item (priority DESC, item_id ASC) and mark it in progress."""
+        """Take the next pending item of any queue that is not paused (priority DESC, item_id ASC)
+        and mark it in progress, atomically: no item is ever handed out twice."""
 
     @abstractmethod
-    def get_item(self, item_id: int) -> QueueItem: ...
+    def get_item(self, item_id: int) -> QueueItem:
+        """Raises `QueueItemNotFoundError` (a `KeyError`) if unknown."""
 
     @abstractmethod
     def set_status(
@@ -243,21 +390,29 @@ class SessionQueueBase(ABC):
         error_type: str | None = None,
         error_message: str | None = None,
         error_traceback: str | None = None,
-    ) -> QueueItem: ...
+        expected: QueueStatus | None = None,
+    ) -> QueueItem:
+        """Change an item's status (only if it is `expected`, when given); returns the item as it is
+        afterwards."""
 
     @abstractmethod
     def cancel_items(self, item_ids: list[int]) -> list[int]:
-        """Cancel pending or in-progress items; returns the ids that changed."""
+        """Cancel pending or in-progress items; returns the ids that changed. Unknown ids raise
+        `QueueItemNotFoundError` and cancel nothing."""
 
     @abstractmethod
-    def cancel_batch(self, queue_id: str, batch_ids: list[str]) -> list[int]: ...
+    def cancel_batch(self, queue_id: str, batch_ids: list[str]) -> list[int]:
+        """Cancel the unfinished items of these batches. A batch id with no item in the queue raises
+        `BatchNotFoundError` and cancels nothing."""
 
     @abstractmethod
-    def cancel_all_except_current(self, queue_id: str) -> list[int]: ...
+    def cancel_all_except_current(self, queue_id: str) -> list[int]:
+        """Cancel every pending item of the queue; in-progress items are left alone."""
 
     @abstractmethod
     def retry_items(self, item_ids: list[int]) -> list[int]:
-        """Re-queue failed or canceled items as new pending items; returns the new ids."""
+        """Re-queue failed or canceled items as new pending items; returns the new ids (others are
+        skipped). Unknown ids raise `QueueItemNotFoundError` and re-queue nothing."""
 
     @abstractmethod
     def clear(self, queue_id: str) -> int:
@@ -276,8 +431,53 @@ class SessionQueueBase(ABC):
     @abstractmethod
     def status(self, queue_id: str) -> QueueStatusCounts: ...
 
+    @abstractmethod
+    def queue_ids(self) -> list[str]:
+        """Every queue that holds items or was paused, sorted."""
+
+    @abstractmethod
+    def pause(self, queue_id: str) -> None:
+        """Stop handing out the queue's items (the running one finishes). Persistent stores keep the
+        state across restarts."""
+
+    @abstractmethod
+    def resume(self, queue_id: str) -> None: ...
+
+    @abstractmethod
+    def is_paused(self, queue_id: str) -> bool: ...
+
+    @abstractmethod
+    def recover_interrupted(
+        self,
+        *,
+        requeue: bool,
+        item_ids: list[int] | None = None,
+        new_sessions: bool = False,
+        error_type: str = "ProcessTerminated",
+        error_message: str = "the process was terminated while this item was running",
+    ) -> list[QueueItem]:
+        """Items left in progress by a process that died (or only `item_ids`): fail them with the
+        error, or with `requeue` put them back to pending (they keep their item id, and so their place in
+        the order; with `new_sessions` they get a fresh session id). Returns the changed items."""
+
+    def claim_processor(self) -> Callable[[], None]:
+        """Claim the right to process this queue (one processor per store); returns the release
+        function. Raises `QueueError` if another processor holds it."""
+        with _claims_lock:
+            if getattr(self, "_claimed", False):
+                raise QueueError("another queue processor is already running on this queue")
+            self._claimed = True
+
+        def release() -> None:
+            self._claimed = False
+
+        return release
+
     def iter_pending(self, queue_id: str) -> Iterator[QueueItem]:
         yield from self.list_items(queue_id, status="pending", limit=1_000_000)
+
+
+_claims_lock = threading.Lock()
 
 
 # -- output cache ---------------------------------------------------------------------------------

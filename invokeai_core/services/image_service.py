@@ -1,12 +1,16 @@
 """Images as nodes see them: a file in the `images` store plus a record in `image_records`.
 
 The file is written first and the record second; if writing the record fails the file is removed.
-Readers only find images through records, so a half-written image never appears.
+Deleting removes the record first, then the file and its thumbnail. Readers only find images
+through records, so a half-written image never appears: a crash between the two steps can leave a
+file without a record (never a record without a file), which `collect_orphans` removes.
 """
 
 from __future__ import annotations
 
+import builtins
 import json
+import logging
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +18,8 @@ from invokeai_core.services.base import ImageFileStorageBase, ImageRecord, Image
 
 if TYPE_CHECKING:
     from PIL.Image import Image
+
+logger = logging.getLogger("invokeai.images")
 
 
 class ImageService:
@@ -51,6 +57,7 @@ class ImageService:
             node_id=node_id,
             is_intermediate=is_intermediate,
             metadata=metadata,
+            graph=graph,
         )
         self.files.save(name, image, metadata=chunks)
         try:
@@ -71,5 +78,35 @@ class ImageService:
         return self.records.list(**filters)
 
     def delete(self, image_name: str) -> None:
+        """Delete the record, then the file and its thumbnail."""
         self.records.delete(image_name)
         self.files.delete(image_name)
+
+    def collect_orphans(self, *, min_age: float = 300.0) -> builtins.list[str]:
+        """Delete image files that have no record and are older than `min_age` seconds (a younger
+        one may be a save in progress in another process). Returns their names. A no-op for stores
+        that cannot list their files."""
+        names = self.files.list_names()
+        if not names:
+            return []
+        known_names = getattr(self.records, "names", None)
+        known: set[str] | None = known_names() if callable(known_names) else None
+        removed = []
+        for name in names:
+            if known is not None:
+                if name in known:
+                    continue
+            else:
+                try:
+                    self.records.get(name)
+                    continue
+                except KeyError:
+                    pass
+            age = self.files.age_seconds(name)
+            if age is None or age < min_age:
+                continue
+            self.files.delete(name)
+            removed.append(name)
+        if removed:
+            logger.info("removed %d image file(s) without a record", len(removed))
+        return removed

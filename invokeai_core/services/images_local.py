@@ -8,6 +8,7 @@ never leaves a half-written image under its real name.
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -108,6 +109,18 @@ class LocalImageFileStorage(ImageFileStorageBase):
     def get_path(self, image_name: str, *, thumbnail: bool = False) -> str | None:
         path, thumb = self._paths(image_name)
         return str(thumb if thumbnail else path)
+
+    def list_names(self) -> list[str] | None:
+        """Every image file (temporary files of a save in progress, named `.*.tmp`, excluded)."""
+        if not self.images_dir.is_dir():
+            return []
+        return sorted(p.name for p in self.images_dir.iterdir() if p.is_file() and not p.name.startswith("."))
+
+    def age_seconds(self, image_name: str) -> float | None:
+        try:
+            return time.time() - self._paths(image_name)[0].stat().st_mtime
+        except (OSError, KeyError):
+            return None
 
 
 def _with_text(img: Any) -> Any:

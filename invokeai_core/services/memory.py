@@ -1,7 +1,7 @@
 """In-memory implementations of the stores (the defaults for tests and single-shot CLI runs).
 
 They honour the same contracts as the persistent stores; the contract tests in
-`tests/test_service_contracts.py` run against each.
+`invokeai_core.testing.contracts` run against each.
 """
 
 from __future__ import annotations
@@ -13,20 +13,30 @@ import uuid
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
+from pydantic_core import to_jsonable_python
+
 from invokeai_core.errors import SessionNotFoundError
 from invokeai_core.services.base import (
     FINISHED,
+    QUEUE_STATUSES,
+    BatchNotFoundError,
     EnqueueResult,
     ImageRecord,
     ImageRecordStorageBase,
     OutputCacheBase,
     Page,
+    QueueError,
+    QueueFullError,
     QueueItem,
+    QueueItemNotFoundError,
     QueueStatus,
     QueueStatusCounts,
     SessionQueueBase,
     SessionStorageBase,
     SessionSummary,
+    check_item_ids,
+    check_queue_id,
+    coerce_batch,
     utcnow,
 )
 
@@ -194,7 +204,7 @@ class MemoryOutputCache(OutputCacheBase):
 
 
 class MemorySessionQueue(SessionQueueBase):
-    """The session queue in memory (lost on exit; the SQLite queue persists)."""
+    """The session queue in memory (lost on exit, pause state included; the SQLite queue persists)."""
 
     def __init__(
         self,
@@ -208,32 +218,49 @@ class MemorySessionQueue(SessionQueueBase):
         self.registry = registry
         self._items: dict[int, QueueItem] = {}
         self._ids = itertools.count(1)
+        self._paused: set[str] = set()
         self._lock = threading.RLock()
 
     def start(self, invoker: Invoker) -> None:
+        super().start(invoker)
         if self.registry is None:
             self.registry = invoker.registry
 
     def _order(self, item: QueueItem) -> tuple[int, int]:
         return (-item.priority, item.item_id)
 
-    def enqueue_batch(self, queue_id: str, batch: Batch, *, prepend: bool = False) -> EnqueueResult:
-        from invokeai_core.errors import BatchError
+    def _pending(self, queue_id: str) -> int:
+        return sum(1 for i in self._items.values() if i.queue_id == queue_id and i.status == "pending")
 
+    def _full_error(self, queue_id: str, pending: int, requested: int) -> QueueFullError:
+        return QueueFullError(
+            f"the queue '{queue_id}' holds {pending} pending items; {requested} more would exceed "
+            f"the maximum of {self.max_size} (config max_queue_size)"
+        )
+
+    def enqueue_batch(self, queue_id: str, batch: Batch | dict[str, Any], *, prepend: bool = False) -> EnqueueResult:
+        check_queue_id(queue_id)
+        batch = coerce_batch(batch)
+        requested = batch.count()
         with self._lock:
-            requested = batch.count()
-            pending = sum(1 for i in self._items.values() if i.queue_id == queue_id and i.status == "pending")
+            pending = self._pending(queue_id)
+        if pending + requested > self.max_size:
+            raise self._full_error(queue_id, pending, requested)
+        now = utcnow()
+        expanded = [
+            (session_id, graph.to_dict(), to_jsonable_python(values))
+            for session_id, graph, values in batch.expand(self.registry)
+        ]
+        with self._lock:
+            pending = self._pending(queue_id)
             if pending + requested > self.max_size:
-                raise BatchError(
-                    f"the queue '{queue_id}' holds {pending} pending items; {requested} more would exceed "
-                    f"the maximum of {self.max_size} (config max_queue_size)"
-                )
+                raise self._full_error(queue_id, pending, requested)
             priority = batch.priority
             if prepend:
                 current = [i.priority for i in self._items.values() if i.queue_id == queue_id and i.status == "pending"]
                 priority = max([*current, priority - 1]) + 1
             ids = []
-            for session_id, graph, values in batch.expand(self.registry):
+            for session_id, graph, values in expanded:
                 item = QueueItem(
                     item_id=next(self._ids),
                     queue_id=queue_id,
@@ -241,32 +268,42 @@ class MemorySessionQueue(SessionQueueBase):
                     session_id=session_id,
                     priority=priority,
                     field_values=values,
-                    graph=graph.to_dict(),
+                    graph=graph,
+                    created_at=now,
                 )
                 self._items[item.item_id] = item
                 ids.append(item.item_id)
-            return EnqueueResult(
-                queue_id=queue_id,
-                batch_id=batch.batch_id,
-                enqueued=len(ids),
-                requested=requested,
-                priority=priority,
-                item_ids=ids,
-            )
+        result = EnqueueResult(
+            queue_id=queue_id,
+            batch_id=batch.batch_id,
+            enqueued=len(ids),
+            requested=requested,
+            priority=priority,
+            item_ids=ids,
+        )
+        self._emit_enqueued(result)
+        return result
 
     def dequeue(self) -> QueueItem | None:
         with self._lock:
-            pending = [i for i in self._items.values() if i.status == "pending"]
+            pending = [i for i in self._items.values() if i.status == "pending" and i.queue_id not in self._paused]
             if not pending:
                 return None
             item = min(pending, key=self._order)
-            return self.set_status(item.item_id, "in_progress")
+            item = self._change(item.item_id, {"status": "in_progress", "started_at": utcnow()})
+        self._emit_status([item])
+        return item
 
     def get_item(self, item_id: int) -> QueueItem:
         try:
             return self._items[item_id]
-        except KeyError:
-            raise KeyError(f"queue item {item_id} does not exist") from None
+        except (KeyError, TypeError):
+            raise QueueItemNotFoundError([item_id]) from None
+
+    def _change(self, item_id: int, changes: dict[str, Any]) -> QueueItem:
+        item = self._items[item_id].model_copy(update=changes)
+        self._items[item_id] = item
+        return item
 
     def set_status(
         self,
@@ -276,9 +313,14 @@ class MemorySessionQueue(SessionQueueBase):
         error_type: str | None = None,
         error_message: str | None = None,
         error_traceback: str | None = None,
+        expected: QueueStatus | None = None,
     ) -> QueueItem:
+        if status not in QUEUE_STATUSES:
+            raise QueueError(f"unknown queue item status {status!r} (one of {', '.join(QUEUE_STATUSES)})")
         with self._lock:
             item = self.get_item(item_id)
+            if expected is not None and item.status != expected:
+                return item
             changes: dict[str, Any] = {"status": status}
             if status == "in_progress":
                 changes["started_at"] = utcnow()
@@ -286,36 +328,58 @@ class MemorySessionQueue(SessionQueueBase):
                 changes["completed_at"] = utcnow()
             if error_type is not None:
                 changes.update(error_type=error_type, error_message=error_message, error_traceback=error_traceback)
-            item = item.model_copy(update=changes)
-            self._items[item_id] = item
-            return item
+            item = self._change(item_id, changes)
+        self._emit_status([item])
+        return item
+
+    def _check_known(self, ids: list[int]) -> None:
+        missing = [i for i in ids if i not in self._items]
+        if missing:
+            raise QueueItemNotFoundError(missing)
 
     def cancel_items(self, item_ids: list[int]) -> list[int]:
+        ids = check_item_ids(item_ids)
         changed = []
         with self._lock:
-            for item_id in item_ids:
-                item = self._items.get(item_id)
-                if item is not None and item.status not in FINISHED:
-                    self.set_status(item_id, "canceled")
-                    changed.append(item_id)
-        return changed
+            self._check_known(ids)
+            now = utcnow()
+            for item_id in dict.fromkeys(ids):
+                if self._items[item_id].status not in FINISHED:
+                    changed.append(self._change(item_id, {"status": "canceled", "completed_at": now}))
+        self._emit_status(changed)
+        return [i.item_id for i in changed]
 
     def cancel_batch(self, queue_id: str, batch_ids: list[str]) -> list[int]:
+        check_queue_id(queue_id)
+        if isinstance(batch_ids, str) or not all(isinstance(b, str) for b in batch_ids):
+            raise QueueError("batch ids must be a list of strings")
         with self._lock:
-            ids = [i.item_id for i in self._items.values() if i.queue_id == queue_id and i.batch_id in batch_ids]
+            known = {i.batch_id for i in self._items.values() if i.queue_id == queue_id}
+            unknown = [b for b in dict.fromkeys(batch_ids) if b not in known]
+            if unknown:
+                raise BatchNotFoundError(f"no items of batch {', '.join(unknown)} in the queue '{queue_id}'")
+            ids = sorted(
+                i.item_id
+                for i in self._items.values()
+                if i.queue_id == queue_id and i.batch_id in batch_ids and i.status not in FINISHED
+            )
             return self.cancel_items(ids)
 
     def cancel_all_except_current(self, queue_id: str) -> list[int]:
+        check_queue_id(queue_id)
         with self._lock:
-            ids = [i.item_id for i in self._items.values() if i.queue_id == queue_id and i.status == "pending"]
+            ids = sorted(i.item_id for i in self._items.values() if i.queue_id == queue_id and i.status == "pending")
             return self.cancel_items(ids)
 
     def retry_items(self, item_ids: list[int]) -> list[int]:
-        new_ids = []
+        ids = check_item_ids(item_ids)
+        new_items = []
         with self._lock:
-            for item_id in item_ids:
-                item = self._items.get(item_id)
-                if item is None or item.status not in ("failed", "canceled"):
+            self._check_known(ids)
+            now = utcnow()
+            for item_id in dict.fromkeys(ids):
+                item = self._items[item_id]
+                if item.status not in ("failed", "canceled"):
                     continue
                 clone = item.model_copy(
                     update={
@@ -327,16 +391,18 @@ class MemorySessionQueue(SessionQueueBase):
                         "error_type": None,
                         "error_message": None,
                         "error_traceback": None,
-                        "created_at": utcnow(),
+                        "created_at": now,
                         "started_at": None,
                         "completed_at": None,
                     }
                 )
                 self._items[clone.item_id] = clone
-                new_ids.append(clone.item_id)
-        return new_ids
+                new_items.append(clone)
+        self._emit_status(new_items)
+        return [i.item_id for i in new_items]
 
     def clear(self, queue_id: str) -> int:
+        check_queue_id(queue_id)
         with self._lock:
             doomed = [k for k, v in self._items.items() if v.queue_id == queue_id and v.status != "in_progress"]
             for k in doomed:
@@ -344,6 +410,7 @@ class MemorySessionQueue(SessionQueueBase):
             return len(doomed)
 
     def prune(self, queue_id: str) -> int:
+        check_queue_id(queue_id)
         with self._lock:
             doomed = [k for k, v in self._items.items() if v.queue_id == queue_id and v.status in FINISHED]
             for k in doomed:
@@ -353,6 +420,9 @@ class MemorySessionQueue(SessionQueueBase):
     def list_items(
         self, queue_id: str, *, cursor: int | None = None, limit: int = 50, status: QueueStatus | None = None
     ) -> list[QueueItem]:
+        check_queue_id(queue_id)
+        if status is not None and status not in QUEUE_STATUSES:
+            raise QueueError(f"unknown queue item status {status!r} (one of {', '.join(QUEUE_STATUSES)})")
         with self._lock:
             candidates = [
                 i for i in self._items.values() if i.queue_id == queue_id and (status is None or i.status == status)
@@ -371,7 +441,8 @@ class MemorySessionQueue(SessionQueueBase):
         return sorted(candidates, key=self._order)[: max(0, limit)]
 
     def status(self, queue_id: str) -> QueueStatusCounts:
-        counts = QueueStatusCounts(queue_id=queue_id)
+        check_queue_id(queue_id)
+        counts = QueueStatusCounts(queue_id=queue_id, paused=queue_id in self._paused)
         with self._lock:
             items = list(self._items.values())
         for i in items:
@@ -379,3 +450,57 @@ class MemorySessionQueue(SessionQueueBase):
                 setattr(counts, i.status, getattr(counts, i.status) + 1)
                 counts.total += 1
         return counts
+
+    def queue_ids(self) -> list[str]:
+        with self._lock:
+            return sorted({i.queue_id for i in self._items.values()} | self._paused)
+
+    def pause(self, queue_id: str) -> None:
+        check_queue_id(queue_id)
+        with self._lock:
+            self._paused.add(queue_id)
+
+    def resume(self, queue_id: str) -> None:
+        check_queue_id(queue_id)
+        with self._lock:
+            self._paused.discard(queue_id)
+
+    def is_paused(self, queue_id: str) -> bool:
+        check_queue_id(queue_id)
+        return queue_id in self._paused
+
+    def recover_interrupted(
+        self,
+        *,
+        requeue: bool,
+        item_ids: list[int] | None = None,
+        new_sessions: bool = False,
+        error_type: str = "ProcessTerminated",
+        error_message: str = "the process was terminated while this item was running",
+    ) -> list[QueueItem]:
+        changed = []
+        with self._lock:
+            ids = (
+                [k for k, v in self._items.items() if v.status == "in_progress"]
+                if item_ids is None
+                else check_item_ids(item_ids)
+            )
+            for item_id in dict.fromkeys(ids):
+                item = self._items.get(item_id)
+                if item is None or item.status != "in_progress":
+                    continue
+                if requeue:
+                    changes: dict[str, Any] = {"status": "pending", "started_at": None, "completed_at": None}
+                    if new_sessions:
+                        changes["session_id"] = uuid.uuid4().hex
+                else:
+                    changes = {
+                        "status": "failed",
+                        "completed_at": utcnow(),
+                        "error_type": error_type,
+                        "error_message": error_message,
+                        "error_traceback": None,
+                    }
+                changed.append(self._change(item_id, changes))
+        self._emit_status(changed)
+        return changed

@@ -6,10 +6,13 @@
         assert run.status == "completed"
         assert run["n"].value == 42
 
-Fixtures (all isolated per test, in-memory services, a temporary root folder):
+Fixtures (all isolated per test, a temporary root folder, in-memory stores unless asked otherwise):
 
 * `invokeai_root`: the temporary root folder.
-* `invokeai_config`: the configuration for that root (memory stores, local images).
+* `invokeai_storage`: `"memory"` (the default) or `"sqlite"`: which sessions, image records and queue
+  stores the fixtures use. Ask for the SQLite database of the root folder (the production default)
+  with `@pytest.mark.parametrize("invokeai_storage", ["sqlite"])`, or both with `["memory", "sqlite"]`.
+* `invokeai_config`: the configuration for that root (those stores, local images).
 * `invokeai_host`: a plugin host with the installed plugins, made the default host for the test.
 * `invokeai_register_plugin(obj, name=None)`: register a plugin object (a module or any object
   with hookimpls) for this test only.
@@ -18,7 +21,11 @@ Fixtures (all isolated per test, in-memory services, a temporary root folder):
 * `invokeai_run_graph(graph, timeout=60)`: run a graph (dict, JSON text or `Graph`) and return a
   `GraphRun` with `.status`, `.results`, `.errors`, `.session` and `run[node_id]`.
 
-Heavy imports happen inside the fixtures: loading this module costs nothing for unrelated tests.
+Service contract tests for other backends live in `invokeai_core.testing.contracts` (imported only
+by the tests that use them).
+
+Heavy imports happen inside the fixtures: loading this module costs nothing for unrelated tests
+(it imports neither pydantic nor the engine).
 """
 
 from __future__ import annotations
@@ -99,11 +106,27 @@ def invokeai_root(tmp_path: Path) -> Path:
     return root
 
 
+#: The service kinds `invokeai_storage` switches between "memory" and "sqlite".
+STORAGE_KINDS = ("sessions", "image_records", "queue")
+
+
 @pytest.fixture
-def invokeai_config(invokeai_root: Path) -> InvokeAIConfig:
+def invokeai_storage() -> str:
+    """`"memory"` or `"sqlite"`; override with `@pytest.mark.parametrize("invokeai_storage", [...])`."""
+    return "memory"
+
+
+@pytest.fixture
+def invokeai_config(invokeai_root: Path, invokeai_storage: str) -> InvokeAIConfig:
     from invokeai_core.config import load_config
 
-    return load_config(root=invokeai_root, environ={})
+    if invokeai_storage not in ("memory", "sqlite"):
+        raise ValueError(f"invokeai_storage must be 'memory' or 'sqlite', not {invokeai_storage!r}")
+    config = load_config(root=invokeai_root, environ={})
+    selected = config.services.selected()
+    selected.update(dict.fromkeys(STORAGE_KINDS, invokeai_storage))
+    config.services = type(config.services).model_validate(selected)
+    return config
 
 
 @pytest.fixture

@@ -1,0 +1,286 @@
+"""Sessions in the SQLite database (`sessions = "sqlite"`, the default), persisted as they run.
+
+Persisting is incremental, so a long session stays linear: a session row holds the graph and a
+summary (status, node count, node types for the text query, how many results are stored); each
+executed node copy is one row of `session_results`, in history order; errors are rows of
+`session_errors`. `node_completed` appends one result row and updates the summary in one small
+transaction, and `save` rewrites the graph only when it changed (tracked by graph version) and
+appends only the results not stored yet. A session is rebuilt from these rows with
+`Session.from_dict`, which replays the history.
+
+Readers in this process see the live object while anyone holds it (a weak cache), as with the
+memory store: the node the processor is running, nodes appended through the API, and the results
+written so far are the same object, so an append is never lost to a stale copy.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import weakref
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from invokeai_core.errors import SessionNotFoundError
+from invokeai_core.services.base import Page, SessionStorageBase, SessionSummary
+from invokeai_core.services.sqlite_db import SqliteDatabase
+
+if TYPE_CHECKING:
+    from invokeai_core.config import InvokeAIConfig
+    from invokeai_core.invoker import Invoker
+    from invokeai_core.registry import NodeRegistry
+    from invokeai_core.session import Session
+
+#: Separates node types in the `node_types` column (type ids are `[a-z0-9_]`).
+_SEP = "\x1f"
+
+
+def _v1(conn: sqlite3.Connection) -> None:
+    conn.execute(
+        """
+        CREATE TABLE sessions (
+            id TEXT PRIMARY KEY,
+            graph TEXT NOT NULL,
+            status TEXT NOT NULL,
+            node_count INTEGER NOT NULL,
+            node_types TEXT NOT NULL,
+            canceled INTEGER NOT NULL DEFAULT 0,
+            history_len INTEGER NOT NULL DEFAULT 0,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        )
+        """
+    )
+    conn.execute("CREATE INDEX ix_sessions_created ON sessions (created_at)")
+    conn.execute(
+        """
+        CREATE TABLE session_results (
+            session_id TEXT NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
+            seq INTEGER NOT NULL,
+            node_id TEXT NOT NULL,
+            output TEXT NOT NULL,
+            PRIMARY KEY (session_id, seq)
+        ) WITHOUT ROWID
+        """
+    )
+    conn.execute(
+        """
+        CREATE TABLE session_errors (
+            session_id TEXT NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
+            node_id TEXT NOT NULL,
+            error TEXT NOT NULL,
+            PRIMARY KEY (session_id, node_id)
+        ) WITHOUT ROWID
+        """
+    )
+
+
+MIGRATIONS = [_v1]
+
+
+class _Mark:
+    """What of a live session object is known to be in the database."""
+
+    __slots__ = ("graph", "history_len", "version")
+
+    def __init__(self, graph: Any, version: int, history_len: int) -> None:
+        self.graph = weakref.ref(graph)
+        self.version = version
+        self.history_len = history_len
+
+    def graph_is(self, session: Session) -> bool:
+        return self.graph() is session.graph and self.version == session.graph.version
+
+
+class SqliteSessionStorage(SessionStorageBase):
+    """Sessions in `<root>/invokeai.db`; see the module docstring."""
+
+    def __init__(
+        self,
+        config: InvokeAIConfig | None = None,
+        *,
+        path: str | Path | None = None,
+        db: SqliteDatabase | None = None,
+        registry: NodeRegistry | None = None,
+    ) -> None:
+        if db is None:
+            db = SqliteDatabase.open(path) if path is not None else SqliteDatabase.for_config(config)
+        #: The database (shared by the stores of this process; `db=` gives one of its own).
+        self.db = db
+        self.db.migrate("sessions", MIGRATIONS)
+        #: The node registry sessions are parsed against (the Invoker's, once started).
+        self.registry = registry
+        self._live: weakref.WeakValueDictionary[str, Session] = weakref.WeakValueDictionary()
+        self._marks: weakref.WeakKeyDictionary[Session, _Mark] = weakref.WeakKeyDictionary()
+        self._lock = threading.RLock()
+
+    def start(self, invoker: Invoker) -> None:
+        if self.registry is None:
+            self.registry = invoker.registry
+
+    # -- writing ----------------------------------------------------------------------------------
+    def save(self, session: Session) -> None:
+        with self._lock, self.db.transaction() as conn:
+            self._write(conn, session)
+            self._live[session.id] = session
+
+    def _write(self, conn: sqlite3.Connection, session: Session) -> None:
+        from invokeai_core.session import prepared_id
+
+        sid = session.id
+        mark = self._marks.get(session)
+        row = conn.execute("SELECT history_len FROM sessions WHERE id = ?", (sid,)).fetchone()
+        history = session.history
+        status = session.status
+        if row is None or mark is None or not mark.graph_is(session):
+            graph = session.graph
+            types = sorted({n.invocation_type for n in graph.nodes.values()})
+            conn.execute(
+                """
+                INSERT INTO sessions (id, graph, status, node_count, node_types, canceled, history_len,
+                                      created_at, updated_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                ON CONFLICT (id) DO UPDATE SET graph = excluded.graph, status = excluded.status,
+                    node_count = excluded.node_count, node_types = excluded.node_types,
+                    canceled = excluded.canceled, history_len = excluded.history_len,
+                    updated_at = excluded.updated_at
+                """,
+                (
+                    sid,
+                    json.dumps(graph.to_dict()),
+                    status,
+                    len(graph.nodes),
+                    _SEP + _SEP.join(types) + _SEP,
+                    int(session.canceled),
+                    len(history),
+                    session.created_at,
+                    session.updated_at,
+                ),
+            )
+        else:
+            conn.execute(
+                "UPDATE sessions SET status = ?, canceled = ?, history_len = ?, updated_at = ? WHERE id = ?",
+                (status, int(session.canceled), len(history), session.updated_at, sid),
+            )
+        # Results: append what is not stored yet; rewrite them all only if the stored history is not
+        # a prefix of this one (another object with the same id was saved).
+        start = 0
+        if row is not None:
+            stored = int(row[0])
+            if stored <= len(history):
+                last = (
+                    conn.execute(
+                        "SELECT node_id FROM session_results WHERE session_id = ? AND seq = ?", (sid, stored - 1)
+                    ).fetchone()
+                    if stored
+                    else None
+                )
+                if stored == 0 or (last is not None and last[0] == prepared_id(history[stored - 1])):
+                    start = stored
+            if start == 0 and stored:
+                conn.execute("DELETE FROM session_results WHERE session_id = ?", (sid,))
+        results = session.results
+        if start < len(history):
+            conn.executemany(
+                "INSERT INTO session_results (session_id, seq, node_id, output) VALUES (?, ?, ?, ?)",
+                [(sid, i, prepared_id(k), results[k].model_dump_json()) for i, k in enumerate(history[start:], start)],
+            )
+        conn.execute("DELETE FROM session_errors WHERE session_id = ?", (sid,))
+        if session.errors:
+            conn.executemany(
+                "INSERT INTO session_errors (session_id, node_id, error) VALUES (?, ?, ?)",
+                [(sid, prepared_id(k), e.model_dump_json()) for k, e in session.errors.items()],
+            )
+        self._marks[session] = _Mark(session.graph, session.graph.version, len(history))
+
+    def node_completed(self, session: Session, prepared_id: str) -> None:
+        """Append the one new result (and the status) in a small transaction; O(1) per node."""
+        n = len(session.history)
+        with self._lock:
+            mark = self._marks.get(session)
+            if mark is None or mark.history_len != n - 1 or not mark.graph_is(session) or n == 0:
+                self.save(session)
+                return
+            key = session.history[-1]
+            with self.db.transaction() as conn:
+                cur = conn.execute(
+                    "UPDATE sessions SET status = ?, history_len = ?, updated_at = ? WHERE id = ? AND history_len = ?",
+                    (session.status, n, session.updated_at, session.id, n - 1),
+                )
+                if cur.rowcount != 1:  # the database disagrees (written elsewhere): write it all
+                    self._write(conn, session)
+                    return
+                conn.execute(
+                    "INSERT INTO session_results (session_id, seq, node_id, output) VALUES (?, ?, ?, ?)",
+                    (session.id, n - 1, prepared_id, session.results[key].model_dump_json()),
+                )
+            mark.history_len = n
+
+    # -- reading ----------------------------------------------------------------------------------
+    def get(self, session_id: str) -> Session:
+        from invokeai_core.session import Session
+
+        with self._lock:
+            live = self._live.get(session_id)
+            if live is not None:
+                return live
+            data = self.get_dict(session_id)
+            session = Session.from_dict(data, self.registry)
+            self._live[session_id] = session
+            self._marks[session] = _Mark(session.graph, session.graph.version, len(session.history))
+            return session
+
+    def get_dict(self, session_id: str) -> dict[str, Any]:
+        """The stored session as `Session.to_dict()` JSON, without parsing it against the registry."""
+        with self.db.read() as conn:
+            row = conn.execute(
+                "SELECT graph, canceled, created_at, updated_at FROM sessions WHERE id = ?", (session_id,)
+            ).fetchone()
+            if row is None:
+                raise SessionNotFoundError(f"session '{session_id}' does not exist")
+            results = conn.execute(
+                "SELECT node_id, output FROM session_results WHERE session_id = ? ORDER BY seq", (session_id,)
+            ).fetchall()
+            errors = conn.execute(
+                "SELECT node_id, error FROM session_errors WHERE session_id = ?", (session_id,)
+            ).fetchall()
+        graph, canceled, created_at, updated_at = row
+        return {
+            "id": session_id,
+            "graph": json.loads(graph),
+            "results": {pid: json.loads(out) for pid, out in results},
+            "errors": {pid: json.loads(err) for pid, err in errors},
+            "history": [pid for pid, _ in results],
+            "canceled": bool(canceled),
+            "created_at": created_at,
+            "updated_at": updated_at,
+        }
+
+    def delete(self, session_id: str) -> None:
+        with self._lock, self.db.transaction() as conn:
+            conn.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
+            self._live.pop(session_id, None)
+
+    def list(self, *, offset: int = 0, limit: int = 50, query: str | None = None) -> Page[SessionSummary]:
+        offset, limit = max(0, offset), max(0, limit)
+        clause = ""
+        args: list[Any] = []
+        if query:
+            clause = " WHERE instr(id, ?) > 0"
+            args = [query]
+            if _SEP not in query:  # a node type's substring (the separator keeps types apart)
+                clause += " OR instr(node_types, ?) > 0"
+                args.append(query)
+        with self.db.read() as conn:
+            total = conn.execute(f"SELECT count(*) FROM sessions{clause}", args).fetchone()[0]
+            rows = conn.execute(
+                f"SELECT id, status, node_count, created_at, updated_at FROM sessions{clause} "
+                "ORDER BY created_at DESC, rowid DESC LIMIT ? OFFSET ?",
+                [*args, limit, offset],
+            ).fetchall()
+        items = [
+            SessionSummary(id=sid, status=status, nodes=count, created_at=created, updated_at=updated)
+            for sid, status, count, created, updated in rows
+        ]
+        return Page[SessionSummary](items=items, offset=offset, limit=limit, total=total)
