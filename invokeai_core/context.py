@@ -138,7 +138,7 @@ class InvocationContext:
         source_node_id: str,
         invocation_type: str,
         is_canceled: Callable[[], bool] | None = None,
-        emit_progress: Callable[[int, int, str | None, dict[str, Any] | None], None] | None = None,
+        emit_progress: Callable[[int, int, str | None, Callable[[], dict[str, Any]] | None], None] | None = None,
         graph_json: Callable[[], dict[str, Any]] | None = None,
         queue_id: str | None = None,
         item_id: int | None = None,
@@ -184,11 +184,28 @@ class InvocationContext:
         """Long-running nodes poll this between steps and stop early when it turns True."""
         return self._is_canceled() if self._is_canceled is not None else False
 
-    def progress(self, step: int, total: int, *, image: Image | None = None, message: str | None = None) -> None:
-        """Report progress (emits `invocation_progress`, with a small preview when given an image)."""
+    def progress(
+        self,
+        step: int,
+        total: int,
+        *,
+        image: Image | Callable[[], Image] | None = None,
+        message: str | None = None,
+    ) -> None:
+        """Report progress (emits `invocation_progress`, with a small preview when given an image).
+
+        `image` may be a function returning the preview: it is called (and the preview encoded) only
+        if someone is listening, so a node can offer previews at no cost when nobody watches.
+        """
         if self._emit_progress is None:
             return
-        preview = encode_preview(image) if image is not None else None
+        preview: Callable[[], dict[str, Any]] | None = None
+        if image is not None:
+            source = image
+
+            def preview() -> dict[str, Any]:
+                return encode_preview(source() if callable(source) else source)
+
         self._emit_progress(step, total, message, preview)
 
     def graph_json(self) -> dict[str, Any] | None:

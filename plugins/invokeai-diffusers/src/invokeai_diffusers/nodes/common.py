@@ -99,8 +99,8 @@ def step_callback(context: InvocationContext, base: str, total: int) -> Any:
 
     def callback(pipe: Any, step: int, timestep: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
         latents = kwargs.get("latents")
-        image = latents_preview(latents, base) if latents is not None else None
-        context.progress(step + 1, total, image=image, message=f"denoising step {step + 1}/{total}")
+        preview = (lambda: latents_preview(latents, base)) if latents is not None else None
+        context.progress(step + 1, total, image=preview, message=f"denoising step {step + 1}/{total}")
         if context.is_canceled():
             pipe._interrupt = True
         return kwargs
