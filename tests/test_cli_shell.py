@@ -319,3 +319,29 @@ def test_terminal_interrupt_cancels_the_running_line(terminal: Any) -> None:
     t.line("new")
     assert "1 (add): value=1" in t.line("add --a 1")
     assert t.close() == 0
+
+
+def test_every_cli_run_is_a_stored_session(cli_root: Path) -> None:
+    """Pipelines, shell lines and graph files all run in sessions kept by the configured `sessions`
+    store (SQLite in the root folder by default), so `invokeai sessions show` finds them later."""
+    lines = shell(cli_root, "add --a 2 --b 3", "mul --link -1 value a --b 4", "new", "add --a 9", args=("--json",))
+    first, second, third = (json.loads(ln) for ln in lines.stdout.splitlines())
+    assert first["session_id"] == second["session_id"] != third["session_id"]
+    pipeline = run_cli("run", "integer --value 3 | tp_scale --factor 2", "--json", root=cli_root, env=ENV)
+    graph = {"nodes": {"x": {"id": "x", "type": "tp_const", "value": 1.5}}, "edges": []}
+    from_file = run_cli("run", "-f", "-", "--json", root=cli_root, env=ENV, input=json.dumps(graph))
+
+    def stored(session_id: str) -> dict[str, Any]:
+        res = run_cli("sessions", "show", session_id, "--json", root=cli_root, env=ENV)
+        assert res.returncode == 0, res.stderr
+        data: dict[str, Any] = json.loads(res.stdout)
+        return data
+
+    shell_session = stored(first["session_id"])
+    assert shell_session["status"] == "completed"
+    assert {k: v["value"] for k, v in shell_session["results"].items()} == {"1": 5, "2": 20}
+    edges = shell_session["graph"]["edges"]
+    assert edges == [{"source": {"node_id": "1", "field": "value"}, "destination": {"node_id": "2", "field": "a"}}]
+    assert stored(third["session_id"])["results"]["1"]["value"] == 9
+    assert stored(json.loads(pipeline.stdout)["session_id"])["results"]["2"]["value"] == 6.0
+    assert stored(json.loads(from_file.stdout)["session_id"])["results"]["x"]["value"] == 1.5

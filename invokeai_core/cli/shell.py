@@ -185,7 +185,7 @@ class Shell:
 
     def do_new(self, args: list[str]) -> None:
         self.runner.new_session()
-        click.echo("new session")
+        click.echo("new session", err=self.runner.options.as_json)  # keep --json output pure JSON lines
 
     def do_help(self, args: list[str]) -> None:
         from invokeai_core.cli.node_commands import node_help
