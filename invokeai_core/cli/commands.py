@@ -130,6 +130,13 @@ Exit status: 0 completed, 1 the session failed or was canceled, 2 bad input (not
     context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
 )
 @click.option("-f", "--file", "graph_file", type=str, metavar="FILE|-", help="A graph JSON file ('-' reads stdin).")
+@click.option(
+    "--from-image",
+    "from_image",
+    type=str,
+    metavar="FILE.png",
+    help="Re-run the graph stored in an image this engine produced.",
+)
 @click.option("--json", "as_json", is_flag=True, default=None, help="Print the session result as one JSON object.")
 @click.option(
     "--out", type=click.Path(file_okay=False), default=None, help="Also export the images produced as PNG files here."
@@ -141,6 +148,7 @@ Exit status: 0 completed, 1 the session failed or was canceled, 2 bad input (not
 def run_command(
     ctx: click.Context,
     graph_file: str | None,
+    from_image: str | None,
     as_json: bool | None,
     out: str | None,
     timeout: float | None,
@@ -152,24 +160,46 @@ def run_command(
     state = ctx.find_object(CliState)
     assert state is not None
     options = RunOptions(as_json=bool(as_json), out=out, timeout=timeout, progress=progress)
+    if sum(x is not None and x != () for x in (graph_file, from_image, pipeline or None)) > 1:
+        raise CliError("give one of a pipeline, -f FILE or --from-image FILE.png")
+    if from_image is not None:
+        sys.exit(_run_graph_text(state, from_image, _graph_from_image(from_image), options))
     if graph_file is not None:
-        if pipeline:
-            raise CliError("give either a pipeline or -f FILE, not both")
         sys.exit(_run_graph_file(state, graph_file, options))
     if pipeline:
         sys.exit(_run_pipeline(state, list(pipeline), options))
     sys.exit(_run_shell(state, options))
 
 
-def _run_graph_file(state: CliState, graph_file: str, options: Any) -> int:
-    from invokeai_core.cli.runner import CliSession, export_images
-    from invokeai_core.errors import InvokeAIError
-    from invokeai_core.graph import Graph
+def _graph_from_image(path: str) -> str:
+    """The graph JSON embedded in a PNG that this engine saved as a final image."""
+    from PIL import Image, UnidentifiedImageError
 
+    try:
+        with Image.open(path) as img:
+            text = getattr(img, "text", {}).get("invokeai_graph")
+    except FileNotFoundError:
+        raise CliError(f"cannot read {path}: no such file") from None
+    except (OSError, UnidentifiedImageError) as e:
+        raise CliError(f"{path}: not a readable image ({e})") from None
+    if not text:
+        raise CliError(f"{path}: the image carries no graph (only final images saved by invokeai do)")
+    return str(text)
+
+
+def _run_graph_file(state: CliState, graph_file: str, options: Any) -> int:
     try:
         text = sys.stdin.read() if graph_file == "-" else open(graph_file, encoding="utf-8").read()
     except OSError as e:
         raise CliError(f"cannot read {graph_file}: {e.strerror}") from None
+    return _run_graph_text(state, graph_file, text, options)
+
+
+def _run_graph_text(state: CliState, graph_file: str, text: str, options: Any) -> int:
+    from invokeai_core.cli.runner import CliSession, export_images
+    from invokeai_core.errors import InvokeAIError
+    from invokeai_core.graph import Graph
+
     try:
         graph = Graph.from_json(text, state.host.registry, require_inputs=True)
     except InvokeAIError as e:

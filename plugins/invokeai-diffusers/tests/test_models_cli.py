@@ -96,3 +96,38 @@ def test_single_file_checkpoints_are_probed_and_refused_with_a_way_forward(tmp_p
     res = cli("models", "add", str(ckpt), root=tmp_path)
     assert res.returncode == 2
     assert "single-file sd-1 checkpoint" in res.stderr and "save_pretrained" in res.stderr
+
+
+def test_from_image_reruns_the_graph_stored_in_an_output(tmp_path: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    assert cli("models", "create-demo", root=tmp_path).returncode == 0
+    graph = {
+        "nodes": {
+            "t": {
+                "id": "t",
+                "type": "txt2img",
+                "model": "demo-sd",
+                "prompt": "hi",
+                "width": 64,
+                "height": 64,
+                "steps": 2,
+                "seed": 5,
+                "scheduler": "euler_a",
+            }
+        },
+        "edges": [],
+    }
+    first = json.loads(cli("run", "-f", "-", "--json", root=tmp_path, input=json.dumps(graph)).stdout)
+    png = tmp_path / "outputs" / "images" / first["results"]["t"]["image"]["image_name"]
+    again = cli("run", "--from-image", str(png), "--json", root=tmp_path)
+    assert again.returncode == 0, again.stderr
+    second = json.loads(again.stdout)
+    png2 = tmp_path / "outputs" / "images" / second["results"]["t"]["image"]["image_name"]
+    assert png2 != png
+    assert np.array_equal(np.asarray(Image.open(png)), np.asarray(Image.open(png2)))
+    plain = tmp_path / "plain.png"
+    Image.new("RGB", (8, 8)).save(plain)
+    refused = cli("run", "--from-image", str(plain), root=tmp_path)
+    assert refused.returncode == 2 and "carries no graph" in refused.stderr
