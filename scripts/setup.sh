@@ -14,7 +14,7 @@ PIP=(.venv/bin/python -m pip --disable-pip-version-check -q)
 "${PIP[@]}" install --no-deps -e .
 for plugin in plugins/*/; do
   [ -f "$plugin/pyproject.toml" ] || continue
-  if [ -x "$plugin/setup-deps.sh" ]; then "$plugin/setup-deps.sh" .venv/bin/python; fi
+  if [ -x "$plugin/setup-deps.sh" ]; then "$plugin/setup-deps.sh" "$PWD/.venv/bin/python"; fi
   "${PIP[@]}" install -e "$plugin"
 done
 # Tiny plugin distributions the kernel tests install for real (entry points and all).
