@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from invokeai_core.cli.plugin_new import new_command
 from invokeai_core.cli.state import CliError, CliState
 
 if TYPE_CHECKING:
@@ -29,11 +30,15 @@ def _table(rows: list[list[str]], headers: list[str]) -> str:
 
 
 # -- plugins --------------------------------------------------------------------------------------
-@click.command("plugins")
+@click.group("plugins", invoke_without_command=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@pass_state
-def plugins_command(state: CliState, as_json: bool) -> None:
-    """List plugins: name, version, hooks, status (and why one failed)."""
+@click.pass_context
+def plugins_command(ctx: click.Context, as_json: bool) -> None:
+    """List plugins: name, version, hooks, status (and why one failed); `new NAME` creates one."""
+    if ctx.invoked_subcommand is not None:
+        return
+    state = ctx.find_object(CliState)
+    assert state is not None
     infos = state.host.plugin_list()
     if as_json:
         _echo_json([i.to_dict() for i in infos])
@@ -56,6 +61,9 @@ def plugins_command(state: CliState, as_json: bool) -> None:
             click.echo(f"\n{i.name}: {i.status}" + (f": {i.error}" if i.error else ""))
             if i.hint:
                 click.echo(f"  hint: {i.hint}")
+
+
+plugins_command.add_command(new_command)
 
 
 # -- nodes ----------------------------------------------------------------------------------------
