@@ -22,4 +22,6 @@ for plugin in tests/plugins/*/; do
   [ -f "$plugin/pyproject.toml" ] || continue
   "${PIP[@]}" install --no-deps -e "$plugin"
 done
+# The web UI (npm ci + vite build into invokeai_web/static) and its browser-test tools (chromium, playwright).
+if [ -x plugins/invokeai-web/frontend/setup-ui.sh ]; then plugins/invokeai-web/frontend/setup-ui.sh "$PWD/.venv/bin/python"; fi
 echo "setup: ok (.venv ready)"

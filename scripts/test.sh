@@ -11,6 +11,10 @@ echo "== ruff"
 .venv/bin/ruff format --check .
 echo "== mypy"
 .venv/bin/mypy invokeai_core plugins/*/src
+if [ -d plugins/invokeai-web/frontend/node_modules ]; then
+  echo "== web UI unit tests (vitest)"
+  (cd plugins/invokeai-web/frontend && npx --no-install vitest run)
+fi
 echo "== kernel tests"
 .venv/bin/python -m pytest tests "$@"
 for plugin in plugins/*/; do

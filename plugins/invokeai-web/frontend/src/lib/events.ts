@@ -1,0 +1,86 @@
+/** Live events: one Socket.IO connection, subscribed to the default queue's room. */
+import { useEffect, useSyncExternalStore } from "react";
+import { io, type Socket } from "socket.io-client";
+import { QUEUE } from "./api";
+
+export interface ServerEvent {
+  event: string;
+  timestamp: number;
+  session_id: string | null;
+  queue_id: string | null;
+  item_id: number | null;
+  node_id?: string;
+  source_node_id?: string;
+  invocation_type?: string;
+  step?: number;
+  total?: number;
+  message?: string | null;
+  image?: { width: number; height: number; dataURL: string } | null;
+  result?: Record<string, unknown>;
+  error_type?: string;
+  error_message?: string;
+  error?: string;
+  status?: string;
+  [key: string]: unknown;
+}
+
+export const EVENT_NAMES = [
+  "invocation_started",
+  "invocation_progress",
+  "invocation_complete",
+  "invocation_error",
+  "session_started",
+  "session_complete",
+  "session_canceled",
+  "queue_item_status_changed",
+  "batch_enqueued",
+  "model_load_started",
+  "model_load_complete",
+] as const;
+
+type Listener = (e: ServerEvent) => void;
+export type ConnState = "connecting" | "connected" | "disconnected";
+
+let socket: Socket | null = null;
+let state: ConnState = "connecting";
+const listeners = new Set<Listener>();
+const stateListeners = new Set<() => void>();
+
+function setState(s: ConnState) {
+  state = s;
+  stateListeners.forEach((f) => f());
+}
+
+export function connect(): Socket {
+  if (socket) return socket;
+  socket = io({ path: "/socket.io/", transports: ["websocket", "polling"], reconnectionDelayMax: 3000 });
+  socket.on("connect", () => {
+    setState("connected");
+    socket!.emit("subscribe_queue", { queue_id: QUEUE });
+  });
+  socket.on("disconnect", () => setState("disconnected"));
+  socket.on("connect_error", () => setState("disconnected"));
+  for (const name of EVENT_NAMES) socket.on(name, (payload: ServerEvent) => listeners.forEach((f) => f({ ...payload, event: name })));
+  return socket;
+}
+
+/** Call `fn` for every event while the component is mounted. */
+export function useServerEvents(fn: Listener, deps: unknown[]) {
+  useEffect(() => {
+    listeners.add(fn);
+    return () => {
+      listeners.delete(fn);
+    };
+    // eslint-disable-next-line react-hooks/exhaustive-deps
+  }, deps);
+}
+
+export function useConnection(): ConnState {
+  return useSyncExternalStore(
+    (cb) => {
+      stateListeners.add(cb);
+      return () => stateListeners.delete(cb);
+    },
+    () => state,
+  );
+}

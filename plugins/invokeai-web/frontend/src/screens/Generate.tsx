@@ -1,0 +1,273 @@
+import { useEffect, useMemo, useRef, useState, type FormEvent } from "react";
+import { api, imagesInResult, thumbUrl, imageUrl, type GraphJson } from "../lib/api";
+import { useServerEvents } from "../lib/events";
+import { errorText, useStore } from "../store";
+
+const FALLBACK_SCHEDULERS = ["default", "ddim", "ddpm", "euler", "euler_a", "heun", "lms", "pndm", "dpmpp_2m", "dpmpp_2m_karras", "unipc"];
+const MAX_SEED = 2 ** 32 - 1;
+
+interface Run {
+  batchId: string;
+  itemIds: number[];
+  finished: Set<number>;
+  failed: number;
+  canceled: number;
+  step: number;
+  total: number;
+  preview: string | null;
+}
+
+export function Generate() {
+  const { models, modelsError, templates, notify, img2img, setImg2img, setTab } = useStore();
+  const [model, setModel] = useState("");
+  const [prompt, setPrompt] = useState("a lighthouse at dusk, oil painting");
+  const [negative, setNegative] = useState("");
+  const [width, setWidth] = useState(256);
+  const [height, setHeight] = useState(256);
+  const [steps, setSteps] = useState(8);
+  const [cfg, setCfg] = useState(7.5);
+  const [scheduler, setScheduler] = useState("default");
+  const [seed, setSeed] = useState(42);
+  const [randomSeed, setRandomSeed] = useState(true);
+  const [count, setCount] = useState(1);
+  const [strength, setStrength] = useState(0.75);
+  const [run, setRun] = useState<Run | null>(null);
+  const [results, setResults] = useState<string[]>([]);
+  const [busy, setBusy] = useState(false);
+  const runRef = useRef<Run | null>(null);
+  runRef.current = run;
+  const put = (n: Run | null) => {
+    runRef.current = n;
+    setRun(n);
+  };
+
+  useEffect(() => {
+    if (!model && models && models.length) setModel(models[0].name);
+  }, [models, model]);
+
+  const schedulers = useMemo(() => {
+    const t = templates?.find((x) => x.type === "txt2img")?.inputs.find((f) => f.name === "scheduler");
+    return t?.widget.kind === "select" ? (t.widget.options as string[]) : FALLBACK_SCHEDULERS;
+  }, [templates]);
+  const canGenerate = templates === null || templates.some((t) => t.type === "txt2img");
+
+  useServerEvents((e) => {
+    const r = runRef.current;
+    if (!r || e.item_id == null || !r.itemIds.includes(e.item_id)) return;
+    if (e.event === "invocation_progress") {
+      put({ ...r, step: e.step ?? 0, total: e.total ?? 0, preview: e.image?.dataURL ?? r.preview });
+    } else if (e.event === "invocation_complete" && e.source_node_id === "gen") {
+      const names = imagesInResult(e.result);
+      if (names.length) setResults((old) => [...names, ...old].slice(0, 12));
+    } else if (e.event === "queue_item_status_changed" && ["completed", "failed", "canceled"].includes(String(e.status))) {
+      if (r.finished.has(e.item_id)) return;
+      const finished = new Set(r.finished).add(e.item_id);
+      const next = {
+        ...r,
+        finished,
+        failed: r.failed + (e.status === "failed" ? 1 : 0),
+        canceled: r.canceled + (e.status === "canceled" ? 1 : 0),
+        step: 0,
+        total: 0,
+      };
+      if (e.status === "failed") notify(`Generation failed: ${e.error_message ?? e.error_type ?? "unknown error"}`, "error");
+      put(finished.size >= r.itemIds.length ? { ...next, preview: null } : next);
+    }
+  }, []);
+
+  const active = run !== null && run.finished.size < run.itemIds.length;
+  const progress = run ? (run.finished.size + (run.total ? run.step / run.total : 0)) / run.itemIds.length : 0;
+
+  async function invoke(ev: FormEvent) {
+    ev.preventDefault();
+    if (!model) {
+      notify("Choose a model first (none is installed? run `invokeai models create-demo`).", "error");
+      return;
+    }
+    const node: Record<string, unknown> = {
+      id: "gen",
+      type: img2img ? "img2img" : "txt2img",
+      model,
+      prompt,
+      negative_prompt: negative,
+      steps,
+      cfg_scale: cfg,
+      scheduler,
+      seed,
+    };
+    if (img2img) {
+      node.image = { image_name: img2img };
+      node.strength = strength;
+    } else {
+      node.width = width;
+      node.height = height;
+    }
+    const graph: GraphJson = { nodes: { gen: node as GraphJson["nodes"][string] }, edges: [] };
+    const seeds = Array.from({ length: count }, (_, i) =>
+      randomSeed ? Math.floor(Math.random() * MAX_SEED) : (seed + i) % (MAX_SEED + 1),
+    );
+    setBusy(true);
+    try {
+      const res = await api.enqueue(graph, [[{ node_path: "gen", field_name: "seed", items: seeds }]]);
+      put({ batchId: res.batch_id, itemIds: res.item_ids, finished: new Set(), failed: 0, canceled: 0, step: 0, total: 0, preview: null });
+    } catch (e) {
+      notify(errorText(e), "error");
+    } finally {
+      setBusy(false);
+    }
+  }
+
+  async function cancel() {
+    if (!run) return;
+    try {
+      await api.cancelBatch([run.batchId]);
+    } catch (e) {
+      notify(errorText(e), "error");
+    }
+  }
+
+  const num = (set: (n: number) => void) => (e: { target: { value: string } }) => {
+    const n = Number(e.target.value);
+    if (Number.isFinite(n)) set(n);
+  };
+
+  return (
+    <div className="generate">
+      <form className="gen-form card" onSubmit={invoke} aria-label="Generation settings">
+        <label>
+          Model
+          <select value={model} onChange={(e) => setModel(e.target.value)} data-testid="model" required>
+            {!models?.length && <option value="">{models === null ? "loading…" : "no models installed"}</option>}
+            {models?.map((m) => (
+              <option key={m.name} value={m.name}>
+                {m.name}
+                {m.base ? ` (${m.base})` : ""}
+              </option>
+            ))}
+          </select>
+        </label>
+        {modelsError && <p className="error-text">{modelsError}</p>}
+        {models && !models.length && !modelsError && (
+          <p className="muted">No models yet: run <code>invokeai models create-demo</code> or add your own.</p>
+        )}
+        <label>
+          Prompt
+          <textarea value={prompt} onChange={(e) => setPrompt(e.target.value)} rows={3} data-testid="prompt" />
+        </label>
+        <label>
+          Negative prompt
+          <textarea value={negative} onChange={(e) => setNegative(e.target.value)} rows={2} />
+        </label>
+        {img2img ? (
+          <div className="img2img-source">
+            <img src={thumbUrl(img2img)} alt="img2img source" width={64} height={64} />
+            <label>
+              Strength
+              <input type="number" min={0} max={1} step={0.05} value={strength} onChange={num(setStrength)} />
+            </label>
+            <button type="button" onClick={() => setImg2img(null)}>
+              Clear source
+            </button>
+          </div>
+        ) : (
+          <div className="row">
+            <label>
+              Width
+              <input type="number" min={64} max={2048} step={8} value={width} onChange={num(setWidth)} data-testid="width" />
+            </label>
+            <label>
+              Height
+              <input type="number" min={64} max={2048} step={8} value={height} onChange={num(setHeight)} data-testid="height" />
+            </label>
+          </div>
+        )}
+        <div className="row">
+          <label>
+            Steps
+            <input type="number" min={1} max={1000} value={steps} onChange={num(setSteps)} data-testid="steps" />
+          </label>
+          <label>
+            CFG scale
+            <input type="number" min={0} max={100} step={0.5} value={cfg} onChange={num(setCfg)} />
+          </label>
+        </div>
+        <label>
+          Scheduler
+          <select value={scheduler} onChange={(e) => setScheduler(e.target.value)}>
+            {schedulers.map((s) => (
+              <option key={s}>{s}</option>
+            ))}
+          </select>
+        </label>
+        <div className="row">
+          <label>
+            Seed
+            <input type="number" min={0} max={MAX_SEED} value={seed} disabled={randomSeed} onChange={num(setSeed)} data-testid="seed" />
+          </label>
+          <label className="check">
+            <input type="checkbox" checked={randomSeed} onChange={(e) => setRandomSeed(e.target.checked)} /> Random
+          </label>
+        </div>
+        <label>
+          Images
+          <input type="number" min={1} max={100} value={count} onChange={num(setCount)} data-testid="count" />
+        </label>
+        <div className="row actions">
+          <button type="submit" className="primary" disabled={busy || !canGenerate} data-testid="invoke">
+            Invoke
+          </button>
+          <button type="button" onClick={cancel} disabled={!active} data-testid="cancel">
+            Cancel
+          </button>
+        </div>
+        {!canGenerate && <p className="error-text">The invokeai-diffusers plugin is not loaded: no generation nodes.</p>}
+      </form>
+      <section className="gen-output card" aria-label="Progress and results">
+        <div className="progress-wrap">
+          <div
+            className="progress"
+            role="progressbar"
+            aria-label="Generation progress"
+            aria-valuemin={0}
+            aria-valuemax={100}
+            aria-valuenow={Math.round(progress * 100)}
+            data-testid="progress"
+          >
+            <div className="progress-fill" style={{ width: `${progress * 100}%` }} />
+          </div>
+          <span className="muted" data-testid="progress-text">
+            {run
+              ? `${run.finished.size}/${run.itemIds.length} done` +
+                (run.total ? ` · step ${run.step}/${run.total}` : "") +
+                (run.failed ? ` · ${run.failed} failed` : "") +
+                (run.canceled ? ` · ${run.canceled} canceled` : "")
+              : "idle"}
+          </span>
+        </div>
+        <div className="stage">
+          {run?.preview && active ? (
+            <img src={run.preview} alt="Live preview" className="preview" data-testid="preview" />
+          ) : results.length ? (
+            <a href={imageUrl(results[0])} target="_blank" rel="noreferrer">
+              <img src={imageUrl(results[0])} alt="Latest result" className="result" data-testid="result" />
+            </a>
+          ) : (
+            <p className="muted">Results appear here. Images also go to the gallery.</p>
+          )}
+        </div>
+        {results.length > 1 && (
+          <div className="strip">
+            {results.slice(1).map((n) => (
+              <img key={n} src={thumbUrl(n)} alt={n} width={64} height={64} />
+            ))}
+          </div>
+        )}
+        {results.length > 0 && (
+          <button type="button" className="link" onClick={() => setTab("gallery")}>
+            Open the gallery →
+          </button>
+        )}
+      </section>
+    </div>
+  );
+}

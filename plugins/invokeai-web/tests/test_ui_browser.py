@@ -1,0 +1,213 @@
+"""The web UI in real Chromium (Debian's, driven by Playwright) against a real `invokeai serve`.
+
+One server for the module: a temporary root with the demo model (`invokeai models create-demo`),
+`invokeai serve` on a free 127.0.0.1 port. Every test fails on a console error or an uncaught page
+error. Screenshots of each screen go to tests/artifacts/ (gitignored).
+
+Skipped, with the reason, when the UI is not built (scripts/setup.sh builds it), when
+/usr/bin/chromium or the Python `playwright` package is missing.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+HERE = Path(__file__).parent
+ARTIFACTS = HERE / "artifacts"
+CHROMIUM = os.environ.get("INVOKEAI_TEST_CHROMIUM", "/usr/bin/chromium")
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+
+invokeai_web = pytest.importorskip("invokeai_web")
+sync_api = pytest.importorskip("playwright.sync_api", reason="the Python playwright package is not installed")
+STATIC = Path(invokeai_web.__file__).parent / "static" / "index.html"
+if not STATIC.is_file():
+    pytest.skip("the web UI is not built (run scripts/setup.sh)", allow_module_level=True)
+if not Path(CHROMIUM).exists():
+    pytest.skip(f"{CHROMIUM} is missing (apt-get install -y chromium)", allow_module_level=True)
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _invokeai() -> list[str]:
+    exe = Path(sys.executable).with_name("invokeai")
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "invokeai_core.cli"]
+
+
+@pytest.fixture(scope="module")
+def ui_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    root = tmp_path_factory.mktemp("ui-root")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INVOKEAI_")}
+    env.update(INVOKEAI_ROOT=str(root), HF_HUB_OFFLINE="1")
+    made = subprocess.run([*_invokeai(), "models", "create-demo"], env=env, capture_output=True, text=True, timeout=180)
+    assert made.returncode == 0, made.stderr
+    port = _free_port()
+    log = (root / "serve.log").open("w")
+    proc = subprocess.Popen(
+        [*_invokeai(), "serve", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(url + "/api/v1/app/version", timeout=2):
+                    break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("invokeai serve did not start:\n" + (root / "serve.log").read_text()) from None
+                time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser: Any, ui_url: str) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, accept_downloads=True)
+    pg = context.new_page()
+    problems: list[str] = []
+    pg.on("console", lambda m: problems.append(f"console.{m.type}: {m.text}") if m.type == "error" else None)
+    pg.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+    pg.set_default_timeout(30_000)
+    pg.goto(ui_url + "/")
+    pg.get_by_test_id("connection").filter(has_text="live").wait_for()
+    yield pg
+    context.close()
+    assert not problems, "errors in the browser console:\n" + "\n".join(problems)
+
+
+def shot(pg: Any, name: str) -> None:
+    pg.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+
+
+def record_progress(pg: Any) -> None:
+    pg.evaluate(
+        """() => { window.__progress = []; const el = document.querySelector('[data-testid=progress]');
+        new MutationObserver(() => window.__progress.push(Number(el.getAttribute('aria-valuenow'))))
+          .observe(el, {attributes: true}); }"""
+    )
+
+
+def test_generate_shows_progress_and_the_image_lands_in_the_gallery(page: Any) -> None:
+    pg = page
+    expect = sync_api.expect
+    expect(pg.get_by_test_id("model")).to_have_value("demo-sd")
+    pg.get_by_test_id("prompt").fill("a red fox in the snow")
+    pg.get_by_test_id("steps").fill("16")
+    pg.get_by_test_id("width").fill("256")
+    pg.get_by_test_id("height").fill("256")
+    record_progress(pg)
+    pg.get_by_test_id("invoke").click()
+    pg.get_by_test_id("preview").wait_for(timeout=60_000)  # a live step preview
+    shot(pg, "generate-progress")
+    pg.get_by_test_id("result").wait_for(timeout=120_000)
+    expect(pg.get_by_test_id("progress-text")).to_contain_text("1/1 done")
+    seen = pg.evaluate("window.__progress")
+    moving = sorted({v for v in seen if 0 < v < 100})
+    assert len(moving) >= 3, f"the progress bar did not move step by step: {seen}"
+    assert seen[-1] == 100
+    shot(pg, "generate")
+
+    pg.get_by_role("tab", name="Gallery").click()
+    items = pg.get_by_test_id("gallery-item")
+    expect(items).to_have_count(1)
+    items.first.click()
+    meta = pg.get_by_test_id("metadata")
+    expect(meta).to_contain_text("a red fox in the snow")
+    expect(meta).to_contain_text("demo-sd")
+    expect(meta).to_contain_text("seed")
+    shot(pg, "gallery-viewer")
+    pg.get_by_test_id("star").click()
+    expect(pg.get_by_test_id("star")).to_have_attribute("aria-pressed", "true")
+    pg.keyboard.press("Escape")
+    expect(pg.get_by_test_id("viewer")).to_have_count(0)
+    shot(pg, "gallery")
+
+    # intermediates stay hidden unless asked for
+    pg.get_by_test_id("show-intermediates").check()
+    expect(pg.get_by_test_id("gallery-count")).not_to_have_text("0 images")
+
+
+def test_queue_and_plugins_screens(page: Any) -> None:
+    pg = page
+    expect = sync_api.expect
+    pg.get_by_role("tab", name="Queue").click()
+    pg.get_by_test_id("pause").click()
+    expect(pg.get_by_test_id("queue-status")).to_have_text("paused")
+    # a paused queue keeps the item pending; cancel it, retry it, then resume and let it finish
+    pg.get_by_role("tab", name="Generate").click()
+    pg.get_by_test_id("steps").fill("2")
+    pg.get_by_test_id("invoke").click()
+    pg.get_by_role("tab", name="Queue").click()
+    pending = pg.locator("tr[data-status=pending]")
+    expect(pending).to_have_count(1)
+    pending.get_by_role("button", name="Cancel").click()
+    canceled = pg.locator("tr[data-status=canceled]")
+    expect(canceled).to_have_count(1)
+    canceled.get_by_role("button", name="Retry").click()
+    expect(pg.locator("tr[data-status=pending]")).to_have_count(1)
+    pg.get_by_test_id("resume").click()
+    expect(pg.get_by_test_id("queue-status")).to_have_text("running")
+    expect(pg.locator("tr[data-status=pending]")).to_have_count(0, timeout=90_000)
+    expect(pg.locator("tr[data-status=in_progress]")).to_have_count(0, timeout=90_000)
+    expect(pg.locator("tr[data-status=completed]").first).to_be_visible()
+    shot(pg, "queue")
+
+    pg.get_by_role("tab", name="Plugins & models").click()
+    expect(pg.get_by_test_id("plugins-table")).to_contain_text("diffusers")
+    expect(pg.get_by_test_id("models-table")).to_contain_text("demo-sd")
+    shot(pg, "plugins-models")
+
+
+def test_narrow_window_and_keyboard(page: Any) -> None:
+    pg = page
+    pg.set_viewport_size({"width": 420, "height": 800})
+    pg.get_by_role("tab", name="Generate").focus()
+    pg.keyboard.press("ArrowRight")
+    sync_api.expect(pg.get_by_role("tab", name="Gallery")).to_have_attribute("aria-selected", "true")
+    width = pg.evaluate("document.documentElement.scrollWidth")
+    assert width <= 420, f"the page scrolls sideways at 420 px ({width} px wide)"
+    shot(pg, "narrow-gallery")
