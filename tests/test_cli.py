@@ -173,7 +173,10 @@ def test_bad_configuration_exits_2(cli_root: Path) -> None:
     res = run_cli("run", "-f", str(REPO / "examples" / "hello.json"), root=cli_root)
     assert res.returncode == 2 and "nowhere" in res.stderr and "available: local" in res.stderr
     (cli_root / "invokeai.toml").write_text('[services]\nimages = "s3"\n')
-    res = run_cli("run", "-f", str(REPO / "examples" / "hello.json"), root=cli_root)
+    # as if invokeai-s3 were not installed (it may be, in the development environment)
+    res = run_cli(
+        "run", "-f", str(REPO / "examples" / "hello.json"), root=cli_root, env={"INVOKEAI_LOAD_PLUGINS": "nodes"}
+    )
     assert res.returncode == 2 and "pip install invokeai-s3" in res.stderr
 
 
