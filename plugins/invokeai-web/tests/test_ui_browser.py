@@ -211,3 +211,74 @@ def test_narrow_window_and_keyboard(page: Any) -> None:
     width = pg.evaluate("document.documentElement.scrollWidth")
     assert width <= 420, f"the page scrolls sideways at 420 px ({width} px wide)"
     shot(pg, "narrow-gallery")
+
+
+def _handle(pg: Any, node_id: str, kind: str, field: str) -> Any:
+    return pg.locator(f'.react-flow__node[data-id="{node_id}"] .react-flow__handle.{kind}[data-handleid="{field}"]')
+
+
+def _connect(pg: Any, src: str, out: str, dst: str, inp: str) -> None:
+    a = _handle(pg, src, "source", out).bounding_box()
+    b = _handle(pg, dst, "target", inp).bounding_box()
+    pg.mouse.move(a["x"] + a["width"] / 2, a["y"] + a["height"] / 2)
+    pg.mouse.down()
+    pg.mouse.move(b["x"] + b["width"] / 2, b["y"] + b["height"] / 2, steps=12)
+    pg.mouse.up()
+
+
+def test_workflow_editor_builds_connects_and_runs_a_graph(page: Any, tmp_path: Path) -> None:
+    pg = page
+    expect = sync_api.expect
+    pg.get_by_role("tab", name="Workflow").click()
+    canvas = pg.get_by_test_id("canvas")
+    canvas.wait_for()
+    pg.get_by_test_id("palette-search").fill("image")
+    for i, node_type in enumerate(["blank_image", "img_blur", "save_image"]):
+        pg.get_by_test_id(f"palette-{node_type}").drag_to(canvas, target_position={"x": 60 + i * 300, "y": 60})
+        expect(pg.get_by_test_id(f"node-{node_type}_1")).to_be_visible()
+    blank = pg.get_by_test_id("node-blank_image_1")
+    blank.get_by_label("Width").fill("64")
+    blank.get_by_label("Height").fill("48")
+    blank.get_by_label("Height").press("Enter")
+    pg.get_by_test_id("node-img_blur_1").get_by_label("Radius").fill("2")
+    pg.get_by_test_id("node-img_blur_1").get_by_label("Radius").press("Enter")
+
+    # an incompatible connection is refused: int (width) into ImageField
+    _connect(pg, "blank_image_1", "width", "img_blur_1", "image")
+    expect(pg.locator(".note.error")).to_contain_text("Connection refused")
+    expect(pg.locator(".react-flow__edge")).to_have_count(0)
+    shot(pg, "workflow-refused")
+
+    _connect(pg, "blank_image_1", "image", "img_blur_1", "image")
+    expect(pg.locator(".react-flow__edge")).to_have_count(1)
+    _connect(pg, "img_blur_1", "image", "save_image_1", "image")
+    expect(pg.locator(".react-flow__edge")).to_have_count(2)
+    expect(pg.get_by_test_id("graph-size")).to_contain_text("3 nodes · 2 edges")
+
+    pg.get_by_test_id("run-workflow").click()
+    for node_id in ("blank_image_1", "img_blur_1", "save_image_1"):
+        expect(pg.get_by_test_id(f"node-{node_id}")).to_have_attribute("data-status", "done", timeout=60_000)
+    result = pg.get_by_test_id("node-save_image_1").get_by_test_id("node-result-image")
+    expect(result).to_be_visible()
+    expect(result).to_have_js_property("complete", True)
+    assert result.evaluate("img => img.naturalWidth") > 0
+    shot(pg, "workflow")
+
+    # save, clear, open again
+    with pg.expect_download() as dl:
+        pg.get_by_role("button", name="Save…").click()
+    saved = tmp_path / "workflow.json"
+    dl.value.save_as(saved)
+    data = __import__("json").loads(saved.read_text())
+    assert set(data["graph"]["nodes"]) == {"blank_image_1", "img_blur_1", "save_image_1"}
+    assert data["graph"]["nodes"]["blank_image_1"]["width"] == 64
+    pg.get_by_role("button", name="Clear").click()
+    expect(pg.get_by_test_id("graph-size")).to_contain_text("0 nodes")
+    pg.get_by_test_id("open-workflow").set_input_files(str(saved))
+    expect(pg.get_by_test_id("graph-size")).to_contain_text("3 nodes · 2 edges")
+
+    # the saved image is in the gallery, and its workflow loads back into the editor
+    pg.get_by_role("tab", name="Gallery").click()
+    pg.get_by_test_id("gallery-item").first.click()
+    pg.get_by_test_id("load-workflow").click()
+    expect(pg.get_by_test_id("graph-size")).to_contain_text("3 nodes · 2 edges")

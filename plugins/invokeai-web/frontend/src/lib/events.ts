@@ -44,6 +44,14 @@ export type ConnState = "connecting" | "connected" | "disconnected";
 let socket: Socket | null = null;
 let state: ConnState = "connecting";
 const listeners = new Set<Listener>();
+// Recent events, so a screen can catch up on an item whose events came before the enqueue response.
+const recent: ServerEvent[] = [];
+const RECENT_MAX = 2000;
+
+/** The recent events of these queue items, oldest first. */
+export function recentEvents(itemIds: number[]): ServerEvent[] {
+  return recent.filter((e) => e.item_id != null && itemIds.includes(e.item_id));
+}
 const stateListeners = new Set<() => void>();
 
 function setState(s: ConnState) {
@@ -60,7 +68,12 @@ export function connect(): Socket {
   });
   socket.on("disconnect", () => setState("disconnected"));
   socket.on("connect_error", () => setState("disconnected"));
-  for (const name of EVENT_NAMES) socket.on(name, (payload: ServerEvent) => listeners.forEach((f) => f({ ...payload, event: name })));
+  for (const name of EVENT_NAMES) socket.on(name, (payload: ServerEvent) => {
+      const e = { ...payload, event: name };
+      recent.push(e);
+      if (recent.length > RECENT_MAX) recent.splice(0, recent.length - RECENT_MAX);
+      listeners.forEach((f) => f(e));
+    });
   return socket;
 }
 

@@ -1,6 +1,6 @@
 import { useEffect, useMemo, useRef, useState, type FormEvent } from "react";
 import { api, imagesInResult, thumbUrl, imageUrl, type GraphJson } from "../lib/api";
-import { useServerEvents } from "../lib/events";
+import { recentEvents, useServerEvents, type ServerEvent } from "../lib/events";
 import { errorText, useStore } from "../store";
 
 const FALLBACK_SCHEDULERS = ["default", "ddim", "ddpm", "euler", "euler_a", "heun", "lms", "pndm", "dpmpp_2m", "dpmpp_2m_karras", "unipc"];
@@ -51,7 +51,9 @@ export function Generate() {
   }, [templates]);
   const canGenerate = templates === null || templates.some((t) => t.type === "txt2img");
 
-  useServerEvents((e) => {
+  const handleRef = useRef<(e: ServerEvent) => void>(() => {});
+  useServerEvents((e) => handleRef.current(e), []);
+  handleRef.current = (e: ServerEvent) => {
     const r = runRef.current;
     if (!r || e.item_id == null || !r.itemIds.includes(e.item_id)) return;
     if (e.event === "invocation_progress") {
@@ -73,7 +75,7 @@ export function Generate() {
       if (e.status === "failed") notify(`Generation failed: ${e.error_message ?? e.error_type ?? "unknown error"}`, "error");
       put(finished.size >= r.itemIds.length ? { ...next, preview: null } : next);
     }
-  }, []);
+  };
 
   const active = run !== null && run.finished.size < run.itemIds.length;
   const progress = run ? (run.finished.size + (run.total ? run.step / run.total : 0)) / run.itemIds.length : 0;
@@ -110,6 +112,7 @@ export function Generate() {
     try {
       const res = await api.enqueue(graph, [[{ node_path: "gen", field_name: "seed", items: seeds }]]);
       put({ batchId: res.batch_id, itemIds: res.item_ids, finished: new Set(), failed: 0, canceled: 0, step: 0, total: 0, preview: null });
+      recentEvents(res.item_ids).forEach((ev) => handleRef.current(ev)); // events that beat the response
     } catch (e) {
       notify(errorText(e), "error");
     } finally {

@@ -1,3 +1,499 @@
+import {
+  Background,
+  Controls,
+  Handle,
+  Position,
+  ReactFlow,
+  ReactFlowProvider,
+  useReactFlow,
+  type Connection,
+  type Edge,
+  type FinalConnectionState,
+  type Node,
+  type NodeProps,
+  type OnEdgesChange,
+  type OnNodesChange,
+  applyEdgeChanges,
+  applyNodeChanges,
+} from "@xyflow/react";
+import "@xyflow/react/dist/style.css";
+import { createContext, memo, useCallback, useContext, useEffect, useMemo, useRef, useState, type ChangeEvent, type DragEvent } from "react";
+import { api, imagesInResult, thumbUrl, type GraphJson, type ImageRecord } from "../lib/api";
+import { recentEvents, useServerEvents, type ServerEvent } from "../lib/events";
+import { connectionProblem, fromGraph, newNodeId, toGraph, type EditorEdge, type EditorNode } from "../lib/graph";
+import { coerceNumber, colorToHex, groupTemplates, hexToColor, initialValue, type FieldTemplate, type NodeTemplate } from "../lib/schema";
+import { typeName } from "../lib/typecompat";
+import { errorText, useStore } from "../store";
+
+type NodeData = { type: string; values: Record<string, unknown> };
+type FlowNode = Node<NodeData, "invocation">;
+interface RunState {
+  status: "pending" | "running" | "done" | "error";
+  images: string[];
+  text?: string;
+  error?: string;
+}
+interface EditorCtx {
+  templates: Map<string, NodeTemplate>;
+  connected: Set<string>;
+  runs: Record<string, RunState>;
+  setValue: (nodeId: string, field: string, value: unknown) => void;
+}
+const Ctx = createContext<EditorCtx | null>(null);
+const DND_TYPE = "application/x-invokeai-node";
+
+function toFlow(n: EditorNode): FlowNode {
+  return { id: n.id, type: "invocation", position: n.position, data: { type: n.type, values: n.values } };
+}
+function toEditorNodes(nodes: FlowNode[]): EditorNode[] {
+  return nodes.map((n) => ({ id: n.id, type: n.data.type, values: n.data.values, position: n.position }));
+}
+function toEditorEdges(edges: Edge[]): EditorEdge[] {
+  return edges.map((e) => ({ source: e.source, sourceHandle: e.sourceHandle ?? "", target: e.target, targetHandle: e.targetHandle ?? "" }));
+}
+function toFlowEdge(e: EditorEdge): Edge {
+  return { id: `${e.source}.${e.sourceHandle}->${e.target}.${e.targetHandle}`, ...e };
+}
+
+function ImagePicker({ value, onChange }: { value: unknown; onChange: (v: unknown) => void }) {
+  const { notify } = useStore();
+  const [options, setOptions] = useState<ImageRecord[] | null>(null);
+  const name = (value as { image_name?: string } | undefined)?.image_name ?? "";
+  const load = () => {
+    if (options === null) api.images(0, 50, false).then((p) => setOptions(p.items)).catch((e) => notify(errorText(e), "error"));
+  };
+  const upload = async (e: ChangeEvent<HTMLInputElement>) => {
+    const f = e.target.files?.[0];
+    if (!f) return;
+    try {
+      const rec = await api.upload(f);
+      onChange({ image_name: rec.image_name });
+      setOptions(null);
+    } catch (err) {
+      notify(errorText(err), "error");
+    }
+  };
+  return (
+    <div className="image-picker nodrag">
+      {name && <img src={thumbUrl(name)} alt="" width={48} height={48} />}
+      <select value={name} onFocus={load} onMouseDown={load} onChange={(e) => onChange(e.target.value ? { image_name: e.target.value } : undefined)} aria-label="Image">
+        <option value="">{name ? name : "choose an image…"}</option>
+        {options?.filter((o) => o.image_name !== name).map((o) => (
+          <option key={o.image_name} value={o.image_name}>
+            {o.image_name}
+          </option>
+        ))}
+      </select>
+      <label className="button small">
+        Upload
+        <input type="file" accept="image/png,image/jpeg,image/webp" hidden onChange={upload} />
+      </label>
+    </div>
+  );
+}
+
+function FieldWidget({ f, value, set }: { f: FieldTemplate; value: unknown; set: (v: unknown) => void }) {
+  const { models } = useStore();
+  const w = f.widget;
+  const label = `${f.title}`;
+  switch (w.kind) {
+    case "number":
+      return (
+        <input
+          className="nodrag"
+          type="number"
+          aria-label={label}
+          min={w.min}
+          max={w.max}
+          step={w.step ?? "any"}
+          defaultValue={value === undefined || value === null ? "" : String(value)}
+          onBlur={(e) => {
+            const n = coerceNumber(w, e.target.value);
+            e.target.value = n === undefined ? "" : String(n);
+            set(n);
+          }}
+          onKeyDown={(e) => e.key === "Enter" && (e.target as HTMLInputElement).blur()}
+        />
+      );
+    case "select":
+      return (
+        <select className="nodrag" aria-label={label} value={String(value ?? "")} onChange={(e) => set(w.options.find((o) => String(o) === e.target.value))}>
+          {w.options.map((o) => (
+            <option key={String(o)} value={String(o)}>
+              {String(o)}
+            </option>
+          ))}
+        </select>
+      );
+    case "checkbox":
+      return <input className="nodrag" type="checkbox" aria-label={label} checked={value === true} onChange={(e) => set(e.target.checked)} />;
+    case "text":
+      return w.multiline ? (
+        <textarea className="nodrag nowheel" aria-label={label} rows={2} value={String(value ?? "")} onChange={(e) => set(e.target.value)} />
+      ) : (
+        <input className="nodrag" aria-label={label} value={String(value ?? "")} onChange={(e) => set(e.target.value)} />
+      );
+    case "model":
+      return (
+        <select className="nodrag" aria-label={label} value={String(value ?? "")} onChange={(e) => set(e.target.value)}>
+          <option value="">choose a model…</option>
+          {models?.map((m) => (
+            <option key={m.name}>{m.name}</option>
+          ))}
+        </select>
+      );
+    case "image":
+      return <ImagePicker value={value} onChange={set} />;
+    case "color":
+      return (
+        <input
+          className="nodrag"
+          type="color"
+          aria-label={label}
+          value={colorToHex(value)}
+          onChange={(e) => set(hexToColor(e.target.value, (value as { a?: number } | undefined)?.a ?? 255))}
+        />
+      );
+    case "json":
+      return (
+        <textarea
+          className="nodrag nowheel mono"
+          aria-label={`${label} (JSON)`}
+          rows={1}
+          defaultValue={value === undefined ? "" : JSON.stringify(value)}
+          onBlur={(e) => {
+            try {
+              set(e.target.value.trim() ? JSON.parse(e.target.value) : undefined);
+              e.target.classList.remove("invalid");
+            } catch {
+              e.target.classList.add("invalid");
+            }
+          }}
+        />
+      );
+  }
+  return null;
+}
+
+const InvocationNode = memo(function InvocationNode({ id, data, selected }: NodeProps<FlowNode>) {
+  const ctx = useContext(Ctx)!;
+  const tpl = ctx.templates.get(data.type);
+  const run = ctx.runs[id];
+  if (!tpl)
+    return (
+      <div className="inv-node error">
+        <div className="inv-head">{data.type}</div>
+        <div className="inv-body error-text">Unknown node type (is its plugin loaded?)</div>
+      </div>
+    );
+  return (
+    <div className={`inv-node ${selected ? "selected" : ""} st-${run?.status ?? "idle"}`} data-testid={`node-${id}`} data-status={run?.status ?? "idle"}>
+      <div className="inv-head" title={tpl.description}>
+        <span>{tpl.title}</span>
+        <span className="muted small">{id}</span>
+        {run && <span className={`pill st-${run.status}`}>{run.status}</span>}
+      </div>
+      <div className="inv-body">
+        {tpl.inputs
+          .filter((f) => f.widget.kind !== "hidden")
+          .map((f) => {
+            const isConnected = ctx.connected.has(`${id}.${f.name}`);
+            return (
+              <div className="inv-field" key={f.name} title={`${f.description}\n${typeName(f.type)}`}>
+                {f.input !== "direct" && <Handle type="target" position={Position.Left} id={f.name} className="port" />}
+                <span className="inv-label">
+                  {f.title}
+                  {f.required && !isConnected && !f.hasDefault ? <span className="req">*</span> : null}
+                  <span className="inv-type">{typeName(f.type)}</span>
+                </span>
+                {!isConnected && f.widget.kind !== "none" && (
+                  <FieldWidget f={f} value={data.values[f.name]} set={(v) => ctx.setValue(id, f.name, v)} />
+                )}
+              </div>
+            );
+          })}
+        <div className="inv-outputs">
+          {tpl.outputs.map((f) => (
+            <div className="inv-out" key={f.name} title={typeName(f.type)}>
+              <span className="inv-label">
+                <span className="inv-type">{typeName(f.type)}</span>
+                {f.title}
+              </span>
+              <Handle type="source" position={Position.Right} id={f.name} className="port" />
+            </div>
+          ))}
+        </div>
+        {run?.error && <div className="error-text small">{run.error}</div>}
+        {run?.images.map((n) => (
+          <a key={n} href={`/api/v1/images/i/${n}/full`} target="_blank" rel="noreferrer" className="nodrag">
+            <img className="inv-result" src={thumbUrl(n)} alt={`result of ${id}`} data-testid="node-result-image" />
+          </a>
+        ))}
+        {run?.text && <pre className="inv-text">{run.text}</pre>}
+      </div>
+    </div>
+  );
+});
+const nodeTypes = { invocation: InvocationNode };
+
+function Palette({ templates, onAdd }: { templates: NodeTemplate[]; onAdd: (type: string) => void }) {
+  const [query, setQuery] = useState("");
+  const groups = useMemo(() => groupTemplates(templates, query), [templates, query]);
+  return (
+    <aside className="palette" aria-label="Node palette">
+      <input type="search" placeholder={`Search ${templates.length} nodes…`} value={query} onChange={(e) => setQuery(e.target.value)} aria-label="Search nodes" data-testid="palette-search" />
+      <div className="palette-list">
+        {groups.map(([cat, list]) => (
+          <details key={cat} open>
+            <summary>
+              {cat} <span className="muted">({list.length})</span>
+            </summary>
+            {list.map((t) => (
+              <button
+                key={t.type}
+                className="palette-item"
+                draggable
+                onDragStart={(e) => {
+                  e.dataTransfer.setData(DND_TYPE, t.type);
+                  e.dataTransfer.effectAllowed = "move";
+                }}
+                onClick={() => onAdd(t.type)}
+                title={`${t.description}\n(drag onto the canvas, or press Enter to add)`}
+                data-testid={`palette-${t.type}`}
+              >
+                {t.title}
+                <span className="muted small"> {t.type}</span>
+              </button>
+            ))}
+          </details>
+        ))}
+        {!groups.length && <p className="muted">No node matches.</p>}
+      </div>
+    </aside>
+  );
+}
+
+function Editor() {
+  const { templates: list, templatesError, notify, workflowToLoad, openWorkflow } = useStore();
+  const templates = useMemo(() => new Map((list ?? []).map((t) => [t.type, t])), [list]);
+  const [nodes, setNodes] = useState<FlowNode[]>([]);
+  const [edges, setEdges] = useState<Edge[]>([]);
+  const [runs, setRuns] = useState<Record<string, RunState>>({});
+  const [itemId, setItemId] = useState<number | null>(null);
+  const itemRef = useRef<number | null>(null);
+  const flow = useReactFlow();
+  const wrapper = useRef<HTMLDivElement>(null);
+  const fileInput = useRef<HTMLInputElement>(null);
+  const nodesRef = useRef(nodes);
+  nodesRef.current = nodes;
+  const edgesRef = useRef(edges);
+  edgesRef.current = edges;
+
+  const onNodesChange: OnNodesChange<FlowNode> = useCallback((c) => setNodes((ns) => applyNodeChanges(c, ns)), []);
+  const onEdgesChange: OnEdgesChange = useCallback((c) => setEdges((es) => applyEdgeChanges(c, es)), []);
+  const setValue = useCallback(
+    (nodeId: string, field: string, value: unknown) =>
+      setNodes((ns) => ns.map((n) => (n.id === nodeId ? { ...n, data: { ...n.data, values: { ...n.data.values, [field]: value } } } : n))),
+    [],
+  );
+  const connected = useMemo(() => new Set(edges.map((e) => `${e.target}.${e.targetHandle}`)), [edges]);
+
+  const problem = useCallback(
+    (c: Connection | Edge) =>
+      connectionProblem(
+        { source: c.source, sourceHandle: c.sourceHandle ?? "", target: c.target, targetHandle: c.targetHandle ?? "" },
+        toEditorNodes(nodesRef.current),
+        toEditorEdges(edgesRef.current),
+        templates,
+      ),
+    [templates],
+  );
+  const isValidConnection = useCallback((c: Connection | Edge) => problem(c) === null, [problem]);
+  const onConnect = useCallback(
+    (c: Connection) => {
+      const p = problem(c);
+      if (p) return notify(`Connection refused: ${p}`, "error");
+      setEdges((es) => [...es, toFlowEdge({ source: c.source, sourceHandle: c.sourceHandle ?? "", target: c.target, targetHandle: c.targetHandle ?? "" })]);
+    },
+    [problem, notify],
+  );
+  const onConnectEnd = useCallback(
+    (_: MouseEvent | TouchEvent, s: FinalConnectionState) => {
+      if (!s.toHandle || s.isValid || !s.fromHandle) return;
+      const from = s.fromHandle.type === "source" ? s.fromHandle : s.toHandle;
+      const to = s.fromHandle.type === "source" ? s.toHandle : s.fromHandle;
+      const p = problem({ source: from.nodeId, sourceHandle: from.id ?? null, target: to.nodeId, targetHandle: to.id ?? null });
+      if (p) notify(`Connection refused: ${p}`, "error");
+    },
+    [problem, notify],
+  );
+
+  const addNode = useCallback(
+    (type: string, position?: { x: number; y: number }) => {
+      const tpl = templates.get(type);
+      if (!tpl) return;
+      const id = newNodeId(type, nodesRef.current.map((n) => n.id));
+      const values = Object.fromEntries(tpl.inputs.filter((f) => f.widget.kind !== "none").map((f) => [f.name, initialValue(f)]));
+      let pos = position;
+      if (!pos) {
+        const r = wrapper.current?.getBoundingClientRect();
+        pos = flow.screenToFlowPosition({ x: (r?.left ?? 0) + (r?.width ?? 600) / 2 - 120, y: (r?.top ?? 0) + 80 + (nodesRef.current.length % 5) * 40 });
+      }
+      setNodes((ns) => [...ns.map((n) => ({ ...n, selected: false })), { ...toFlow({ id, type, values, position: pos! }), selected: true }]);
+    },
+    [templates, flow],
+  );
+
+  const onDrop = useCallback(
+    (e: DragEvent) => {
+      e.preventDefault();
+      const type = e.dataTransfer.getData(DND_TYPE);
+      if (type) addNode(type, flow.screenToFlowPosition({ x: e.clientX, y: e.clientY }));
+    },
+    [addNode, flow],
+  );
+
+  const load = useCallback(
+    (graph: GraphJson, positions?: Record<string, { x: number; y: number }>) => {
+      const g = fromGraph(graph, positions);
+      setNodes(g.nodes.map(toFlow));
+      setEdges(g.edges.map(toFlowEdge));
+      setRuns({});
+      setTimeout(() => flow.fitView({ padding: 0.2 }), 50);
+    },
+    [flow],
+  );
+  useEffect(() => {
+    if (workflowToLoad) {
+      load(workflowToLoad);
+      openWorkflow(null);
+      notify("Workflow loaded from the image");
+    }
+  }, [workflowToLoad, load, openWorkflow, notify]);
+
+  const graph = () => toGraph(toEditorNodes(nodes), toEditorEdges(edges), templates);
+
+  async function run() {
+    if (!nodes.length) return notify("Add nodes first: drag them from the palette.", "error");
+    try {
+      const res = await api.enqueue(graph());
+      itemRef.current = res.item_ids[0];
+      setItemId(res.item_ids[0]);
+      setRuns(Object.fromEntries(nodes.map((n) => [n.id, { status: "pending", images: [] } as RunState])));
+      recentEvents(res.item_ids).forEach((ev) => handleRef.current(ev)); // events that beat the response
+    } catch (e) {
+      notify(errorText(e), "error");
+    }
+  }
+
+  const handleRef = useRef<(e: ServerEvent) => void>(() => {});
+  useServerEvents((e) => handleRef.current(e), []);
+  handleRef.current = (e: ServerEvent) => {
+    if (itemRef.current === null || e.item_id !== itemRef.current) return;
+    const nid = e.source_node_id;
+    const patch = (s: Partial<RunState>) => nid && setRuns((r) => ({ ...r, [nid]: { ...(r[nid] ?? { images: [] }), ...s } as RunState }));
+    if (e.event === "invocation_started") patch({ status: "running" });
+    else if (e.event === "invocation_complete") {
+      const images = imagesInResult(e.result);
+      const { type: _t, ...rest } = e.result ?? {};
+      void _t;
+      patch({ status: "done", images, text: images.length ? undefined : JSON.stringify(rest) });
+    } else if (e.event === "invocation_error") patch({ status: "error", error: `${e.error_type ?? "Error"}: ${e.error_message ?? e.error ?? ""}` });
+    else if (e.event === "queue_item_status_changed" && e.status === "failed") notify(`The workflow failed: ${e.error_message ?? e.error_type ?? ""}`, "error");
+    else if (e.event === "queue_item_status_changed" && e.status === "completed") notify("The workflow finished");
+  };
+
+  function save() {
+    const data = {
+      format: "invokeai-workflow",
+      version: 1,
+      graph: graph(),
+      positions: Object.fromEntries(nodes.map((n) => [n.id, n.position])),
+    };
+    const url = URL.createObjectURL(new Blob([JSON.stringify(data, null, 2)], { type: "application/json" }));
+    const a = document.createElement("a");
+    a.href = url;
+    a.download = "workflow.json";
+    a.click();
+    setTimeout(() => URL.revokeObjectURL(url), 1000);
+  }
+  async function openFile(e: ChangeEvent<HTMLInputElement>) {
+    const f = e.target.files?.[0];
+    e.target.value = "";
+    if (!f) return;
+    try {
+      const data = JSON.parse(await f.text());
+      const g: GraphJson = data.graph ?? data;
+      if (!g || typeof g.nodes !== "object") throw new Error("not a workflow: expected {graph: {nodes, edges}} or {nodes, edges}");
+      const unknown = Object.values(g.nodes).filter((n) => !templates.has(n.type)).map((n) => n.type);
+      load(g, data.positions);
+      notify(unknown.length ? `Loaded, but these node types are unknown: ${[...new Set(unknown)].join(", ")}` : `Loaded ${f.name}`, unknown.length ? "error" : "info");
+    } catch (err) {
+      notify(`Cannot open ${f.name}: ${errorText(err)}`, "error");
+    }
+  }
+
+  const ctx = useMemo(() => ({ templates, connected, runs, setValue }), [templates, connected, runs, setValue]);
+  if (templatesError) return <p className="error-text" role="alert">{templatesError}</p>;
+  if (!list) return <p className="muted">Loading node types…</p>;
+  return (
+    <Ctx.Provider value={ctx}>
+      <div className="workflow">
+        <Palette templates={list} onAdd={(t) => addNode(t)} />
+        <div className="canvas-col">
+          <div className="toolbar">
+            <button className="primary" onClick={run} data-testid="run-workflow">
+              Run
+            </button>
+            <button onClick={save} disabled={!nodes.length}>
+              Save…
+            </button>
+            <button onClick={() => fileInput.current?.click()}>Open…</button>
+            <input ref={fileInput} type="file" accept="application/json,.json" hidden onChange={openFile} data-testid="open-workflow" />
+            <button
+              onClick={() => {
+                setNodes([]);
+                setEdges([]);
+                setRuns({});
+              }}
+              disabled={!nodes.length}
+            >
+              Clear
+            </button>
+            <span className="muted small" data-testid="graph-size">
+              {nodes.length} nodes · {edges.length} edges{itemId !== null ? ` · queue item ${itemId}` : ""}
+            </span>
+          </div>
+          <div className="canvas" ref={wrapper} onDragOver={(e) => e.preventDefault()} onDrop={onDrop} data-testid="canvas">
+            <ReactFlow
+              nodes={nodes}
+              edges={edges}
+              nodeTypes={nodeTypes}
+              onNodesChange={onNodesChange}
+              onEdgesChange={onEdgesChange}
+              onConnect={onConnect}
+              onConnectEnd={onConnectEnd}
+              isValidConnection={isValidConnection}
+              colorMode="dark"
+              deleteKeyCode={["Backspace", "Delete"]}
+              defaultViewport={{ x: 0, y: 0, zoom: 1 }}
+              minZoom={0.2}
+              proOptions={{ hideAttribution: true }}
+            >
+              <Background />
+              <Controls />
+            </ReactFlow>
+          </div>
+        </div>
+      </div>
+    </Ctx.Provider>
+  );
+}
+
 export default function Workflow() {
-  return <p className="muted">The workflow editor is coming.</p>;
+  return (
+    <ReactFlowProvider>
+      <Editor />
+    </ReactFlowProvider>
+  );
 }
