@@ -112,6 +112,7 @@ def page(browser: Any, ui_url: str) -> Iterator[Any]:
     pg.on("console", lambda m: problems.append(f"console.{m.type}: {m.text}") if m.type == "error" else None)
     pg.on("pageerror", lambda e: problems.append(f"page error: {e}"))
     pg.set_default_timeout(30_000)
+    pg.console_problems = problems  # a test that provokes errors on purpose clears them
     pg.goto(ui_url + "/")
     pg.get_by_test_id("connection").filter(has_text="live").wait_for()
     yield pg
@@ -204,6 +205,10 @@ def test_queue_and_plugins_screens(page: Any) -> None:
 
 def test_narrow_window_and_keyboard(page: Any) -> None:
     pg = page
+    pg.reload()  # a second visit: the hashed assets come from the cache
+    pg.get_by_role("tab", name="Generate").wait_for()
+    load_ms = pg.evaluate("performance.getEntriesByType('navigation')[0].loadEventEnd")
+    assert 0 < load_ms < 1000, f"the page took {load_ms} ms to load"
     pg.set_viewport_size({"width": 420, "height": 800})
     pg.get_by_role("tab", name="Generate").focus()
     pg.keyboard.press("ArrowRight")
@@ -282,3 +287,16 @@ def test_workflow_editor_builds_connects_and_runs_a_graph(page: Any, tmp_path: P
     pg.get_by_test_id("gallery-item").first.click()
     pg.get_by_test_id("load-workflow").click()
     expect(pg.get_by_test_id("graph-size")).to_contain_text("3 nodes · 2 edges")
+
+
+def test_failed_requests_and_an_unreachable_server_are_explained(page: Any) -> None:
+    pg = page
+    expect = sync_api.expect
+    pg.route("**/api/v1/images?**", lambda route: route.fulfill(status=500, json={"detail": "disk on fire"}))
+    pg.get_by_role("tab", name="Gallery").click()
+    expect(pg.get_by_role("alert").filter(has_text="disk on fire")).to_contain_text("failed (500)")
+    pg.route("**/api/v1/queue/**", lambda route: route.abort())
+    pg.get_by_role("tab", name="Queue").click()
+    expect(pg.get_by_role("alert").filter(has_text="unreachable")).to_be_visible()
+    shot(pg, "request-errors")
+    pg.console_problems.clear()  # the browser logs the failed loads provoked above
