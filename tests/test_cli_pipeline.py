@@ -361,7 +361,10 @@ def test_other_bad_pipelines_exit_2(cli_root: Path, cli_env: dict[str, str]) -> 
         run_cli("run", "integer | add --a 1 --link -1 value a", root=cli_root, env=cli_env), "both as --a and by --link"
     )
     assert_bad_input(run_cli("run", "add --id x | mul --id x", root=cli_root, env=cli_env), "--id 'x' is already used")
-    assert_bad_input(run_cli("run", "-f", "g.json", "add", root=cli_root, env=cli_env), "give one of a pipeline, -f FILE or --from-image FILE.png")
+    assert_bad_input(
+        run_cli("run", "-f", "g.json", "add", root=cli_root, env=cli_env),
+        "give one of a pipeline, -f FILE or --from-image FILE.png",
+    )
 
 
 def test_a_failing_node_exits_1(cli_root: Path, cli_env: dict[str, str]) -> None:
