@@ -477,10 +477,13 @@ def test_unknown_implementation_name(invokeai_host, tmp_path: Path):
     assert "available: local" in message
 
 
-def test_known_external_implementation_names_its_distribution(invokeai_host, tmp_path: Path):
+def test_known_external_implementation_names_its_distribution(tmp_path: Path):
+    from invokeai_core.plugins.host import PluginHost
+
     config = load_config(root=tmp_path, overrides={"services.images": "s3"}, environ={})
+    host = PluginHost(config, allowlist=set()).load()  # as if invokeai-s3 were not installed
     with pytest.raises(ServiceUnavailableError, match="pip install invokeai-s3"):
-        Services(config, invokeai_host.service_registry).get("images")
+        Services(config, host.service_registry).get("images")
 
 
 class _ServicesPlugin:

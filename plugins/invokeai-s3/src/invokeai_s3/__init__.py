@@ -1,0 +1,8 @@
+"""invokeai-s3: the `images` service on Amazon S3 or any S3-compatible object store.
+
+Select it with `services.images = "s3"` and a `[plugins.s3]` table in invokeai.toml. Importing this
+package (or its entry point, `invokeai_s3.hooks`) imports neither boto3 nor botocore: they load only
+when the configuration selects this store (`invokeai_s3.storage`).
+"""
+
+__version__ = "0.1.0"
