@@ -54,3 +54,11 @@ def register_commands(cli: click.Group) -> None:
     from invokeai_diffusers.cli import models_group
 
     cli.add_command(models_group)
+
+
+@hookimpl(optionalhook=True)
+def register_routes(app: Any) -> None:
+    """invokeai-web's hook (absent without that plugin, hence optional): the `models` routes."""
+    from invokeai_diffusers.routes import add_routes
+
+    add_routes(app)

@@ -1,0 +1,72 @@
+"""The `models` routes of the HTTP API (added to invokeai-web's app through `register_routes`).
+
+`GET /api/v1/models`, `POST /api/v1/models` (install from a local folder on the server), `GET` and
+`DELETE /api/v1/models/{name}` (removes the record; the files stay). Imported only by the hook,
+and only when invokeai-web builds its app.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, FastAPI, HTTPException, Path, Request
+from pydantic import BaseModel, Field
+
+from invokeai_diffusers.models.manager import ModelInstallError, ModelManager, UnknownModelError
+from invokeai_diffusers.models.records import ModelRecord
+
+ModelName = Annotated[str, Path(min_length=1, max_length=200, description="The installed model's name")]
+
+
+class ModelAdd(BaseModel):
+    path: str = Field(min_length=1, max_length=4096, description="A local diffusers folder on the server's machine")
+    name: str | None = Field(default=None, max_length=200, description="The name (default: the folder's name)")
+    description: str = Field(default="", max_length=2000)
+
+
+def _manager(request: Request) -> ModelManager:
+    manager: ModelManager = request.app.state.invoker.services.get(ModelManager)
+    return manager
+
+
+def build_router() -> APIRouter:
+    router = APIRouter(prefix="/models", tags=["models"])
+
+    @router.get("", response_model=list[ModelRecord], summary="List installed models")
+    def list_models(request: Request) -> list[ModelRecord]:
+        return _manager(request).list()
+
+    @router.post("", status_code=201, response_model=ModelRecord, summary="Install a model")
+    def add_model(request: Request, body: ModelAdd) -> ModelRecord:
+        """Install a model from a diffusers folder on the server (recorded in place, never copied,
+        nothing downloaded). 422 says why a path cannot be installed; 409 if the name is taken."""
+        manager = _manager(request)
+        try:
+            return manager.add(body.path, name=body.name, description=body.description)
+        except ModelInstallError as e:
+            status = 409 if "already installed" in str(e) else 422
+            raise HTTPException(status, str(e)) from None
+        except (OSError, ValueError) as e:  # e.g. a path with a NUL byte, or one that cannot be read
+            raise HTTPException(422, f"{body.path[:200]!r} cannot be installed: {e}") from None
+
+    @router.get("/{name}", response_model=ModelRecord, summary="Get a model")
+    def get_model(request: Request, name: ModelName) -> ModelRecord:
+        try:
+            return _manager(request).get(name)
+        except UnknownModelError as e:
+            raise HTTPException(404, str(e)) from None
+
+    @router.delete("/{name}", response_model=ModelRecord, summary="Remove a model")
+    def remove_model(request: Request, name: ModelName) -> ModelRecord:
+        """Forget the model (and drop it from the model cache); its files stay where they are."""
+        try:
+            return _manager(request).remove(name)
+        except UnknownModelError as e:
+            raise HTTPException(404, str(e)) from None
+
+    return router
+
+
+def add_routes(app: FastAPI) -> None:
+    prefix: Any = getattr(app.state, "api_prefix", "/api/v1")
+    app.include_router(build_router(), prefix=prefix)

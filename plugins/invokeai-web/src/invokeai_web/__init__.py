@@ -1,0 +1,12 @@
+"""invokeai-web: the HTTP API (FastAPI) and live events (Socket.IO) of invokeai-core.
+
+`invokeai serve` runs it. Importing this package is cheap: FastAPI, Socket.IO and uvicorn are imported
+only by the modules that build and run the app (`invokeai_web.app` and what it imports).
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+#: Every route lives under this prefix.
+API_PREFIX = "/api/v1"

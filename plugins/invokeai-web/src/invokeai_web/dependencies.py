@@ -1,0 +1,45 @@
+"""What the API is built on: the configuration, the plugin host, the Invoker, and how routes reach them.
+
+`build_invoker` makes the services and the Invoker from configuration (the same way every
+application does, so a misconfiguration fails before the server listens). Routes get the Invoker
+through the `InvokerDep` dependency, which reads `app.state.invoker`; plugins' routes
+(`register_routes`) use `request.app.state.invoker` the same way.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+from fastapi import Depends, Request
+
+from invokeai_core.invoker import Invoker
+from invokeai_web.settings import WebSettings
+
+if TYPE_CHECKING:
+    from invokeai_core.config import InvokeAIConfig
+    from invokeai_core.plugins.host import PluginHost
+    from invokeai_web.events import EventBridge
+
+
+def build_invoker(config: InvokeAIConfig | None = None, host: PluginHost | None = None) -> Invoker:
+    """The Invoker with the configured services (built eagerly, so errors surface now)."""
+    return Invoker.from_config(config, host)
+
+
+def get_invoker(request: Request) -> Invoker:
+    invoker: Invoker = request.app.state.invoker
+    return invoker
+
+
+def get_settings(request: Request) -> WebSettings:
+    settings: WebSettings = request.app.state.settings
+    return settings
+
+
+def get_bridge(request: Request) -> EventBridge:
+    bridge: EventBridge = request.app.state.bridge
+    return bridge
+
+
+InvokerDep = Annotated[Invoker, Depends(get_invoker)]
+SettingsDep = Annotated[WebSettings, Depends(get_settings)]

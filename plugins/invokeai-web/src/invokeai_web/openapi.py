@@ -1,0 +1,185 @@
+"""The OpenAPI schema, enriched so that a typed client can be generated from it.
+
+FastAPI describes the routes. `enrich` adds, under `components.schemas`:
+
+* every registered **node type** as a schema named by its type id (`add`, `txt2img`, ...), and every
+  **output type** by its output type id (`integer_output`, ...): fields with their descriptions,
+  limits, defaults, `input` kind and `ui_*` hints, and the node's metadata (`title`, `tags`,
+  `category`, `version`, `node_kind`, `output_type`);
+* `AnyInvocation` / `AnyInvocationOutput`: the unions of them, discriminated by `type`;
+* `InvocationOutputMap`: an object whose property for each node type is that node's output schema;
+* `Graph` (nodes are `AnyInvocation`, edges are `Edge`), which the sessions and queue routes take;
+* every **event** (`InvocationStartedEvent`, ...) with its name as the `event` constant, and
+  `ServerEvents`, an object mapping each Socket.IO event name to its schema; the top-level
+  `x-socketio` extension names the endpoint and the events a client emits.
+
+Node types can change while the server runs (plugins registered by tests, notebooks), so the schema is
+rebuilt whenever the set of registered types changes. Light to import (pydantic only).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from pydantic import WithJsonSchema
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from invokeai_core.registry import NodeRegistry
+
+COMPONENTS = "#/components/schemas/"
+GRAPH_REF = COMPONENTS + "Graph"
+ANY_INVOCATION_REF = COMPONENTS + "AnyInvocation"
+ANY_OUTPUT_REF = COMPONENTS + "AnyInvocationOutput"
+EDGE_REF = COMPONENTS + "Edge"
+
+#: What a client emits to the server on Socket.IO, and the argument it takes.
+CLIENT_EVENTS = {
+    "subscribe_session": {"session_id": "string"},
+    "unsubscribe_session": {"session_id": "string"},
+    "subscribe_queue": {"queue_id": "string"},
+    "unsubscribe_queue": {"queue_id": "string"},
+}
+
+
+def schema_ref(ref: str) -> WithJsonSchema:
+    """Describe a field (kept as plain JSON in Python) by a component of the enriched schema.
+
+    (`allOf` around the `$ref`: pydantic resolves a bare `$ref` among its own definitions.)"""
+    return WithJsonSchema({"allOf": [{"$ref": ref}]})
+
+
+def _rewrite_refs(value: Any, rename: dict[str, str]) -> Any:
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            if k == "$ref" and isinstance(v, str) and v.startswith(COMPONENTS):
+                name = v[len(COMPONENTS) :]
+                out[k] = COMPONENTS + rename.get(name, name)
+            else:
+                out[k] = _rewrite_refs(v, rename)
+        return out
+    if isinstance(value, list):
+        return [_rewrite_refs(v, rename) for v in value]
+    return value
+
+
+def _union(refs: dict[str, str], description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "oneOf": [{"$ref": r} for r in refs.values()],
+        "discriminator": {"propertyName": "type", "mapping": dict(refs)},
+    }
+
+
+def enrich(schema: dict[str, Any], registry: NodeRegistry, socketio_path: str = "/socket.io/") -> dict[str, Any]:
+    """Add the node, output, graph and event schemas (see the module docstring) to `schema`."""
+    from pydantic.json_schema import models_json_schema
+
+    from invokeai_core.events import ALL_EVENTS
+    from invokeai_core.graph import Edge
+
+    nodes = registry.entries()
+    outputs = registry.output_entries()
+    models: list[tuple[Any, Any]] = [(e.cls, "validation") for e in nodes]
+    models += [(o.cls, "validation") for o in outputs]
+    models += [(ev, "serialization") for ev in ALL_EVENTS]
+    models.append((Edge, "validation"))
+    keymap, top = models_json_schema(models, ref_template=COMPONENTS + "{model}")
+    defs: dict[str, Any] = top.get("$defs", {})
+
+    def name_of(cls: Any, mode: Any) -> str:
+        ref: str = keymap[(cls, mode)]["$ref"]
+        return ref[len(COMPONENTS) :]
+
+    rename: dict[str, str] = {}
+    node_refs: dict[str, str] = {}
+    for e in nodes:
+        rename[name_of(e.cls, "validation")] = e.cls.invocation_type
+        node_refs[e.cls.invocation_type] = COMPONENTS + e.cls.invocation_type
+    taken = set(node_refs)
+    output_refs: dict[str, str] = {}
+    output_name: dict[Any, str] = {}
+    for o in outputs:
+        wanted = o.cls.output_type
+        old = name_of(o.cls, "validation")
+        new = wanted if wanted not in taken else old  # a node type of the same name keeps the id
+        rename[old] = new
+        taken.add(new)
+        output_refs[wanted] = COMPONENTS + new
+        output_name[o.cls] = new
+    defs = {rename.get(k, k): _rewrite_refs(v, rename) for k, v in defs.items()}
+
+    event_refs: dict[str, str] = {}
+    for ev in ALL_EVENTS:
+        name = name_of(ev, "serialization")
+        sch = defs[name]
+        sch["properties"] = {"event": {"const": ev.event_name, "title": "Event"}, **sch.get("properties", {})}
+        sch["required"] = ["event", *sch.get("required", [])]
+        sch["x-event-name"] = ev.event_name
+        event_refs[ev.event_name] = COMPONENTS + name
+
+    components: dict[str, Any] = schema.setdefault("components", {}).setdefault("schemas", {})
+    for name, sch in defs.items():
+        components.setdefault(name, sch)
+    for type_id in node_refs:  # node and output schemas always win over same-named route models
+        components[type_id] = defs[type_id]
+    for name in output_name.values():
+        components[name] = defs[name]
+
+    components["AnyInvocation"] = _union(node_refs, "Any registered node, by its `type`")
+    components["AnyInvocationOutput"] = _union(output_refs, "Any registered node output, by its `type`")
+    output_of = {e.cls.invocation_type: COMPONENTS + output_name[e.cls.output_class] for e in nodes}
+    components["InvocationOutputMap"] = {
+        "type": "object",
+        "description": "For each node type, the schema of its output",
+        "properties": {t: {"$ref": r} for t, r in output_of.items()},
+        "required": list(output_of),
+    }
+    components["Graph"] = {
+        "title": "Graph",
+        "type": "object",
+        "description": "Nodes keyed by node id (each with its `type`) and the edges between them",
+        "properties": {
+            "nodes": {"type": "object", "additionalProperties": {"$ref": ANY_INVOCATION_REF}, "default": {}},
+            "edges": {"type": "array", "items": {"$ref": COMPONENTS + name_of(Edge, "validation")}, "default": []},
+        },
+    }
+    components["ServerEvents"] = {
+        "type": "object",
+        "description": "Socket.IO events the server sends, by event name",
+        "properties": {n: {"$ref": r} for n, r in event_refs.items()},
+    }
+    schema["x-socketio"] = {
+        "path": socketio_path,
+        "client_events": CLIENT_EVENTS,
+        "server_events": {n: {"$ref": r} for n, r in event_refs.items()},
+        "rooms": "a client receives the events of the sessions and queues it subscribed to",
+    }
+    return schema
+
+
+def install_openapi(app: FastAPI, registry: Any, socketio_path: str = "/socket.io/") -> None:
+    """Serve the enriched schema at `/openapi.json`, rebuilt when the registered types change."""
+    from fastapi.openapi.utils import get_openapi
+
+    cache: dict[str, Any] = {}
+
+    def openapi() -> dict[str, Any]:
+        reg = registry() if callable(registry) else registry
+        key = (tuple(reg.types()), tuple(o.cls.output_type for o in reg.output_entries()))
+        if cache.get("key") != key:
+            base = get_openapi(
+                title=app.title,
+                version=app.version,
+                description=app.description,
+                routes=app.routes,
+                tags=app.openapi_tags,
+            )
+            cache["schema"] = enrich(base, reg, socketio_path)
+            cache["key"] = key
+        schema: dict[str, Any] = cache["schema"]
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

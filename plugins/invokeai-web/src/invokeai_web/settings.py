@@ -1,0 +1,111 @@
+"""The plugin's settings: the `[plugins.web]` table of invokeai.toml, overridden by `invokeai serve` flags.
+
+    [plugins.web]
+    host = "127.0.0.1"        # bind address; anything but a loopback address needs access_token
+    port = 9090               # 0 picks a free port (printed at start)
+    access_token = ""         # when set, every request needs `Authorization: Bearer <token>`
+    cors_origins = []         # browser origins allowed to call the API (CORS is off when empty)
+    max_upload_mb = 50        # the largest request body (image uploads included): 413 past it
+    max_image_pixels = 40000000  # uploads with more pixels are refused (decompression bombs)
+    queue_processor = true    # run queued sessions in the server process
+
+Environment variables work as for every key: `INVOKEAI_PLUGINS__WEB__ACCESS_TOKEN=...`.
+Light to import (pydantic only).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from invokeai_core.errors import ConfigError
+
+LOOPBACK_NAMES = frozenset({"localhost", "ip6-localhost", "ip6-loopback"})
+
+
+class WebSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = Field(default="127.0.0.1", description="Bind address (loopback by default)")
+    port: int = Field(default=9090, ge=0, le=65535, description="TCP port; 0 picks a free one")
+    access_token: str | None = Field(
+        default=None, description="Bearer token every request must carry (required off loopback)"
+    )
+    cors_origins: list[str] = Field(default_factory=list, description="Allowed browser origins (CORS off if empty)")
+    max_upload_mb: float = Field(default=50.0, gt=0, description="The largest request body, in MiB")
+    max_image_pixels: int = Field(default=40_000_000, gt=0, description="The most pixels an uploaded image may have")
+    queue_processor: bool = Field(default=True, description="Run queued sessions in the server process")
+
+    @field_validator("access_token", mode="before")
+    @classmethod
+    def _token_text(cls, value: Any) -> Any:
+        # `INVOKEAI_PLUGINS__WEB__ACCESS_TOKEN=1234` arrives as the JSON number 1234
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return str(value)
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _origins_list(cls, value: Any) -> Any:
+        if isinstance(value, str):  # one origin, or a comma-separated list from the environment
+            return [v.strip() for v in value.split(",") if v.strip()]
+        return value
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def is_loopback(self) -> bool:
+        return is_loopback(self.host)
+
+    def check_bind(self) -> None:
+        """Refuse to expose the API beyond this machine without an access token."""
+        if not self.is_loopback and not self.access_token:
+            raise ConfigError(
+                f"refusing to bind {self.host}: the API would be reachable from other machines without "
+                "authentication. Set plugins.web.access_token (e.g. INVOKEAI_PLUGINS__WEB__ACCESS_TOKEN) "
+                "or bind 127.0.0.1"
+            )
+
+    def public_dict(self) -> dict[str, Any]:
+        data = self.model_dump(mode="json")
+        if data.get("access_token"):
+            data["access_token"] = "********"
+        return data
+
+
+def is_loopback(host: str) -> bool:
+    name = host.strip().strip("[]").lower()
+    if name in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def load_web_settings(config: Any = None, overrides: Mapping[str, Any] | None = None) -> WebSettings:
+    """`[plugins.web]` from the configuration, then `overrides` (CLI flags; None values are ignored).
+
+    Errors name the key: `plugins.web.port: ...`."""
+    raw: dict[str, Any] = dict(config.plugin_settings("web")) if config is not None else {}
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            raw[key] = value
+    try:
+        return WebSettings.model_validate(raw)
+    except ValidationError as e:
+        problems = []
+        for err in e.errors():
+            key = ".".join(str(x) for x in err.get("loc", ()))
+            if err.get("type") == "extra_forbidden":
+                problems.append(f"unknown setting 'plugins.web.{key}'")
+            else:
+                problems.append(f"plugins.web.{key}: {err.get('msg')} (got {err.get('input')!r})")
+        raise ConfigError("; ".join(problems)) from None

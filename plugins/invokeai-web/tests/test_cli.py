@@ -1,0 +1,137 @@
+"""`invokeai serve` for real: a subprocess on a free 127.0.0.1 port, and the refusals before it listens.
+Also: the hook module stays light."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+INVOKEAI = str(Path(sys.executable).parent / "invokeai")
+
+
+def _env(root: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INVOKEAI_")}
+    env.update({"INVOKEAI_ROOT": str(root), "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **extra})
+    return env
+
+
+def _start(root: Path, *args: str, **env: str) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen(
+        [INVOKEAI, "serve", "--port", "0", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(root, **env),
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()  # blocks until the server listens (or dies)
+    if "serving on" not in line:
+        proc.kill()
+        raise AssertionError(f"no start line: {line!r} {proc.stderr.read() if proc.stderr else ''}")
+    url = line.split("serving on ", 1)[1].split()[0]
+    return proc, url
+
+
+def test_serve_runs_a_real_server_and_stops_on_sigint(tmp_path: Path) -> None:
+    import httpx
+
+    proc, url = _start(tmp_path)
+    try:
+        assert url.startswith("http://127.0.0.1:")
+        version = httpx.get(url + "/api/v1/app/version", timeout=30).json()
+        assert version["web_version"] and "web" in version["plugins"]
+        plugins = {p["name"]: p for p in httpx.get(url + "/api/v1/plugins", timeout=30).json()}
+        assert plugins["web"]["status"] == "loaded" and "register_hookspecs" in plugins["web"]["hooks"]
+        graph = {"nodes": {"n": {"id": "n", "type": "tp_const", "value": 5}}} if "testpack" in plugins else None
+        r = httpx.post(url + "/api/v1/sessions", json=graph, timeout=30)
+        assert r.status_code == 201
+        status = httpx.get(url + "/api/v1/queue/default/status", timeout=30).json()
+        assert status["processor"]["started"] is True
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            rc = proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    assert rc == 0, proc.stderr.read() if proc.stderr else ""
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(url + "/api/v1/app/version", timeout=5)
+
+
+def test_serve_with_a_token_from_the_environment(tmp_path: Path) -> None:
+    import httpx
+
+    proc, url = _start(tmp_path, "--no-queue-processor", INVOKEAI_PLUGINS__WEB__ACCESS_TOKEN="tok-123")
+    try:
+        assert httpx.get(url + "/api/v1/app/version", timeout=30).status_code == 401
+        r = httpx.get(url + "/api/v1/app/version", headers={"Authorization": "Bearer tok-123"}, timeout=30)
+        assert r.status_code == 200
+        status = httpx.get(url + "/api/v1/queue/default/status", headers={"Authorization": "Bearer tok-123"}).json()
+        assert status["processor"]["started"] is False
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def _run(root: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([INVOKEAI, *args], capture_output=True, text=True, env=_env(root, **env), timeout=60)
+
+
+def test_binding_off_loopback_needs_a_token(tmp_path: Path) -> None:
+    res = _run(tmp_path, "serve", "--host", "0.0.0.0", "--port", "0")
+    assert res.returncode == 2
+    assert "refusing to bind 0.0.0.0" in res.stderr and "access_token" in res.stderr
+    assert res.stderr.count("\n") == 1
+
+
+def test_a_second_server_on_the_same_root_is_refused(tmp_path: Path) -> None:
+    proc, _url = _start(tmp_path)
+    try:
+        res = _run(tmp_path, "serve", "--port", "0")
+        assert res.returncode == 2 and "cannot start" in res.stderr and "processor" in res.stderr
+        assert res.stderr.count("\n") == 1
+        second, url = _start(tmp_path, "--no-queue-processor")  # a second API process without one is fine
+        second.terminate()
+        assert second.wait(30) == 0
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def test_bad_settings_and_a_busy_port_are_one_line_errors(tmp_path: Path) -> None:
+    res = _run(tmp_path, "-o", "plugins.web.port=abc", "serve")
+    assert res.returncode == 2 and "plugins.web.port" in res.stderr
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        res = _run(tmp_path, "serve", "--port", str(port))
+    assert res.returncode == 2 and f"cannot listen on 127.0.0.1:{port}" in res.stderr
+
+
+def test_the_hook_module_and_cli_import_nothing_heavy(tmp_path: Path) -> None:
+    code = (
+        "import sys, json; import invokeai_web, invokeai_web.hooks, invokeai_web.cli, invokeai_web.settings, "
+        "invokeai_web.hookspecs; print(json.dumps(sorted(m for m in ('fastapi', 'starlette', 'socketio', "
+        "'uvicorn', 'engineio', 'torch') if m in sys.modules)))"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env(tmp_path), timeout=60)
+    assert json.loads(res.stdout) == []
+    res = _run(tmp_path, "serve", "--help")
+    assert res.returncode == 0 and "Authorization: Bearer TOKEN" in res.stdout
+
+
+def test_invokeai_plugins_lists_the_web_plugin(tmp_path: Path) -> None:
+    res = _run(tmp_path, "plugins", "--json")
+    web: dict[str, Any] = next(p for p in json.loads(res.stdout) if p["name"] == "web")
+    assert web["status"] == "loaded" and web["dist"] == "invokeai-web"
+    assert sorted(web["hooks"]) == ["register_commands", "register_hookspecs"]

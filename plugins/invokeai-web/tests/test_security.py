@@ -1,0 +1,124 @@
+"""The access token, loopback binding, host and origin checks, CORS."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from invokeai_web.settings import WebSettings, is_loopback, load_web_settings
+
+from invokeai_core.errors import ConfigError
+
+TOKEN = "s3cret-token"
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("127.1.2.3", True),
+        ("localhost", True),
+        ("::1", True),
+        ("[::1]", True),
+        ("0.0.0.0", False),
+        ("::", False),
+        ("192.168.1.10", False),
+        ("example.com", False),
+    ],
+)
+def test_loopback_addresses(host: str, loopback: bool) -> None:
+    assert is_loopback(host) is loopback
+    settings = WebSettings(host=host)
+    if loopback:
+        settings.check_bind()
+    else:
+        with pytest.raises(ConfigError, match="access_token"):
+            settings.check_bind()
+        WebSettings(host=host, access_token=TOKEN).check_bind()
+
+
+def test_settings_come_from_plugins_web_and_flags_override(invokeai_root: Any) -> None:
+    from invokeai_core.config import load_config
+
+    (invokeai_root / "invokeai.toml").write_text(
+        '[plugins.web]\nport = 9191\ncors_origins = ["http://a.example"]\nmax_upload_mb = 5\n'
+    )
+    config = load_config(root=invokeai_root, environ={"INVOKEAI_PLUGINS__WEB__ACCESS_TOKEN": "1234"})
+    settings = load_web_settings(config, {"port": 9292, "host": None})
+    assert (settings.port, settings.host, settings.access_token) == (9292, "127.0.0.1", "1234")
+    assert settings.cors_origins == ["http://a.example"] and settings.max_upload_bytes == 5 * 2**20
+    assert settings.public_dict()["access_token"] == "********"
+    with pytest.raises(ConfigError, match=r"plugins\.web\.port"):
+        load_web_settings(config, {"port": 70000})
+    with pytest.raises(ConfigError, match=r"unknown setting 'plugins\.web\.prot'"):
+        load_web_settings(config, {"prot": 1})
+
+
+class TestWithToken:
+    @pytest.fixture
+    def web_settings_overrides(self) -> dict[str, Any]:
+        return {"access_token": TOKEN}
+
+    def test_http_needs_the_bearer_token(self, server: Any) -> None:
+        import httpx
+
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}, {"Authorization": "Basic x"}):
+            for path in ("/api/v1/app/version", "/openapi.json", "/docs", "/api/v1/nodes", "/nothing-here"):
+                r = httpx.get(server.url + path, headers=headers)
+                assert r.status_code == 401, (headers, path)
+                assert r.headers["www-authenticate"] == "Bearer"
+        r = httpx.post(server.url + "/api/v1/sessions", json={})
+        assert r.status_code == 401
+        assert server.invoker.services.sessions.list().total == 0
+        ok = {"Authorization": f"Bearer {TOKEN}"}
+        assert httpx.get(server.url + "/api/v1/app/version", headers=ok).status_code == 200
+        assert httpx.get(server.url + "/openapi.json", headers=ok).status_code == 200
+        config = httpx.get(server.url + "/api/v1/app/config", headers=ok).json()
+        assert TOKEN not in str(config) and config["web"]["access_token"] == "********"
+
+    @pytest.mark.anyio
+    async def test_socketio_needs_the_token(self, server: Any) -> None:
+        import socketio
+        from conftest import Watcher
+
+        for headers, auth in (({}, None), ({"Authorization": "Bearer wrong"}, None), ({}, {"token": "wrong"})):
+            w = Watcher(server.url, headers, auth)
+            with pytest.raises(socketio.exceptions.ConnectionError):
+                await w.connect()
+        for headers, auth in (({"Authorization": f"Bearer {TOKEN}"}, None), ({}, {"token": TOKEN})):
+            w = await Watcher(server.url, headers, auth).connect()
+            await w.subscribe("queue", "default")
+            await w.close()
+
+
+def test_without_a_token_a_foreign_host_header_or_origin_is_refused(server: Any) -> None:
+    import httpx
+
+    url = server.url + "/api/v1/app/version"
+    port = server.url.rsplit(":", 1)[1]
+    assert httpx.get(url).status_code == 200
+    assert httpx.get(url, headers={"Host": f"localhost:{port}"}).status_code == 200
+    r = httpx.get(url, headers={"Host": f"attacker.example:{port}"})  # DNS rebinding
+    assert r.status_code == 421
+    r = httpx.post(server.url + "/api/v1/sessions", headers={"Origin": "http://attacker.example"})
+    assert r.status_code == 403 and server.invoker.services.sessions.list().total == 0
+    assert httpx.get(url, headers={"Origin": server.url}).status_code == 200  # same origin
+    r = httpx.options(url, headers={"Origin": "http://a.example", "Access-Control-Request-Method": "GET"})
+    assert "access-control-allow-origin" not in r.headers  # CORS is off
+
+
+class TestCors:
+    @pytest.fixture
+    def web_settings_overrides(self) -> dict[str, Any]:
+        return {"cors_origins": ["http://ui.example"]}
+
+    def test_configured_origins_get_cors_headers(self, server: Any) -> None:
+        import httpx
+
+        url = server.url + "/api/v1/app/version"
+        r = httpx.options(url, headers={"Origin": "http://ui.example", "Access-Control-Request-Method": "POST"})
+        assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "http://ui.example"
+        r = httpx.get(url, headers={"Origin": "http://ui.example"})
+        assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "http://ui.example"
+        r = httpx.get(url, headers={"Origin": "http://other.example"})
+        assert r.status_code == 403 and "access-control-allow-origin" not in r.headers
