@@ -94,13 +94,18 @@ def test_binding_off_loopback_needs_a_token(tmp_path: Path) -> None:
 
 
 def test_a_second_server_on_the_same_root_is_refused(tmp_path: Path) -> None:
+    import httpx
+
     proc, _url = _start(tmp_path)
     try:
         res = _run(tmp_path, "serve", "--port", "0")
         assert res.returncode == 2 and "cannot start" in res.stderr and "processor" in res.stderr
         assert res.stderr.count("\n") == 1
         second, url = _start(tmp_path, "--no-queue-processor")  # a second API process without one is fine
-        second.terminate()
+        try:
+            assert httpx.get(url + "/api/v1/queue/default/status", timeout=30).json()["processor"]["started"] is False
+        finally:
+            second.terminate()
         assert second.wait(30) == 0
     finally:
         proc.terminate()
