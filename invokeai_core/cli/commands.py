@@ -12,6 +12,7 @@ from invokeai_core.cli.plugin_new import new_command
 from invokeai_core.cli.state import CliError, CliState
 
 if TYPE_CHECKING:
+    from invokeai_core.invoker import Invoker
     from invokeai_core.session import Session
 
 pass_state = click.make_pass_decorator(CliState)
@@ -106,11 +107,11 @@ def nodes_command(state: CliState, type_id: str | None, as_json: bool) -> None:
 
 
 # -- run ------------------------------------------------------------------------------------------
-def print_session(session: Session, state: CliState, out: Any = None) -> None:
+def print_session(session: Session, invoker: Invoker, out: Any = None) -> None:
     """Human-readable results: one line per node output, image paths included, then the status."""
     from invokeai_core.cli.runner import print_results
 
-    print_results(session, list(session.graph.nodes), state.invoker(), out)
+    print_results(session, list(session.graph.nodes), invoker, out)
     click.echo(f"session {session.id}: {session.status}", file=out)
 
 
@@ -221,7 +222,7 @@ def _run_graph_text(state: CliState, graph_file: str, text: str, options: Any) -
         if options.as_json:
             click.echo(json.dumps(session.result_json()))
         else:
-            print_session(session, state)
+            print_session(session, invoker)
         if options.out:
             for path in export_images(session, nodes, invoker, options.out):
                 click.echo(f"exported {path}", err=options.as_json)

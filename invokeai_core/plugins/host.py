@@ -248,11 +248,15 @@ class PluginHost:
         kwargs: dict[str, Any],
         on_success: Callable[[str], None] | None = None,
         prepare: Callable[[str], dict[str, Any]] | None = None,
+        only: str | None = None,
     ) -> None:
-        """Call one hook plugin by plugin; a plugin whose implementation raises is marked failed."""
+        """Call one hook plugin by plugin (or only for plugin `only`); a plugin whose implementation
+        raises is marked failed."""
         caller = getattr(self.pm.hook, hook_name)
         for impl in caller.get_hookimpls():  # registration order
             name = impl.plugin_name
+            if only is not None and name != only:
+                continue
             info = self.plugins.get(name)
             if info is None or info.status != "loaded":
                 continue
@@ -307,10 +311,7 @@ class PluginHost:
                 registry.add(cls, name, info.version or "0")
             info.nodes = registry.by_plugin(name)
 
-        if only is None:
-            self._call_each("register_invocations", {}, on_success=commit, prepare=prepare)
-        else:
-            self._call_only(only, "register_invocations", prepare, commit)
+        self._call_each("register_invocations", {}, on_success=commit, prepare=prepare, only=only)
 
     @property
     def service_registry(self) -> ServiceRegistry:
@@ -361,25 +362,7 @@ class PluginHost:
                 services.add(impl)
             info.services = [f"{i.kind}:{i.name}" for i in impls]
 
-        if only is None:
-            self._call_each("register_services", {}, on_success=commit, prepare=prepare)
-        else:
-            self._call_only(only, "register_services", prepare, commit)
-
-    def _call_only(
-        self, name: str, hook_name: str, prepare: Callable[[str], dict[str, Any]], commit: Callable[[str], None]
-    ) -> None:
-        plugin = self.pm.get_plugin(name)
-        caller = getattr(self.pm.hook, hook_name)
-        for impl in caller.get_hookimpls():
-            if impl.plugin is plugin:
-                kwargs = prepare(name)
-                try:
-                    impl.function(*[kwargs[a] for a in impl.argnames])
-                except Exception as e:
-                    self._mark_failed(self.plugins[name], f"{hook_name} raised {type(e).__name__}: {e}", None)
-                    return
-                commit(name)
+        self._call_each("register_services", {}, on_success=commit, prepare=prepare, only=only)
 
     # -- plugins added at run time (tests, notebooks) ------------------------------------------
     def register_plugin(self, plugin: Any, name: str | None = None, version: str = "0") -> PluginInfo:
