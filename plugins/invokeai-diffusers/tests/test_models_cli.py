@@ -87,15 +87,25 @@ def test_a_graph_of_plain_nodes_imports_no_torch(tmp_path: Path) -> None:
     assert res.stderr.strip().endswith("HEAVY=[]"), res.stderr
 
 
-def test_single_file_checkpoints_are_probed_and_refused_with_a_way_forward(tmp_path: Path) -> None:
-    import torch
-    from safetensors.torch import save_file
+def test_a_single_file_checkpoint_installs_and_generates_from_the_cli(tmp_path: Path, model_folders: Any) -> None:
+    from ldm_layout import folder_to_checkpoint
 
-    ckpt = tmp_path / "tiny.safetensors"
-    save_file({"cond_stage_model.transformer.text_model.embeddings.position_ids": torch.zeros(1, 77)}, str(ckpt))
-    res = cli("models", "add", str(ckpt), root=tmp_path)
-    assert res.returncode == 2
-    assert "single-file sd-1 checkpoint" in res.stderr and "save_pretrained" in res.stderr
+    ckpt = folder_to_checkpoint(model_folders["sd"], tmp_path / "tiny.safetensors", base="sd-1")
+    refused = cli("models", "add", str(ckpt), root=tmp_path)
+    assert refused.returncode == 2 and "--config DIR" in refused.stderr
+    bad_choice = cli("models", "add", str(ckpt), "--prediction-type", "x0", root=tmp_path)
+    assert bad_choice.returncode == 2 and "--prediction-type" in bad_choice.stderr
+    args = ["--name", "tiny-file", "--config", str(model_folders["sd"]), "--prediction-type", "epsilon"]
+    added = cli("models", "add", str(ckpt), *args, root=tmp_path)
+    assert added.returncode == 0, added.stderr
+    assert "installed tiny-file (sd-1, normal, checkpoint)" in added.stdout
+    shown = json.loads(cli("models", "show", "tiny-file", "--json", root=tmp_path).stdout)
+    assert shown["config"] == str(model_folders["sd"]) and shown["prediction_type"] == "epsilon"
+    assert shown["size"] == ckpt.stat().st_size
+    node = {"id": "t", "type": "txt2img", "model": "tiny-file", "prompt": "hi", "width": 64, "height": 64, "steps": 2}
+    run = cli("run", "-f", "-", "--json", root=tmp_path, input=json.dumps({"nodes": {"t": node}, "edges": []}))
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["status"] == "completed"
 
 
 def test_from_image_reruns_the_graph_stored_in_an_output(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ import click
 
 if TYPE_CHECKING:
     from invokeai_diffusers.models.manager import ModelManager
+    from invokeai_diffusers.models.records import PredictionType
 
 
 class _BadInput(click.ClickException):
@@ -88,13 +89,43 @@ def show_model(ctx: click.Context, name: str, as_json: bool) -> None:
 @click.argument("path", type=click.Path(exists=False))
 @click.option("--name", default=None, help="The name to install it under (default: the folder or file name).")
 @click.option("--description", default="", help="A description.")
+@click.option(
+    "--config",
+    "config_dir",
+    default=None,
+    metavar="DIR",
+    help="Checkpoints of a non-standard size: a diffusers folder of the same architecture (configs are enough).",
+)
+@click.option(
+    "--prediction-type",
+    type=click.Choice(["epsilon", "v_prediction"]),
+    default=None,
+    help="Override the scheduler's prediction type (SD 2.x checkpoints default to v_prediction, as 2.1 768 does).",
+)
 @click.pass_context
-def add_model(ctx: click.Context, path: str, name: str | None, description: str) -> None:
-    """Install a model from a local diffusers folder (recorded in place, never copied)."""
+def add_model(
+    ctx: click.Context,
+    path: str,
+    name: str | None,
+    description: str,
+    config_dir: str | None,
+    prediction_type: PredictionType | None,
+) -> None:
+    """Install a model from a local diffusers folder or a single-file .safetensors checkpoint.
+
+    Recorded in place, never copied. Checkpoints of SD 1.x, 2.x and XL load offline with the configs
+    this plugin ships; pickles (.ckpt, .pt) need plugins.diffusers.allow_pickle = true.
+    """
     from invokeai_core.errors import InvokeAIError
 
     try:
-        record = _manager(ctx).add(path, name=name, description=description)
+        record = _manager(ctx).add(
+            path,
+            name=name,
+            description=description,
+            config=config_dir,
+            prediction_type=prediction_type,
+        )
     except InvokeAIError as e:
         raise _BadInput(str(e)) from None
     click.echo(f"installed {record.name} ({record.base}, {record.variant}, {record.format}) from {record.path}")

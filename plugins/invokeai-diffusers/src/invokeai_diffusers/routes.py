@@ -1,6 +1,6 @@
 """The `models` routes of the HTTP API (added to invokeai-web's app through `register_routes`).
 
-`GET /api/v1/models`, `POST /api/v1/models` (install from a local folder on the server), `GET` and
+`GET /api/v1/models`, `POST /api/v1/models` (install from a local folder or checkpoint on the server), `GET` and
 `DELETE /api/v1/models/{name}` (removes the record; the files stay). Imported only by the hook,
 and only when invokeai-web builds its app.
 """
@@ -13,15 +13,25 @@ from fastapi import APIRouter, FastAPI, HTTPException, Path, Request
 from pydantic import BaseModel, Field
 
 from invokeai_diffusers.models.manager import ModelInstallError, ModelManager, UnknownModelError
-from invokeai_diffusers.models.records import ModelRecord
+from invokeai_diffusers.models.records import ModelRecord, PredictionType
 
 ModelName = Annotated[str, Path(min_length=1, max_length=200, description="The installed model's name")]
 
 
 class ModelAdd(BaseModel):
-    path: str = Field(min_length=1, max_length=4096, description="A local diffusers folder on the server's machine")
-    name: str | None = Field(default=None, max_length=200, description="The name (default: the folder's name)")
+    path: str = Field(
+        min_length=1, max_length=4096, description="A diffusers folder or a .safetensors checkpoint on the server"
+    )
+    name: str | None = Field(default=None, max_length=200, description="The name (default: the folder or file name)")
     description: str = Field(default="", max_length=2000)
+    config: str | None = Field(
+        default=None,
+        max_length=4096,
+        description="Checkpoints of non-standard size: a diffusers folder (configs only) to load it with",
+    )
+    prediction_type: PredictionType | None = Field(
+        default=None, description="Override the scheduler's prediction type (v_prediction for SD 2.x 768 models)"
+    )
 
 
 def _manager(request: Request) -> ModelManager:
@@ -38,11 +48,18 @@ def build_router() -> APIRouter:
 
     @router.post("", status_code=201, response_model=ModelRecord, summary="Install a model")
     def add_model(request: Request, body: ModelAdd) -> ModelRecord:
-        """Install a model from a diffusers folder on the server (recorded in place, never copied,
-        nothing downloaded). 422 says why a path cannot be installed; 409 if the name is taken."""
+        """Install a model from a diffusers folder or a single-file checkpoint on the server (recorded in
+        place, never copied, nothing downloaded). 422 says why a path cannot be installed; 409 if the
+        name is taken."""
         manager = _manager(request)
         try:
-            return manager.add(body.path, name=body.name, description=body.description)
+            return manager.add(
+                body.path,
+                name=body.name,
+                description=body.description,
+                config=body.config,
+                prediction_type=body.prediction_type,
+            )
         except ModelInstallError as e:
             status = 409 if "already installed" in str(e) else 422
             raise HTTPException(status, str(e)) from None

@@ -117,7 +117,10 @@ class ModelCache:
         return [(k[0], k[2], e.size) for k, e in self._entries.items()]
 
     # -- access ---------------------------------------------------------------------------------
-    def get(self, record: ModelRecord, submodel: str, *, on_load: LoadListener | None = None) -> Any:
+    def get(
+        self, record: ModelRecord, submodel: str, *, folder: Path | None = None, on_load: LoadListener | None = None
+    ) -> Any:
+        """The loaded component; `folder` holds the component configs (default: the model's own path)."""
         key = (record.name, record.hash, submodel)
         with self._lock:
             entry = self._entries.get(key)
@@ -136,7 +139,7 @@ class ModelCache:
             if on_load is not None:
                 on_load("started", record.name, submodel, None)
             t0 = time.perf_counter()
-            value = self._load(record, submodel)
+            value = self._load(record, submodel, folder or Path(record.path))
             seconds = time.perf_counter() - t0
             size = module_size(value)
             with self._lock:
@@ -169,17 +172,14 @@ class ModelCache:
             self._entries.clear()
 
     # -- loading --------------------------------------------------------------------------------
-    def _load(self, record: ModelRecord, submodel: str) -> Any:
+    def _load(self, record: ModelRecord, submodel: str, folder: Path) -> Any:
         from invokeai_diffusers.models.demo import quiet_progress_bars
 
         quiet_progress_bars()
-        if record.format != "diffusers":
-            raise ModelLoadError(f"model '{record.name}': only diffusers folders can be loaded")
-        path = Path(record.path)
         try:
-            index = json.loads((path / "model_index.json").read_text(encoding="utf-8"))
+            index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as e:
-            raise ModelLoadError(f"model '{record.name}': cannot read {path / 'model_index.json'} ({e})") from None
+            raise ModelLoadError(f"model '{record.name}': cannot read {folder / 'model_index.json'} ({e})") from None
         spec = index.get(submodel)
         if not (isinstance(spec, list) and len(spec) == 2 and spec[0] and spec[1]):
             raise ModelLoadError(f"model '{record.name}' has no '{submodel}' component")
@@ -190,17 +190,28 @@ class ModelCache:
             raise ModelLoadError(
                 f"model '{record.name}': component {submodel} needs {library}.{class_name} ({e})"
             ) from None
+        source = Path(record.path) if record.format == "checkpoint" else folder / submodel
         try:
             if submodel == "scheduler":
-                return dict(cls.load_config(str(path), subfolder="scheduler", local_files_only=True))
+                config = dict(cls.load_config(str(folder), subfolder="scheduler", local_files_only=True))
+                if record.prediction_type:
+                    config["prediction_type"] = record.prediction_type
+                return config
             if submodel.startswith("tokenizer"):
-                return cls.from_pretrained(str(path), subfolder=submodel, local_files_only=True)
+                return cls.from_pretrained(str(folder), subfolder=submodel, local_files_only=True)
             dtype = self.dtype
             if submodel == "vae" and record.base == "sdxl":
                 import torch
 
                 dtype = torch.float32
-            model = cls.from_pretrained(str(path), subfolder=submodel, local_files_only=True, dtype=dtype)
+            if record.format == "checkpoint":
+                from invokeai_diffusers.models.single_file import load_component, read_component
+
+                weights = read_component(source, submodel, allow_pickle=self.settings.allow_pickle)
+                model = load_component(cls, submodel, weights, folder, dtype)
+                del weights
+            else:
+                model = cls.from_pretrained(str(folder), subfolder=submodel, local_files_only=True, dtype=dtype)
             model.to(self.device)
             model.eval()
             model.requires_grad_(False)
@@ -209,5 +220,5 @@ class ModelCache:
             raise
         except Exception as e:
             raise ModelLoadError(
-                f"model '{record.name}': cannot load {submodel} from {path / submodel}: {type(e).__name__}: {e}"
+                f"model '{record.name}': cannot load {submodel} from {source}: {type(e).__name__}: {e}"
             ) from None

@@ -18,7 +18,7 @@ DEMO_NOTE = (
 )
 
 
-def _bytes_to_unicode() -> list[str]:
+def bytes_to_unicode() -> list[str]:
     """GPT-2/CLIP's reversible byte-to-character table."""
     bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
     cs = bs[:]
@@ -35,7 +35,7 @@ def offline_tokenizer() -> Any:
     """A CLIP tokenizer over bytes (514 tokens, no merges); bos 512, eos/pad 513."""
     from transformers import CLIPTokenizer
 
-    chars = _bytes_to_unicode()
+    chars = bytes_to_unicode()
     vocab: dict[str, int] = {}
     for c in chars:
         vocab[c] = len(vocab)

@@ -1,8 +1,9 @@
 """The `models` service: install, list, remove and load models (kind `models`, name `local`).
 
-Models are installed from a local diffusers folder (single-file checkpoints are probed and refused),
-probed for their base and variant, and recorded with name, base, path, hash and size. Nothing is
-ever downloaded. Loading goes through the `ModelCache`, which keeps components across sessions.
+Models are installed from a local diffusers folder or a single-file checkpoint, probed for their
+base and variant, and recorded with name, base, path, hash and size. Nothing is ever downloaded:
+checkpoints load with the config folders this plugin ships (see `single_file`). Loading goes
+through the `ModelCache`, which keeps components across sessions.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 from invokeai_core.errors import InvokeAIError
 from invokeai_diffusers.models.cache import LoadListener, ModelCache
-from invokeai_diffusers.models.probe import PICKLE_SUFFIXES, ModelProbeError, hash_and_size, probe
-from invokeai_diffusers.models.records import ModelRecord, ModelRecordStore
+from invokeai_diffusers.models.probe import PICKLE_SUFFIXES, ModelProbeError, ProbeResult, hash_and_size, probe
+from invokeai_diffusers.models.records import ModelRecord, ModelRecordStore, PredictionType
+from invokeai_diffusers.models.single_file import CheckpointError, config_folder
 from invokeai_diffusers.settings import DiffusersSettings, load_settings
 
 if TYPE_CHECKING:
@@ -63,8 +65,20 @@ class ModelManager:
             )
         return record
 
-    def add(self, path: str | Path, *, name: str | None = None, description: str = "") -> ModelRecord:
-        """Install a model from a local folder or file (recorded in place, never copied)."""
+    def add(
+        self,
+        path: str | Path,
+        *,
+        name: str | None = None,
+        description: str = "",
+        config: str | Path | None = None,
+        prediction_type: PredictionType | None = None,
+    ) -> ModelRecord:
+        """Install a model from a local folder or checkpoint file (recorded in place, never copied).
+
+        `config` is a diffusers folder (configs only, no weights needed) for a checkpoint whose shapes
+        differ from the shipped config of its base; `prediction_type` overrides the scheduler's.
+        """
         source = Path(path).expanduser().resolve()
         if not source.exists():
             raise ModelInstallError(f"{source}: no such file or folder")
@@ -74,15 +88,20 @@ class ModelManager:
                 "loaded; convert it to .safetensors, or set plugins.diffusers.allow_pickle = true if you trust it"
             )
         try:
-            found = probe(source)
+            found = probe(source, allow_pickle=self.settings.allow_pickle)
         except ModelProbeError as e:
             raise ModelInstallError(str(e)) from None
-        if found.format != "diffusers":
-            raise ModelInstallError(
-                f"{source}: a single-file {found.base} checkpoint; loading single files is not supported yet. "
-                "Convert it to a diffusers folder (diffusers' `from_single_file(...).save_pretrained(DIR)`) "
-                "and add that folder"
-            )
+        config_dir: str | None = None
+        if config is not None:
+            if found.format != "checkpoint":
+                raise ModelInstallError(f"{source}: --config is for single-file checkpoints; a folder has its own")
+            config_path = Path(config).expanduser().resolve()
+            if not (config_path / "model_index.json").is_file():
+                raise ModelInstallError(f"--config {config_path}: not a diffusers config folder (no model_index.json)")
+            config_dir = str(config_path)
+        if found.format == "checkpoint":
+            folder = Path(config_dir) if config_dir else self._shipped_folder(found, prediction_type)
+            self._check_fits(source, found, folder)
         model_name = name or (source.stem if source.is_file() else source.name)
         if not NAME.match(model_name):
             raise ModelInstallError(f"'{model_name}' is not a valid model name (letters, digits, '.', '_', '-')")
@@ -98,9 +117,29 @@ class ModelManager:
             hash=digest,
             size=size,
             description=description,
+            config=config_dir,
+            prediction_type=prediction_type,
         )
         self.records.put(record)
         return record
+
+    @staticmethod
+    def _check_fits(source: Path, found: ProbeResult, config: Path) -> None:
+        """Refuse a checkpoint whose UNet shapes its config folder cannot hold, before anything loads."""
+        import json
+
+        try:
+            unet = json.loads((config / "unet" / "config.json").read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as e:
+            raise ModelInstallError(f"{config}: cannot read unet/config.json ({e})") from None
+        want_cross = unet.get("cross_attention_dim")
+        want_in = unet.get("in_channels", 4)
+        if found.cross_attention_dim not in (None, want_cross) or found.in_channels != want_in:
+            raise ModelInstallError(
+                f"{source}: its UNet takes {found.in_channels} input channels and text {found.cross_attention_dim} "
+                f"wide, but the config {config} has {want_in} and {want_cross}. A {found.base} checkpoint of another "
+                "size needs --config DIR: a diffusers folder of the same architecture (its configs are enough)"
+            )
 
     def remove(self, name: str, *, delete_files: bool = False) -> ModelRecord:
         record = self.get(name)
@@ -130,6 +169,20 @@ class ModelManager:
         return self.add(target, name=model_name, description=DEMO_NOTE)
 
     # -- loading --------------------------------------------------------------------------------
+    def source_folder(self, record: ModelRecord) -> Path:
+        """Where a model's component configs live: its own folder, or the config for a checkpoint."""
+        if record.format == "diffusers":
+            return Path(record.path)
+        if record.config:
+            return Path(record.config)
+        return self._shipped_folder(record, record.prediction_type)
+
+    def _shipped_folder(self, found: ProbeResult | ModelRecord, prediction_type: str | None) -> Path:
+        try:
+            return config_folder(self.models_dir / ".configs", found.base, found.variant, prediction_type)
+        except (CheckpointError, OSError) as e:
+            raise ModelInstallError(f"cannot assemble the {found.base} config folder ({e})") from None
+
     def load(self, name: str, submodel: str, *, on_load: LoadListener | None = None) -> Any:
         """A loaded component (`unet`, `vae`, `text_encoder`, `tokenizer`, `scheduler`, ...)."""
         record = self.get(name)
@@ -137,4 +190,4 @@ class ModelManager:
             raise ModelInstallError(
                 f"model '{name}': its files are gone ({record.path}); reinstall it or `invokeai models remove {name}`"
             )
-        return self.cache.get(record, submodel, on_load=on_load)
+        return self.cache.get(record, submodel, folder=self.source_folder(record), on_load=on_load)

@@ -1,4 +1,8 @@
-"""Probing a model folder or checkpoint file for its base (sd-1, sd-2, sdxl) and variant."""
+"""Probing a model folder or checkpoint file for its base (sd-1, sd-2, sdxl) and variant.
+
+Checkpoints are recognised by their key layout: `cond_stage_model.transformer.` (CLIP, SD 1.x),
+`cond_stage_model.model.` (OpenCLIP, SD 2.x), `conditioner.embedders.1.` (two encoders, SDXL).
+"""
 
 from __future__ import annotations
 
@@ -8,8 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from invokeai_core.errors import InvokeAIError
+from invokeai_diffusers.models.single_file import PICKLE_SUFFIXES, CheckpointError, read_shapes
 
-PICKLE_SUFFIXES = frozenset({".ckpt", ".pt", ".pth", ".bin"})
+__all__ = ["PICKLE_SUFFIXES", "ModelProbeError", "ProbeResult", "hash_and_size", "probe"]
 
 
 class ModelProbeError(InvokeAIError):
@@ -21,13 +26,15 @@ class ProbeResult:
     base: str
     variant: str
     format: str
+    in_channels: int | None = None  # checkpoints only: the UNet's input channels
+    cross_attention_dim: int | None = None  # checkpoints only: the text width the UNet attends to
 
 
-def probe(path: Path) -> ProbeResult:
+def probe(path: Path, *, allow_pickle: bool = False) -> ProbeResult:
     if path.is_dir():
         return _probe_folder(path)
     if path.is_file():
-        return _probe_file(path)
+        return _probe_file(path, allow_pickle)
     raise ModelProbeError(f"{path}: no such file or folder")
 
 
@@ -64,33 +71,39 @@ def _probe_folder(path: Path) -> ProbeResult:
     return ProbeResult(base=base, variant=variant, format="diffusers")
 
 
-def _probe_file(path: Path) -> ProbeResult:
+def _probe_file(path: Path, allow_pickle: bool) -> ProbeResult:
     suffix = path.suffix.lower()
-    if suffix in PICKLE_SUFFIXES:
-        raise ModelProbeError(
-            f"{path}: '{suffix}' checkpoints are Python pickles, which can run arbitrary code when loaded; "
-            "convert it to .safetensors, or set plugins.diffusers.allow_pickle = true if you trust its source"
-        )
-    if suffix != ".safetensors":
+    if suffix not in PICKLE_SUFFIXES and suffix != ".safetensors":
         raise ModelProbeError(f"{path}: not a model file (expected .safetensors)")
     try:
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as f:
-            keys = list(f.keys())
-            conv_in = next((k for k in keys if k.endswith("input_blocks.0.0.weight")), None)
-            in_channels = f.get_slice(conv_in).get_shape()[1] if conv_in else 4
-    except Exception as e:
-        raise ModelProbeError(f"{path}: not a readable safetensors file ({e})") from None
-    if any(k.startswith("conditioner.embedders.1") for k in keys):
+        shapes = read_shapes(path, allow_pickle=allow_pickle)
+    except CheckpointError as e:
+        raise ModelProbeError(str(e)) from None
+    keys = list(shapes)
+    if any(k.startswith("conditioner.embedders.1.") for k in keys):
         base = "sdxl"
+    elif any(k.startswith("conditioner.embedders.0.model.") for k in keys):
+        raise ModelProbeError(f"{path}: an SDXL refiner checkpoint; only base SDXL models are supported")
     elif any(k.startswith("cond_stage_model.model.") for k in keys):
         base = "sd-2"
     elif any(k.startswith("cond_stage_model.transformer.") for k in keys):
         base = "sd-1"
     else:
         raise ModelProbeError(f"{path}: not a Stable Diffusion 1.x, 2.x or XL checkpoint (unknown key layout)")
-    return ProbeResult(base=base, variant="inpaint" if in_channels == 9 else "normal", format="checkpoint")
+    conv_in = shapes.get("model.diffusion_model.input_blocks.0.0.weight")
+    if conv_in is None or len(conv_in) != 4:
+        raise ModelProbeError(f"{path}: the checkpoint has no UNet (model.diffusion_model.input_blocks.0.0.weight)")
+    to_k = next(
+        (s for k, s in shapes.items() if k.startswith("model.diffusion_model.") and k.endswith("attn2.to_k.weight")),
+        None,
+    )
+    return ProbeResult(
+        base=base,
+        variant="inpaint" if conv_in[1] == 9 else "normal",
+        format="checkpoint",
+        in_channels=conv_in[1],
+        cross_attention_dim=to_k[1] if to_k is not None else None,
+    )
 
 
 def hash_and_size(path: Path) -> tuple[str, int]:

@@ -15,6 +15,7 @@ from invokeai_core.services.base import utcnow
 BaseType = Literal["sd-1", "sd-2", "sdxl"]
 ModelFormat = Literal["diffusers", "checkpoint"]
 ModelVariant = Literal["normal", "inpaint"]
+PredictionType = Literal["epsilon", "v_prediction"]
 
 
 class ModelRecord(BaseModel):
@@ -28,6 +29,12 @@ class ModelRecord(BaseModel):
     path: str = Field(description="Absolute path to the folder or file")
     hash: str = Field(description="blake2b of the model's files")
     size: int = Field(description="Bytes on disk")
+    config: str | None = Field(
+        default=None, description="Checkpoints: the diffusers config folder to load it with (default: the shipped one)"
+    )
+    prediction_type: PredictionType | None = Field(
+        default=None, description="Overrides the scheduler config's prediction type (e.g. v_prediction for SD 2.x 768)"
+    )
     added_at: str = Field(default_factory=utcnow)
     description: str = ""
 
