@@ -8,6 +8,7 @@ own `from_single_file` pipeline.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -158,6 +159,93 @@ def test_variants_and_prediction_types_of_the_assembled_folders(tmp_path: Path) 
     assert read(inpaint, "model_index.json")["_class_name"] == "StableDiffusionXLInpaintPipeline"
     assert config_folder(tmp_path, "sd-2", "normal", None) == sd2  # assembled once, reused
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no half-written folders
+
+
+FULL_SIZE = os.environ.get("INVOKEAI_FULL_SIZE_TESTS") == "1"
+
+
+def published_size_checkpoint(base: str, folder: Path, out: Path) -> dict[str, Any]:
+    """Random fp16 weights in the published architecture of `base`, saved in the original layout.
+
+    The extras real checkpoints carry ride along: CLIP's position ids, SD 2.x's unused 24th OpenCLIP
+    block and text projection, SDXL's logit scale. Returns the source modules.
+    """
+    import torch
+    from accelerate import init_empty_weights
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from ldm_layout import clip_to_ldm, open_clip_to_ldm, unet_to_ldm, vae_to_ldm
+    from safetensors.torch import save_file
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    generator = torch.Generator().manual_seed(0)
+
+    def random(shape: Any) -> Any:
+        return (torch.randn(shape, generator=generator) * 0.02).to(torch.float16)
+
+    def materialize(module: Any) -> Any:
+        module = module.to_empty(device="cpu").to(torch.float16)
+        with torch.no_grad():
+            for param in module.parameters():
+                param.copy_(random(param.shape))
+        return module
+
+    with init_empty_weights():
+        modules = {
+            "unet": UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(folder / "unet")),
+            "vae": AutoencoderKL.from_config(AutoencoderKL.load_config(folder / "vae")),
+            "text_encoder": CLIPTextModel(CLIPTextConfig.from_pretrained(folder / "text_encoder")),
+        }
+        if base == "sdxl":
+            config = CLIPTextConfig.from_pretrained(folder / "text_encoder_2")
+            modules["text_encoder_2"] = CLIPTextModelWithProjection(config)
+    modules = {name: materialize(module) for name, module in modules.items()}
+    state = {**unet_to_ldm(modules["unet"]), **vae_to_ldm(modules["vae"])}
+    if base == "sd-1":
+        state.update(clip_to_ldm(modules["text_encoder"], "cond_stage_model.transformer."))
+    elif base == "sd-2":
+        state.update(open_clip_to_ldm(modules["text_encoder"], "cond_stage_model.model."))
+        for key in [k for k in state if ".resblocks.22." in k]:
+            state[key.replace(".resblocks.22.", ".resblocks.23.")] = random(state[key].shape)
+        state["cond_stage_model.model.text_projection"] = random((1024, 1024))
+    else:
+        state.update(clip_to_ldm(modules["text_encoder"], "conditioner.embedders.0.transformer."))
+        state.update(open_clip_to_ldm(modules["text_encoder_2"], "conditioner.embedders.1.model."))
+        state["conditioner.embedders.1.model.logit_scale"] = torch.tensor(4.6052)
+    save_file({k: v.contiguous() for k, v in state.items()}, str(out))
+    return modules
+
+
+@pytest.mark.parametrize(
+    "base",
+    [
+        "sd-1",
+        pytest.param("sd-2", marks=pytest.mark.skipif(not FULL_SIZE, reason="INVOKEAI_FULL_SIZE_TESTS=1: 1.3B params")),
+        pytest.param("sdxl", marks=pytest.mark.skipif(not FULL_SIZE, reason="INVOKEAI_FULL_SIZE_TESTS=1: 3.5B params")),
+    ],
+)
+def test_a_published_size_checkpoint_loads_with_the_shipped_config(base: str, tmp_path: Path) -> None:
+    """The path real users take: no --config, the shipped folder, every tensor where it belongs."""
+    import torch
+    from invokeai_diffusers.models.manager import ModelManager
+    from invokeai_diffusers.models.single_file import shipped_config
+    from invokeai_diffusers.settings import DiffusersSettings
+
+    checkpoint = tmp_path / f"{base}.safetensors"
+    modules = published_size_checkpoint(base, shipped_config(base), checkpoint)
+    settings = DiffusersSettings(models_dir=tmp_path / "models", precision="float16", device="cpu")
+    manager = ModelManager(None, settings=settings)
+    record = manager.add(checkpoint, name="real-size")
+    assert (record.base, record.variant, record.format, record.config) == (base, "normal", "checkpoint", None)
+    for submodel, source in modules.items():
+        loaded = manager.load("real-size", submodel).state_dict()
+        expected = source.state_dict()
+        assert loaded.keys() == expected.keys(), submodel
+        assert all(torch.equal(loaded[k], expected[k]) for k in expected), submodel
+        manager.cache.clear()
+    scheduler = manager.load("real-size", "scheduler")
+    assert scheduler["prediction_type"] == ("v_prediction" if base == "sd-2" else "epsilon")
+    tokenizer = manager.load("real-size", "tokenizer")
+    assert tokenizer("a photo of a cat").input_ids == [49406, 320, 1125, 539, 320, 2368, 49407]
 
 
 # -- loading and generating --------------------------------------------------------------------
@@ -332,3 +420,22 @@ def test_the_wheel_ships_the_configs_and_the_vocabulary(tmp_path: Path) -> None:
         "sdxl/tokenizer_2/tokenizer_config.json",
     ):
         assert configs + rel in names
+
+
+def test_an_inpainting_checkpoint_is_probed_as_such_and_needs_a_nine_channel_config(
+    manager: Any, model_folders: Any, checkpoints: Any, tmp_path: Path
+) -> None:
+    import torch
+    from invokeai_diffusers.models.manager import ModelInstallError
+    from invokeai_diffusers.models.probe import probe
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(checkpoints["sd"]))
+    conv_in = state["model.diffusion_model.input_blocks.0.0.weight"]
+    state["model.diffusion_model.input_blocks.0.0.weight"] = torch.cat([conv_in, conv_in, conv_in[:, :1]], dim=1)
+    inpaint = tmp_path / "tiny-inpaint.safetensors"
+    save_file(state, str(inpaint))
+    found = probe(inpaint)
+    assert (found.base, found.variant, found.in_channels, found.cross_attention_dim) == ("sd-1", "inpaint", 9, 32)
+    with pytest.raises(ModelInstallError, match=r"takes 9 input channels.*has 4"):
+        manager.add(inpaint, config=model_folders["sd"])

@@ -137,8 +137,8 @@ class ModelManager:
         if found.cross_attention_dim not in (None, want_cross) or found.in_channels != want_in:
             raise ModelInstallError(
                 f"{source}: its UNet takes {found.in_channels} input channels and text {found.cross_attention_dim} "
-                f"wide, but the config {config} has {want_in} and {want_cross}. A {found.base} checkpoint of another "
-                "size needs --config DIR: a diffusers folder of the same architecture (its configs are enough)"
+                f"wide, but the config {config} has {want_in} and {want_cross}. For a {found.base} checkpoint of "
+                "another size, pass --config DIR: a diffusers folder of the same architecture (its configs are enough)"
             )
 
     def remove(self, name: str, *, delete_files: bool = False) -> ModelRecord:
