@@ -26,19 +26,13 @@ clients' own decoding, not the server, sets the pace (compare the server's time)
 
 from __future__ import annotations
 
-import os
-import sys
-
-# bench/queue.py is named like the stdlib `queue` module, which the Invoker imports: run as a script,
-# this folder comes first on sys.path and would shadow it.
-if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
-    sys.path.pop(0)
-
 import argparse
 import asyncio
 import datetime as dt
+import os
 import statistics
 import subprocess
+import sys
 import tempfile
 import threading
 import time

@@ -120,7 +120,7 @@ def help_median(runs: int = 10) -> float:
 def main() -> None:
     with tempfile.TemporaryDirectory() as root:
         memory = {f"services.{k}": "memory" for k in ("sessions", "image_records", "queue")}
-        config = load_config(root=root, environ={}, overrides=memory)  # the engine alone (bench/queue.py: SQLite)
+        config = load_config(root=root, environ={}, overrides=memory)  # engine only; bench/session_queue.py: SQLite
         host = PluginHost(config, discover=False).load()
         host.register_plugin(make_plugin(BenchInc, BenchList, name="bench"), "bench")
         with Invoker.from_config(config, host) as invoker:

@@ -7,7 +7,7 @@ Prints, for each store:
   memory: the extra time per node (target: <= 1 ms).
 and the SQLite/memory ratios.
 
-    .venv/bin/python bench/queue.py [--workers N]
+    .venv/bin/python bench/session_queue.py [--workers N]
 """
 
 from __future__ import annotations
