@@ -164,6 +164,12 @@ def test_diffusers_adds_its_models_routes(server: Any, tmp_path: Any) -> None:
         assert r.status_code == 422 and "no such file" in r.json()["detail"]
         r = http.post("/models", json={"path": "bad\x00path"})
         assert r.status_code == 422
+        garbage = tmp_path / "garbage.safetensors"
+        garbage.write_bytes(b"\x00" * 64)
+        r = http.post("/models", json={"path": str(garbage)})
+        assert r.status_code == 422 and "not a readable safetensors file" in r.json()["detail"]
+        r = http.post("/models", json={"path": str(garbage), "prediction_type": "x0"})
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "prediction_type"]
         assert http.delete("/models/nope").status_code == 404
         assert http.get("/models/nope").status_code == 404
         assert "/api/v1/models" in http.get(server.url + "/openapi.json").json()["paths"]
