@@ -76,6 +76,45 @@ class TestWithToken:
         config = httpx.get(server.url + "/api/v1/app/config", headers=ok).json()
         assert TOKEN not in str(config) and config["web"]["access_token"] == "********"
 
+    def test_the_ui_signs_in_once_with_a_session_cookie(self, server: Any) -> None:
+        import httpx
+
+        assert httpx.get(server.url + "/").status_code == 200  # the UI shell itself is public
+        assert httpx.get(server.url + "/api/v1/auth").json() == {"required": True, "authenticated": False}
+        wrong = httpx.post(server.url + "/api/v1/auth/login", json={"token": "wrong"})
+        assert wrong.status_code == 401 and "set-cookie" not in wrong.headers
+        assert httpx.post(server.url + "/api/v1/auth/login", json={}).status_code == 422
+        with httpx.Client(base_url=server.url) as browser:
+            r = browser.post("/api/v1/auth/login", json={"token": TOKEN})
+            assert r.status_code == 204
+            cookie = r.headers["set-cookie"]
+            assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/" in cookie
+            assert TOKEN not in cookie  # an HMAC of the token, never the token
+            assert browser.get("/api/v1/auth").json() == {"required": True, "authenticated": True}
+            assert browser.get("/api/v1/app/version").status_code == 200
+            assert browser.get("/openapi.json").status_code == 200
+            assert browser.post("/api/v1/auth/logout").status_code == 204
+            assert browser.get("/api/v1/app/version").status_code == 401
+        forged = {"Cookie": "invokeai_session=" + "0" * 64}
+        assert httpx.get(server.url + "/api/v1/app/version", headers=forged).status_code == 401
+        assert httpx.get(server.url + "/assets/nothing.js").status_code == 404  # public, and absent
+        assert httpx.post(server.url + "/", content=b"x").status_code == 401  # only GETs of the UI are open
+
+    @pytest.mark.anyio
+    async def test_socketio_accepts_the_session_cookie(self, server: Any) -> None:
+        import httpx
+        import socketio
+        from conftest import Watcher
+        from invokeai_web.auth import COOKIE_NAME, cookie_value
+
+        r = httpx.post(server.url + "/api/v1/auth/login", json={"token": TOKEN})
+        assert r.status_code == 204
+        w = await Watcher(server.url, {"Cookie": f"{COOKIE_NAME}={cookie_value(TOKEN)}"}, None).connect()
+        await w.subscribe("queue", "default")
+        await w.close()
+        with pytest.raises(socketio.exceptions.ConnectionError):
+            await Watcher(server.url, {"Cookie": f"{COOKIE_NAME}=forged"}, None).connect()
+
     @pytest.mark.anyio
     async def test_socketio_needs_the_token(self, server: Any) -> None:
         import socketio

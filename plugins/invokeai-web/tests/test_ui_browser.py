@@ -300,3 +300,106 @@ def test_failed_requests_and_an_unreachable_server_are_explained(page: Any) -> N
     expect(pg.get_by_role("alert").filter(has_text="unreachable")).to_be_visible()
     shot(pg, "request-errors")
     pg.console_problems.clear()  # the browser logs the failed loads provoked above
+
+
+TOKEN = "ui-test-token"
+
+
+@pytest.fixture(scope="module")
+def token_ui_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A second server that needs an access token (no models: this is about signing in)."""
+    root = tmp_path_factory.mktemp("ui-token-root")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INVOKEAI_")}
+    env.update(INVOKEAI_ROOT=str(root), HF_HUB_OFFLINE="1", INVOKEAI_PLUGINS__WEB__ACCESS_TOKEN=TOKEN)
+    port = _free_port()
+    log = (root / "serve.log").open("w")
+    proc = subprocess.Popen(
+        [*_invokeai(), "serve", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(url + "/api/v1/auth", timeout=2):
+                    break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("invokeai serve did not start:\n" + (root / "serve.log").read_text()) from None
+                time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def test_a_server_with_an_access_token_asks_for_it_once(browser: Any, token_ui_url: str) -> None:
+    import io
+    import json
+
+    from PIL import Image
+
+    # an image uploaded by a program (bearer header), to show in the signed-in browser's gallery
+    png = io.BytesIO()
+    Image.new("RGB", (24, 16), (200, 30, 30)).save(png, format="PNG")
+    boundary = "invokeai-test-boundary"
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="red.png"\r\n'
+            "Content-Type: image/png\r\n\r\n"
+        ).encode()
+        + png.getvalue()
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    upload = urllib.request.Request(
+        token_ui_url + "/api/v1/images/upload",
+        data=body,
+        headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
+    with urllib.request.urlopen(upload, timeout=10) as r:
+        assert json.loads(r.read())["width"] == 24
+
+    expect = sync_api.expect
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    pg = context.new_page()
+    problems: list[str] = []
+    pg.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    pg.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+    pg.set_default_timeout(30_000)
+    try:
+        pg.goto(token_ui_url + "/")
+        form = pg.get_by_role("form", name="Sign in")
+        expect(form).to_be_visible()
+        pg.get_by_test_id("token").fill("not-the-token")
+        pg.get_by_role("button", name="Sign in").click()
+        expect(pg.get_by_role("alert")).to_contain_text("not this server's access token")
+        shot(pg, "sign-in")
+        pg.get_by_test_id("token").fill(TOKEN)
+        pg.get_by_role("button", name="Sign in").click()
+        expect(pg.get_by_test_id("connection")).to_have_text("● live")  # Socket.IO signed in by the cookie
+        cookies = {c["name"]: c for c in context.cookies()}
+        assert cookies["invokeai_session"]["httpOnly"] and cookies["invokeai_session"]["value"] != TOKEN
+        pg.get_by_role("tab", name="Gallery").click()
+        thumb = pg.get_by_test_id("gallery-item").locator("img")
+        expect(thumb).to_have_count(1)
+        # <img> requests carry the cookie too: the thumbnail really loaded
+        pg.wait_for_function("el => el.complete && el.naturalWidth > 0", arg=thumb.element_handle())
+        pg.get_by_role("tab", name="Plugins & models").click()
+        expect(pg.get_by_test_id("plugins-table")).to_contain_text("web")
+        pg.reload()  # the cookie outlives the page
+        expect(pg.get_by_test_id("connection")).to_have_text("● live")
+        pg.get_by_test_id("sign-out").click()
+        expect(pg.get_by_role("form", name="Sign in")).to_be_visible()
+        pg.reload()
+        expect(pg.get_by_role("form", name="Sign in")).to_be_visible()
+    finally:
+        context.close()
+    # the only errors are the browser's own log lines for the refused token (401)
+    assert all("401" in p for p in problems), problems

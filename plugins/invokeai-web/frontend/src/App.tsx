@@ -1,5 +1,6 @@
-import { lazy, Suspense, useEffect, type KeyboardEvent } from "react";
-import { connect, useConnection, useServerEvents } from "./lib/events";
+import { lazy, Suspense, useEffect, useState, type FormEvent, type KeyboardEvent } from "react";
+import { api, onUnauthorized } from "./lib/api";
+import { connect, reconnect, useConnection, useServerEvents } from "./lib/events";
 import { Gallery } from "./screens/Gallery";
 import { Generate } from "./screens/Generate";
 import { QueueScreen } from "./screens/Queue";
@@ -9,7 +10,7 @@ import { StoreProvider, TABS, useStore } from "./store";
 // The editor (React Flow) is its own chunk: the other screens load without it.
 const Workflow = lazy(() => import("./screens/Workflow"));
 
-function Shell() {
+function Shell({ onSignOut }: { onSignOut: (() => void) | null }) {
   const { tab, setTab, notes, dismiss, reloadCatalog, bumpGallery } = useStore();
   const conn = useConnection();
   useEffect(() => {
@@ -58,6 +59,11 @@ function Shell() {
         <span className={`conn conn-${conn}`} role="status" data-testid="connection">
           {conn === "connected" ? "● live" : conn === "connecting" ? "○ connecting…" : "○ offline"}
         </span>
+        {onSignOut && (
+          <button className="button small" onClick={onSignOut} data-testid="sign-out">
+            Sign out
+          </button>
+        )}
       </header>
       {conn === "disconnected" && (
         <div className="banner error" role="alert" data-testid="offline-banner">
@@ -90,10 +96,86 @@ function Shell() {
   );
 }
 
+/** The access-token form, shown when the server needs a token and this browser has not signed in. */
+function SignIn({ onDone, expired }: { onDone: () => void; expired: boolean }) {
+  const [token, setToken] = useState("");
+  const [error, setError] = useState<string | null>(null);
+  const [busy, setBusy] = useState(false);
+  const submit = (e: FormEvent) => {
+    e.preventDefault();
+    setBusy(true);
+    setError(null);
+    api
+      .login(token)
+      .then(onDone)
+      .catch((err) => setError(err?.status === 401 ? "That is not this server's access token." : String(err?.message ?? err)))
+      .finally(() => setBusy(false));
+  };
+  return (
+    <div className="app">
+      <header className="topbar">
+        <span className="brand">InvokeAI Core</span>
+      </header>
+      <main className="panel">
+        <form className="card sign-in" onSubmit={submit} aria-labelledby="sign-in-title">
+          <h2 id="sign-in-title">Sign in</h2>
+          <p className="muted">
+            {expired ? "Your session ended. " : ""}This server needs its access token (<code>plugins.web.access_token</code>).
+          </p>
+          <label>
+            Access token
+            <input
+              type="password"
+              autoComplete="current-password"
+              value={token}
+              onChange={(e) => setToken(e.target.value)}
+              required
+              autoFocus
+              data-testid="token"
+            />
+          </label>
+          {error && (
+            <p className="error-text" role="alert">
+              {error}
+            </p>
+          )}
+          <button className="button" type="submit" disabled={busy || !token}>
+            {busy ? "Signing in…" : "Sign in"}
+          </button>
+        </form>
+      </main>
+    </div>
+  );
+}
+
+type Auth = "checking" | "open" | "signed-in" | "sign-in" | "expired";
+
 export function App() {
+  const [auth, setAuth] = useState<Auth>("checking");
+  useEffect(() => {
+    api
+      .authStatus()
+      .then((s) => setAuth(!s.required ? "open" : s.authenticated ? "signed-in" : "sign-in"))
+      .catch(() => setAuth("open")); // unreachable: the shell explains it and keeps retrying
+    return onUnauthorized(() => setAuth((a) => (a === "signed-in" ? "expired" : a === "open" ? "sign-in" : a)));
+  }, []);
+  if (auth === "checking") return null;
+  if (auth === "sign-in" || auth === "expired")
+    return (
+      <SignIn
+        expired={auth === "expired"}
+        onDone={() => {
+          setAuth("signed-in");
+          reconnect();
+        }}
+      />
+    );
+  const signOut = () => {
+    api.logout().finally(() => setAuth("sign-in"));
+  };
   return (
     <StoreProvider>
-      <Shell />
+      <Shell onSignOut={auth === "signed-in" ? signOut : null} />
     </StoreProvider>
   );
 }

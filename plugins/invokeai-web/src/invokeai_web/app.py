@@ -86,7 +86,7 @@ def create_app(invoker: Invoker, settings: WebSettings, *, manage_invoker: bool 
     from invokeai_web.errors import install_error_handlers
     from invokeai_web.events import EventBridge, LocalFanout
     from invokeai_web.openapi import install_openapi
-    from invokeai_web.routers import images, nodes, queue, sessions, system
+    from invokeai_web.routers import auth, images, nodes, queue, sessions, system
     from invokeai_web.security import GuardMiddleware
     from invokeai_web.sockets import SOCKETIO_PATH, create_socket_server
 
@@ -122,7 +122,7 @@ def create_app(invoker: Invoker, settings: WebSettings, *, manage_invoker: bool 
     api.state.bridge = bridge
     api.state.api_prefix = API_PREFIX
     install_error_handlers(api)
-    for module in (sessions, queue, images, nodes, system):
+    for module in (sessions, queue, images, nodes, system, auth):
         api.include_router(module.router, prefix=API_PREFIX)
     api.state.route_errors = add_plugin_routes(api, invoker)
     install_openapi(api, lambda: invoker.registry, SOCKETIO_MOUNT)

@@ -51,8 +51,8 @@ def serve_command(
 
     Binding another address needs an access token (plugins.web.access_token, e.g. the environment
     variable INVOKEAI_PLUGINS__WEB__ACCESS_TOKEN): every request must then carry
-    `Authorization: Bearer TOKEN`. The token is not a command-line flag, so it never shows in the
-    process list.
+    `Authorization: Bearer TOKEN`, and the web UI asks for the token once (a sign-in cookie). The
+    token is not a command-line flag, so it never shows in the process list.
     """
     from invokeai_core.cli.state import CliState
     from invokeai_core.errors import InvokeAIError

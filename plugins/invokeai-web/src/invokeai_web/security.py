@@ -1,8 +1,9 @@
 """The server's outer guard, a plain ASGI middleware in front of everything (API, Socket.IO, static).
 
 * **Access token.** With `access_token` set, an HTTP request without `Authorization: Bearer TOKEN`
-  gets 401. Socket.IO checks the token itself when a client connects (`invokeai_web.sockets`), so
-  browsers can pass it in the handshake's `auth` payload.
+  or the web UI's session cookie (`invokeai_web.auth`) gets 401, except the UI's own static files
+  and the sign-in routes (`/api/v1/auth...`). Socket.IO checks the token itself when a client
+  connects (`invokeai_web.sockets`), so browsers can pass it in the handshake's `auth` payload.
 * **Loopback only means loopback.** Without a token the server is bound to a loopback address, and
   the `Host` header must name one too (`127.0.0.1`, `localhost`, `[::1]`): a web page that
   re-binds its own domain name to 127.0.0.1 (DNS rebinding) is refused with 421.
@@ -20,7 +21,12 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import urlsplit
 
+from invokeai_web import API_PREFIX
+from invokeai_web.auth import authenticated, is_public
 from invokeai_web.settings import WebSettings, is_loopback
+
+#: The sign-in routes, reachable without the token.
+AUTH_PATHS = frozenset({f"{API_PREFIX}/auth", f"{API_PREFIX}/auth/login", f"{API_PREFIX}/auth/logout"})
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -93,6 +99,11 @@ class GuardMiddleware:
                     return 403, f"cross-origin requests from {origin} are not allowed (see plugins.web.cors_origins)"
         return None
 
+    @staticmethod
+    def _open(scope: Scope) -> bool:
+        path = scope.get("path", "")
+        return path in AUTH_PATHS or is_public(scope.get("method", "GET"), path)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind not in ("http", "websocket"):
@@ -101,10 +112,8 @@ class GuardMiddleware:
         headers = _headers(scope)
         refusal = self._refusal(scope, headers)
         is_socketio = (scope.get("path", "") + "/").startswith(self.socketio_path)
-        if refusal is None and self.token and not is_socketio:
-            from invokeai_web.sockets import token_ok
-
-            if not token_ok(self.token, headers.get("authorization")):
+        if refusal is None and self.token and not is_socketio and not self._open(scope):
+            if not authenticated(self.token, authorization=headers.get("authorization"), cookie=headers.get("cookie")):
                 refusal = (401, "missing or invalid access token (send 'Authorization: Bearer TOKEN')")
         if refusal is not None:
             if kind == "websocket":

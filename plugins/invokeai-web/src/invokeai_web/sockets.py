@@ -13,18 +13,18 @@ event name under `"event"` and every field) as its one argument. A client in bot
 and its queue's room gets each event once.
 
 With an access token configured, the connection must carry it: an `Authorization: Bearer TOKEN`
-header, or (for browsers, which cannot set headers on a WebSocket) `auth={"token": TOKEN}` in the
-Socket.IO handshake; otherwise the connection is refused.
+header, `auth={"token": TOKEN}` in the Socket.IO handshake (browsers cannot set headers on a
+WebSocket), or the web UI's session cookie; otherwise the connection is refused.
 """
 
 from __future__ import annotations
 
-import hmac
 import logging
 import re
 from typing import TYPE_CHECKING, Any
 
 from invokeai_core.services.base import QUEUE_ID_RE
+from invokeai_web.auth import authenticated
 from invokeai_web.events import queue_room, session_room
 
 if TYPE_CHECKING:
@@ -38,20 +38,6 @@ SESSION_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 
 #: Where the Socket.IO endpoint is mounted (the client library's default).
 SOCKETIO_PATH = "socket.io"
-
-
-def token_ok(expected: str | None, authorization: str | None, auth: Any = None) -> bool:
-    """Whether a request carries the access token (always true when none is configured)."""
-    if not expected:
-        return True
-    candidates = []
-    if authorization:
-        scheme, _, value = authorization.partition(" ")
-        if scheme.lower() == "bearer":
-            candidates.append(value.strip())
-    if isinstance(auth, dict) and isinstance(auth.get("token"), str):
-        candidates.append(auth["token"])
-    return any(hmac.compare_digest(c.encode(), expected.encode()) for c in candidates)
 
 
 def _extract(data: Any, key: str) -> Any:
@@ -76,7 +62,12 @@ def create_socket_server(settings: WebSettings, bridge: EventBridge) -> Any:
 
     @sio.event
     async def connect(sid: str, environ: dict[str, Any], auth: Any = None) -> None:
-        if not token_ok(settings.access_token, environ.get("HTTP_AUTHORIZATION"), auth):
+        if not authenticated(
+            settings.access_token,
+            authorization=environ.get("HTTP_AUTHORIZATION"),
+            cookie=environ.get("HTTP_COOKIE"),
+            auth=auth,
+        ):
             raise socketio.exceptions.ConnectionRefusedError("unauthorized: a valid access token is required")
         rooms_of[sid] = set()
 

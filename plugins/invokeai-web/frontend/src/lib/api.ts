@@ -29,6 +29,13 @@ function detailText(body: unknown): string | undefined {
   return undefined;
 }
 
+// Called when the server answers 401: the session cookie expired or the token changed; sign in again.
+const unauthorizedListeners = new Set<() => void>();
+export function onUnauthorized(fn: () => void): () => void {
+  unauthorizedListeners.add(fn);
+  return () => unauthorizedListeners.delete(fn);
+}
+
 export async function request<T>(method: string, path: string, body?: unknown): Promise<T> {
   let res: Response;
   const init: RequestInit = { method, headers: {} };
@@ -50,6 +57,7 @@ export async function request<T>(method: string, path: string, body?: unknown): 
   } catch {
     /* not JSON */
   }
+  if (res.status === 401 && !path.startsWith("/auth")) unauthorizedListeners.forEach((f) => f());
   if (!res.ok) {
     const what = detailText(data) ?? (text.slice(0, 200) || res.statusText);
     throw new ApiError(`${method} ${path} failed (${res.status}): ${what}`, res.status);
@@ -151,7 +159,15 @@ export interface ModelRecord {
 const q = `/queue/${QUEUE}`;
 const enc = encodeURIComponent;
 
+export interface AuthStatus {
+  required: boolean;
+  authenticated: boolean;
+}
+
 export const api = {
+  authStatus: () => request<AuthStatus>("GET", "/auth"),
+  login: (token: string) => request<void>("POST", "/auth/login", { token }),
+  logout: () => request<void>("POST", "/auth/logout"),
   nodes: () => request<NodeInfo[]>("GET", "/nodes"),
   models: () => request<ModelRecord[]>("GET", "/models"),
   plugins: () => request<PluginInfo[]>("GET", "/plugins"),

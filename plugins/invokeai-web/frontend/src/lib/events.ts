@@ -77,6 +77,14 @@ export function connect(): Socket {
   return socket;
 }
 
+/** Connect again after signing in: a refused handshake is not retried by socket.io-client. */
+export function reconnect(): void {
+  if (socket && !socket.connected) {
+    setState("connecting");
+    socket.connect();
+  }
+}
+
 /** Call `fn` for every event while the component is mounted. */
 export function useServerEvents(fn: Listener, deps: unknown[]) {
   useEffect(() => {
