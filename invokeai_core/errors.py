@@ -126,6 +126,19 @@ class ServiceUnavailableError(ConfigError):
     """A configured service implementation is unknown or cannot be imported."""
 
 
+class StorageError(InvokeAIError):
+    """A backing store (a database, an object store, a file system) failed: not the caller's fault.
+
+    Storage implementations raise it (or a subclass) with a message naming the store and what to do.
+    The web API answers 502; `StorageUnavailableError` (the store is unreachable or busy, so trying
+    again later may work) 503.
+    """
+
+
+class StorageUnavailableError(StorageError):
+    """The backing store cannot be reached or is busy right now."""
+
+
 class PluginError(InvokeAIError):
     """A plugin failed to load (only raised in strict mode; otherwise it is reported)."""
 

@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
-from invokeai_core.errors import InvokeAIError
+from invokeai_core.errors import StorageError, StorageUnavailableError
 
 if TYPE_CHECKING:
     from invokeai_core.config import InvokeAIConfig
@@ -33,12 +33,16 @@ if TYPE_CHECKING:
 Migration = Callable[[sqlite3.Connection], None]
 
 
-class DatabaseError(InvokeAIError):
+class DatabaseError(StorageError):
     """The database file cannot be used (corrupt, locked, unreadable, too new). Names the file."""
 
     def __init__(self, message: str, path: Path | str) -> None:
         self.path = str(path)
         super().__init__(message)
+
+
+class DatabaseBusyError(DatabaseError, StorageUnavailableError):
+    """Another process held the database's lock for longer than `db_busy_timeout`."""
 
 
 def database_path(config: InvokeAIConfig | None) -> Path:
@@ -112,11 +116,12 @@ class SqliteDatabase:
         text = str(e)
         low = text.lower()
         if "locked" in low or "busy" in low:
-            message = (
+            return DatabaseBusyError(
                 f"the database {self.path} is locked by another process (waited {self.busy_timeout:g} s): "
-                "stop the process holding it, or raise db_busy_timeout"
+                "stop the process holding it, or raise db_busy_timeout",
+                self.path,
             )
-        elif "not a database" in low or "malformed" in low or "corrupt" in low:
+        if "not a database" in low or "malformed" in low or "corrupt" in low:
             message = (
                 f"the database {self.path} is corrupt or not a SQLite database ({text}); move it aside "
                 f"(e.g. to {self.path.name}.corrupt) to start with an empty one"

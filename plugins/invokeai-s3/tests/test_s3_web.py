@@ -162,3 +162,34 @@ def test_an_unreachable_store_fails_the_item_and_no_image_appears(web: Web, monk
         assert "unreachable" in item["error_message"] and url in item["error_message"]
         assert session_images(http, item["session_id"]) == []
         assert http.get("/images").json()["total"] == 0
+
+
+def test_store_failures_are_5xx_that_say_which_store_and_why(web: Web, monkeypatch: Any) -> None:
+    """Not the client's fault: an unreachable store is 503 (with Retry-After), a refusing one 502."""
+    from invokeai_s3.storage import make_client
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), (9, 9, 9)).save(buf, "PNG")
+    png = buf.getvalue()
+    store = web.invoker.services.images
+    with web.client() as http:
+        r = http.post("/images/upload", files={"file": ("ok.png", png, "image/png")})
+        assert r.status_code == 201, r.text
+        stored = r.json()["image_name"]
+
+        url = f"http://127.0.0.1:{free_port()}"
+        good_client = store.client
+        monkeypatch.setattr(store, "client", make_client(store.settings.model_copy(update={"endpoint_url": url})))
+        r = http.post("/images/upload", files={"file": ("down.png", png, "image/png")})
+        assert r.status_code == 503 and r.headers["retry-after"] == "5"
+        assert r.json()["type"] == "S3ConnectionError" and url in r.json()["detail"]
+        assert http.get(f"/images/i/{stored}/full").status_code == 503
+        assert http.get("/images").json()["total"] == 1  # the refused upload left no record
+
+        monkeypatch.setattr(store, "client", good_client)
+        monkeypatch.setattr(store, "bucket", "no-such-bucket")
+        r = http.post("/images/upload", files={"file": ("gone.png", png, "image/png")})
+        assert r.status_code == 502 and r.json()["type"] == "S3RequestError"
+        assert "no-such-bucket" in r.json()["detail"]
+        assert http.get("/images").json()["total"] == 1

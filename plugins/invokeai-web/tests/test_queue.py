@@ -173,3 +173,27 @@ async def test_the_queue_is_full(server: Any, invokeai_config: Any) -> None:
         r = await http.post("/queue/default/enqueue_batch", json={"batch": chain_batch([1, 2, 3])})
         assert r.status_code == 409 and r.json()["type"] == "QueueFullError"
         assert (await http.get("/queue/default/status")).json()["queue"]["total"] == 0
+
+
+@pytest.mark.parametrize("invokeai_storage", ["sqlite"])
+async def test_a_locked_database_is_503_with_retry_after(server: Any) -> None:
+    """Another process holding the database's lock is the server's trouble, not the client's."""
+    import sqlite3
+
+    db = server.invoker.queue.db
+    db.busy_timeout = 0.2
+    with db.read() as conn:
+        conn.execute("PRAGMA busy_timeout = 200")
+    other = sqlite3.connect(str(db.path), isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        async with server.async_client() as http:
+            r = await http.post("/queue/default/enqueue_batch", json={"batch": chain_batch([1])})
+            assert r.status_code == 503 and r.headers["retry-after"] == "5"
+            assert r.json()["type"] == "DatabaseBusyError" and "locked" in r.json()["detail"]
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    async with server.async_client() as http:
+        r = await http.post("/queue/default/enqueue_batch", json={"batch": chain_batch([1])})
+        assert r.status_code == 201, r.text

@@ -37,7 +37,7 @@ import botocore.config
 import botocore.exceptions
 import botocore.session
 
-from invokeai_core.errors import ConfigError, InvokeAIError
+from invokeai_core.errors import ConfigError, StorageError, StorageUnavailableError
 from invokeai_core.services.base import ImageFileStorageBase
 from invokeai_s3.settings import CREDENTIALS_HELP, S3Settings
 
@@ -63,8 +63,8 @@ _loader_lock = threading.Lock()
 _shared_loader: Any = None
 
 
-class S3StorageError(InvokeAIError):
-    """A request to the object store failed for good (after retries)."""
+class S3StorageError(StorageError):
+    """A request to the object store failed for good (after retries): 502 through the web API."""
 
     def __init__(
         self,
@@ -82,8 +82,8 @@ class S3StorageError(InvokeAIError):
         self.status = status
 
 
-class S3ConnectionError(S3StorageError):
-    """The object store could not be reached (refused, timed out, DNS, TLS), after every retry."""
+class S3ConnectionError(S3StorageError, StorageUnavailableError):
+    """The object store could not be reached (refused, timed out, DNS, TLS), after every retry: 503."""
 
 
 class S3RequestError(S3StorageError):

@@ -15,6 +15,8 @@ structured details shaped like FastAPI's own validation errors, plus the kernel'
 | `SessionError` (e.g. an edge into a node that already ran), `QueueFullError`, other `QueueError` | 409 |
 | `SessionNotFoundError`, `QueueItemNotFoundError`, `BatchNotFoundError` | 404 |
 | `ServiceUnavailableError` (the implementation is not installed) | 503 |
+| `StorageUnavailableError` (a store unreachable or busy: object store down, database locked) | 503 + Retry-After |
+| `StorageError` (a store failed: access denied, no such bucket, a corrupt database) | 502 |
 | any other `InvokeAIError` | 400 |
 """
 
@@ -31,6 +33,8 @@ from invokeai_core.errors import (
     ServiceUnavailableError,
     SessionError,
     SessionNotFoundError,
+    StorageError,
+    StorageUnavailableError,
 )
 from invokeai_core.services.base import (
     BatchNotFoundError,
@@ -67,11 +71,15 @@ def _located(status: int) -> Any:
     return handler
 
 
-def _plain(status: int) -> Any:
+def _plain(status: int, headers: dict[str, str] | None = None) -> Any:
     async def handler(request: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse({"detail": str(exc), "type": type(exc).__name__}, status_code=status)
+        return JSONResponse({"detail": str(exc), "type": type(exc).__name__}, status_code=status, headers=headers)
 
     return handler
+
+
+#: How long a client should wait before trying a busy or unreachable store again.
+RETRY_AFTER_SECONDS = "5"
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -86,4 +94,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(QueueError, _plain(409))
     app.add_exception_handler(SessionNotFoundError, _plain(404))
     app.add_exception_handler(ServiceUnavailableError, _plain(503))
+    app.add_exception_handler(StorageUnavailableError, _plain(503, {"Retry-After": RETRY_AFTER_SECONDS}))
+    app.add_exception_handler(StorageError, _plain(502))
     app.add_exception_handler(InvokeAIError, _plain(400))
