@@ -79,6 +79,7 @@ class WtSlowInvocation(BaseInvocation):
 
     steps: int = InputField(default=10, ge=1, le=10_000, description="Steps")
     delay: float = InputField(default=0.01, ge=0, le=1, description="Seconds per step")
+    message_bytes: int = InputField(default=0, ge=0, le=1_000_000, description="A progress message this long")
 
     def invoke(self, context: InvocationContext) -> WtIntOutput:
         from PIL import Image
@@ -90,7 +91,12 @@ class WtSlowInvocation(BaseInvocation):
             time.sleep(self.delay)
             done = step
             level = step % 256
-            context.progress(step, self.steps, image=lambda level=level: Image.new("RGB", (512, 512), (level, 0, 0)))
+            context.progress(
+                step,
+                self.steps,
+                image=lambda level=level: Image.new("RGB", (512, 512), (level, 0, 0)),
+                message="x" * self.message_bytes or None,
+            )
         return WtIntOutput(value=done)
 
 

@@ -132,7 +132,7 @@ def create_app(invoker: Invoker, settings: WebSettings, *, manage_invoker: bool 
         api.mount("/", StaticFiles(directory=STATIC_DIR, html=True), name="ui")
 
     sio = create_socket_server(settings, bridge)
-    bridge.fanout = LocalFanout(sio)
+    bridge.fanout = LocalFanout(sio, backlog_limit=settings.client_backlog)
     asgi: Any = socketio.ASGIApp(sio, other_asgi_app=api, socketio_path=SOCKETIO_PATH)
     asgi = GuardMiddleware(asgi, settings, socketio_path=SOCKETIO_MOUNT)
     if settings.cors_origins:

@@ -84,12 +84,24 @@ class LocalFanout:
     more than the send itself at event rates). A client in several of the rooms gets it once. If
     the Engine.IO internals this relies on are missing (another python-engineio), it falls back to
     `emit`.
+
+    **A slow client cannot make the server hold unbounded memory.** Each client's send queue is
+    checked before a packet goes on it: past a quarter of `backlog_limit` packets, progress events
+    (lossy by nature: the next one supersedes them) are skipped for that client; at `backlog_limit`
+    the client is disconnected and its queue emptied. Socket.IO clients reconnect by themselves
+    and catch up over HTTP (the web UI re-reads the queue on reconnect).
     """
 
-    def __init__(self, sio: Any) -> None:
+    def __init__(self, sio: Any, *, backlog_limit: int = 2000) -> None:
         self.sio = sio
         eio = getattr(sio, "eio", None)
         self._direct = hasattr(eio, "sockets") and hasattr(sio, "manager") and hasattr(sio, "packet_class")
+        self.backlog_limit = backlog_limit
+        self.progress_limit = max(1, backlog_limit // 4)
+        #: Progress events not sent to a client that was behind; clients disconnected for it.
+        self.skipped = 0
+        self.dropped = 0
+        self._dropping: set[str] = set()
 
     async def deliver(self, message: Message) -> None:
         if not self._direct:
@@ -110,13 +122,49 @@ class LocalFanout:
         pkt = eio_packet.Packet(eio_packet.MESSAGE, "2[" + json.dumps(message.event) + "," + message.data + "]")
         sockets = sio.eio.sockets
         sent = 0
-        for _sid, eio_sid in participants:
+        progress = message.event == "invocation_progress"
+        for sid, eio_sid in participants:
             socket = sockets.get(eio_sid)
-            if socket is None or socket.closed:
+            if socket is None or socket.closed or eio_sid in self._dropping:
+                continue
+            backlog = socket.queue.qsize()
+            if backlog >= self.backlog_limit:
+                self._drop(sid, eio_sid, socket, backlog)
+                continue
+            if progress and backlog >= self.progress_limit:
+                self.skipped += 1
                 continue
             socket.queue.put_nowait(pkt)  # what `socket.send` does, minus a task and a wait per client
             sent += 1
         return sent
+
+    def _drop(self, sid: str, eio_sid: str, socket: Any, backlog: int) -> None:
+        """Disconnect a client that stopped reading, and free what was queued for it."""
+        self._dropping.add(eio_sid)
+        self.dropped += 1
+        logger.warning(
+            "a Socket.IO client (%s) is %d events behind: disconnecting it (it can reconnect and catch up)",
+            sid,
+            backlog,
+        )
+        while True:
+            try:
+                socket.queue.get_nowait()
+                socket.queue.task_done()
+            except asyncio.QueueEmpty:
+                break
+        asyncio.get_running_loop().create_task(self._disconnect(sid, eio_sid, socket))
+
+    async def _disconnect(self, sid: str, eio_sid: str, socket: Any) -> None:
+        try:
+            await self.sio.disconnect(sid)  # leaves its rooms; our `disconnect` handler unwatches
+            # abort: a client that does not read never drains a goodbye either
+            await socket.close(wait=False, abort=True)
+            self.sio.eio.sockets.pop(eio_sid, None)
+        except Exception:  # pragma: no cover - the client went away on its own meanwhile
+            logger.debug("disconnecting a slow client failed", exc_info=True)
+        finally:
+            self._dropping.discard(eio_sid)
 
 
 class EventBridge:

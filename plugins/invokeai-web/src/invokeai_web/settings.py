@@ -8,6 +8,7 @@
     max_upload_mb = 50        # the largest request body (image uploads included): 413 past it
     max_image_pixels = 40000000  # uploads with more pixels are refused (decompression bombs)
     queue_processor = true    # run queued sessions in the server process
+    client_backlog = 2000     # events queued for one Socket.IO client before it is disconnected
 
 Environment variables work as for every key: `INVOKEAI_PLUGINS__WEB__ACCESS_TOKEN=...`.
 Light to import (pydantic only).
@@ -38,6 +39,12 @@ class WebSettings(BaseModel):
     max_upload_mb: float = Field(default=50.0, gt=0, description="The largest request body, in MiB")
     max_image_pixels: int = Field(default=40_000_000, gt=0, description="The most pixels an uploaded image may have")
     queue_processor: bool = Field(default=True, description="Run queued sessions in the server process")
+    client_backlog: int = Field(
+        default=2000,
+        ge=10,
+        description="Events queued for one Socket.IO client that stopped reading before it is disconnected "
+        "(progress events are skipped for it past a quarter of this)",
+    )
 
     @field_validator("access_token", mode="before")
     @classmethod
