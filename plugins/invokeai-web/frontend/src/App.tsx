@@ -17,8 +17,10 @@ function Shell({ onSignOut }: { onSignOut: (() => void) | null }) {
     connect();
   }, []);
   useEffect(() => {
-    if (conn === "connected") reloadCatalog();
-  }, [conn, reloadCatalog]);
+    if (conn !== "connected") return;
+    reloadCatalog();
+    bumpGallery(); // images made while we were disconnected
+  }, [conn, reloadCatalog, bumpGallery]);
   useServerEvents(
     (e) => {
       if (e.event === "queue_item_status_changed" && e.status === "completed") bumpGallery();

@@ -109,6 +109,7 @@ export function StoreProvider({ children }: { children: ReactNode }) {
       });
   }, []);
   useEffect(reloadCatalog, [reloadCatalog]);
+  const bumpGallery = useCallback(() => setGalleryVersion((v) => v + 1), []);
 
   const value = useMemo<Store>(
     () => ({
@@ -127,9 +128,9 @@ export function StoreProvider({ children }: { children: ReactNode }) {
       modelsError,
       reloadCatalog,
       galleryVersion,
-      bumpGallery: () => setGalleryVersion((v) => v + 1),
+      bumpGallery,
     }),
-    [tab, setTab, notify, notes, dismiss, img2img, workflowToLoad, templates, templatesError, models, modelsError, reloadCatalog, galleryVersion],
+    [tab, setTab, notify, notes, dismiss, img2img, workflowToLoad, templates, templatesError, models, modelsError, reloadCatalog, galleryVersion, bumpGallery],
   );
   return <Ctx.Provider value={value}>{children}</Ctx.Provider>;
 }

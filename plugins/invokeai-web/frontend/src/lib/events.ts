@@ -66,7 +66,12 @@ export function connect(): Socket {
     setState("connected");
     socket!.emit("subscribe_queue", { queue_id: QUEUE });
   });
-  socket.on("disconnect", () => setState("disconnected"));
+  socket.on("disconnect", (reason) => {
+    setState("disconnected");
+    // The server cuts off a client that fell far behind (or restarts); socket.io-client retries by
+    // itself except after a server-side disconnect, so come back, and the screens catch up on connect.
+    if (reason === "io server disconnect") window.setTimeout(() => socket?.connect(), 1000);
+  });
   socket.on("connect_error", () => setState("disconnected"));
   for (const name of EVENT_NAMES) socket.on(name, (payload: ServerEvent) => {
       const e = { ...payload, event: name };

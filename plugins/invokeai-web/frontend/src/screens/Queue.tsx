@@ -1,6 +1,6 @@
 import { useCallback, useEffect, useRef, useState } from "react";
 import { api, type QueueItem, type QueueState } from "../lib/api";
-import { useServerEvents } from "../lib/events";
+import { useConnection, useServerEvents } from "../lib/events";
 import { errorText, useStore } from "../store";
 
 function when(s?: string | null) {
@@ -29,6 +29,16 @@ export function QueueScreen() {
       .catch((e) => setError(errorText(e)));
   }, []);
   useEffect(load, [load]);
+  // Catch up after a reconnect: events sent while we were away are gone.
+  const conn = useConnection();
+  const wasDown = useRef(false);
+  useEffect(() => {
+    if (conn === "disconnected") wasDown.current = true;
+    else if (conn === "connected" && wasDown.current) {
+      wasDown.current = false;
+      load();
+    }
+  }, [conn, load]);
   useServerEvents(
     (e) => {
       if (e.event !== "queue_item_status_changed" && e.event !== "batch_enqueued") return;
