@@ -326,3 +326,41 @@ def test_plugins_without_a_subcommand_still_lists_plugins(cli_root: Path) -> Non
     res = run_cli("plugins", root=cli_root)
     assert res.returncode == 0 and res.stdout.startswith("NAME ")
     assert "new" in run_cli("plugins", "--help", root=cli_root).stdout
+
+
+def test_an_installed_wheel_renders_the_template_without_a_source_tree(tmp_path: Path) -> None:
+    """A node author who only `pip install`ed invokeai-core: the template ships inside the wheel."""
+    import shutil
+    import zipfile
+
+    src = tmp_path / "src"  # the kernel's files only: no invokeai_plugin_template/ beside the package later
+    tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    for rel in tracked.splitlines():
+        if rel.split("/")[0] in ("invokeai_core", "invokeai_plugin_template") or rel in ("pyproject.toml", "README.md"):
+            target = src / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if (REPO / rel).is_symlink():
+                target.symlink_to(os.readlink(REPO / rel))
+            else:
+                shutil.copy2(REPO / rel, target)
+    build = ["pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path / "dist"), str(src)]
+    res = _run([sys.executable, "-m", *build], cwd=tmp_path, env=_clean_env(tmp_path))
+    assert res.returncode == 0, res.stderr
+    (wheel,) = (tmp_path / "dist").glob("invokeai_core-*.whl")
+    site = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(site)
+    assert not (site / TEMPLATE_DIR_NAME).exists()
+    code = (
+        "import sys, invokeai_core; from invokeai_core.cli.main import main; "
+        "print('KERNEL', invokeai_core.__file__, file=sys.stderr); main()"
+    )
+    out = tmp_path / "out"
+    env = _clean_env(tmp_path, PYTHONPATH=str(site))
+    res = _run(
+        [sys.executable, "-c", code, "plugins", "new", "wheel-made", "--output", str(out)], cwd=tmp_path, env=env
+    )
+    assert res.returncode == 0, res.stderr
+    assert f"KERNEL {site}" in res.stderr  # the wheel's invokeai_core, not this checkout's
+    project = out / "invokeai-wheel-made"
+    for rel in ("pyproject.toml", ".gitignore", ".github/workflows/ci.yml", "src/invokeai_wheel_made/nodes.py"):
+        assert (project / rel).is_file(), rel

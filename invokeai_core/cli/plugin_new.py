@@ -1,6 +1,7 @@
 """`invokeai plugins new NAME`: render the plugin template into a new, installable plugin project.
 
-The template (`invokeai_plugin_template/` of the invokeai-core source tree) is a copier template;
+The template (`invokeai_plugin_template/` of the invokeai-core source tree, shipped inside the package
+as `invokeai_core/plugin_template`, a link to it in the source tree) is a copier template;
 copier is needed only by this command and is imported when it runs, so a missing copier costs the
 rest of the CLI nothing and gets one clear line here. Rendering is offline: the template is a local
 folder.
@@ -20,6 +21,8 @@ from invokeai_core.cli.state import CliError
 #: Environment variable naming a template folder to use instead of the one shipped with the source.
 TEMPLATE_ENV = "INVOKEAI_PLUGIN_TEMPLATE"
 TEMPLATE_DIR_NAME = "invokeai_plugin_template"
+#: Where the template is inside the installed package.
+SHIPPED_TEMPLATE = "plugin_template"
 COPIER_HINT = 'pip install "copier>=9,<10"'
 
 _SLUG = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -73,8 +76,8 @@ def core_requirement_bounds(version: str) -> tuple[str, str]:
 
 
 def find_template(explicit: str | None = None) -> Path:
-    """The template folder: `--template`, else `$INVOKEAI_PLUGIN_TEMPLATE`, else the one in the source
-    tree invokeai-core runs from."""
+    """The template folder: `--template`, else `$INVOKEAI_PLUGIN_TEMPLATE`, else the one shipped inside
+    the invokeai_core package (from a wheel as from a source checkout)."""
     import invokeai_core
 
     if explicit:
@@ -82,8 +85,8 @@ def find_template(explicit: str | None = None) -> Path:
     elif os.environ.get(TEMPLATE_ENV):
         candidates = [(Path(os.environ[TEMPLATE_ENV]).expanduser(), TEMPLATE_ENV)]
     else:
-        source_root = Path(invokeai_core.__file__).resolve().parent.parent
-        candidates = [(source_root / TEMPLATE_DIR_NAME, "the invokeai-core source tree")]
+        shipped = Path(invokeai_core.__file__).resolve().parent / SHIPPED_TEMPLATE
+        candidates = [(shipped, "the invokeai-core package")]
     for path, _origin in candidates:
         if (path / "copier.yml").is_file():
             return path.resolve()
