@@ -242,11 +242,11 @@ def test_workflow_editor_builds_connects_and_runs_a_graph(page: Any, tmp_path: P
         pg.get_by_test_id(f"palette-{node_type}").drag_to(canvas, target_position={"x": 60 + i * 300, "y": 60})
         expect(pg.get_by_test_id(f"node-{node_type}_1")).to_be_visible()
     blank = pg.get_by_test_id("node-blank_image_1")
-    blank.get_by_label("Width").fill("64")
-    blank.get_by_label("Height").fill("48")
-    blank.get_by_label("Height").press("Enter")
-    pg.get_by_test_id("node-img_blur_1").get_by_label("Radius").fill("2")
-    pg.get_by_test_id("node-img_blur_1").get_by_label("Radius").press("Enter")
+    blank.get_by_label("Width", exact=True).fill("64")
+    blank.get_by_label("Height", exact=True).fill("48")
+    blank.get_by_label("Height", exact=True).press("Enter")
+    pg.get_by_test_id("node-img_blur_1").get_by_label("Radius", exact=True).fill("2")
+    pg.get_by_test_id("node-img_blur_1").get_by_label("Radius", exact=True).press("Enter")
 
     # an incompatible connection is refused: int (width) into ImageField
     _connect(pg, "blank_image_1", "width", "img_blur_1", "image")
@@ -403,3 +403,30 @@ def test_a_server_with_an_access_token_asks_for_it_once(browser: Any, token_ui_u
         context.close()
     # the only errors are the browser's own log lines for the refused token (401)
     assert all("401" in p for p in problems), problems
+
+
+def test_nodes_connect_and_disconnect_from_the_keyboard(page: Any) -> None:
+    """No mouse: add nodes from the palette with Enter, connect through each input's connect list."""
+    pg = page
+    expect = sync_api.expect
+    pg.get_by_role("tab", name="Workflow").click()
+    pg.get_by_test_id("canvas").wait_for()
+    pg.get_by_test_id("palette-search").fill("image")
+    for node_type in ("blank_image", "img_blur"):
+        pg.get_by_test_id(f"palette-{node_type}").focus()
+        pg.keyboard.press("Enter")
+        expect(pg.get_by_test_id(f"node-{node_type}_1")).to_be_visible()
+    connect = pg.get_by_role("button", name="Connect Image of img_blur_1")
+    connect.focus()
+    pg.keyboard.press("Enter")
+    chooser = pg.get_by_role("combobox", name="Output to connect to Image of img_blur_1")
+    expect(chooser).to_be_focused()
+    # only outputs that fit an image input are offered: blank_image's image, not its width or height
+    labels = chooser.locator("option:not([disabled])").all_inner_texts()
+    assert labels == ["blank_image_1 · image (ImageField)"], labels
+    chooser.select_option(index=1)
+    expect(pg.locator(".react-flow__edge")).to_have_count(1)
+    expect(pg.get_by_test_id("graph-size")).to_contain_text("2 nodes · 1 edges")
+    shot(pg, "workflow-keyboard")
+    pg.get_by_role("button", name="Disconnect Image of img_blur_1").press("Enter")
+    expect(pg.locator(".react-flow__edge")).to_have_count(0)

@@ -33,11 +33,62 @@ interface RunState {
   text?: string;
   error?: string;
 }
+interface Candidate {
+  source: string;
+  sourceHandle: string;
+  label: string;
+}
 interface EditorCtx {
   templates: Map<string, NodeTemplate>;
   connected: Set<string>;
   runs: Record<string, RunState>;
   setValue: (nodeId: string, field: string, value: unknown) => void;
+  /** Outputs of other nodes that may feed this input (computed when asked: a keyboard connect). */
+  candidates: (nodeId: string, field: string) => Candidate[];
+  connectFrom: (c: Candidate, nodeId: string, field: string) => void;
+  disconnect: (nodeId: string, field: string) => void;
+}
+
+/** Connecting without a mouse: a button that opens a list of the outputs that fit this input. */
+function ConnectControl({ nodeId, field, title, isConnected }: { nodeId: string; field: string; title: string; isConnected: boolean }) {
+  const ctx = useContext(Ctx)!;
+  const [options, setOptions] = useState<Candidate[] | null>(null);
+  if (isConnected)
+    return (
+      <button className="icon nodrag small" aria-label={`Disconnect ${title} of ${nodeId}`} onClick={() => ctx.disconnect(nodeId, field)}>
+        ⨯
+      </button>
+    );
+  if (options === null)
+    return (
+      <button className="icon nodrag small" aria-label={`Connect ${title} of ${nodeId}`} title="Connect from another node's output" onClick={() => setOptions(ctx.candidates(nodeId, field))}>
+        ⇠
+      </button>
+    );
+  return (
+    <select
+      className="nodrag"
+      aria-label={`Output to connect to ${title} of ${nodeId}`}
+      autoFocus
+      defaultValue=""
+      onBlur={() => setOptions(null)}
+      onKeyDown={(e) => e.key === "Escape" && setOptions(null)}
+      onChange={(e) => {
+        const c = options[Number(e.target.value)];
+        setOptions(null);
+        if (c) ctx.connectFrom(c, nodeId, field);
+      }}
+    >
+      <option value="" disabled>
+        {options.length ? "Connect from…" : "No output fits this input"}
+      </option>
+      {options.map((c, i) => (
+        <option key={`${c.source}.${c.sourceHandle}`} value={i}>
+          {c.label}
+        </option>
+      ))}
+    </select>
+  );
 }
 const Ctx = createContext<EditorCtx | null>(null);
 const DND_TYPE = "application/x-invokeai-node";
@@ -205,6 +256,7 @@ const InvocationNode = memo(function InvocationNode({ id, data, selected }: Node
                   {f.title}
                   {f.required && !isConnected && !f.hasDefault ? <span className="req">*</span> : null}
                   <span className="inv-type">{typeName(f.type)}</span>
+                  {f.input !== "direct" && <ConnectControl nodeId={id} field={f.name} title={f.title} isConnected={isConnected} />}
                 </span>
                 {!isConnected && f.widget.kind !== "none" && (
                   <FieldWidget f={f} value={data.values[f.name]} set={(v) => ctx.setValue(id, f.name, v)} />
@@ -328,6 +380,30 @@ function Editor() {
     [problem, notify],
   );
 
+  const candidates = useCallback(
+    (target: string, targetHandle: string): Candidate[] => {
+      const out: Candidate[] = [];
+      for (const n of nodesRef.current) {
+        if (n.id === target) continue;
+        const tpl = templates.get(n.data.type);
+        for (const o of tpl?.outputs ?? []) {
+          const c = { source: n.id, sourceHandle: o.name, target, targetHandle };
+          if (problem(c) === null) out.push({ source: n.id, sourceHandle: o.name, label: `${n.id} · ${o.title} (${typeName(o.type)})` });
+        }
+      }
+      return out;
+    },
+    [templates, problem],
+  );
+  const connectFrom = useCallback(
+    (c: Candidate, target: string, targetHandle: string) => onConnect({ source: c.source, sourceHandle: c.sourceHandle, target, targetHandle }),
+    [onConnect],
+  );
+  const disconnect = useCallback(
+    (target: string, targetHandle: string) => setEdges((es) => es.filter((e) => !(e.target === target && e.targetHandle === targetHandle))),
+    [],
+  );
+
   const addNode = useCallback(
     (type: string, position?: { x: number; y: number }) => {
       const tpl = templates.get(type);
@@ -335,9 +411,14 @@ function Editor() {
       const id = newNodeId(type, nodesRef.current.map((n) => n.id));
       const values = Object.fromEntries(tpl.inputs.filter((f) => f.widget.kind !== "none").map((f) => [f.name, initialValue(f)]));
       let pos = position;
-      if (!pos) {
+      const placed = nodesRef.current;
+      if (!pos && placed.length) {
+        // added from the palette with the keyboard: to the right of what is there, then brought into view
+        pos = { x: Math.max(...placed.map((n) => n.position.x)) + 300, y: Math.min(...placed.map((n) => n.position.y)) };
+        setTimeout(() => flow.fitView({ padding: 0.2 }), 50);
+      } else if (!pos) {
         const r = wrapper.current?.getBoundingClientRect();
-        pos = flow.screenToFlowPosition({ x: (r?.left ?? 0) + (r?.width ?? 600) / 2 - 120, y: (r?.top ?? 0) + 80 + (nodesRef.current.length % 5) * 40 });
+        pos = flow.screenToFlowPosition({ x: (r?.left ?? 0) + (r?.width ?? 600) / 2 - 120, y: (r?.top ?? 0) + 80 });
       }
       setNodes((ns) => [...ns.map((n) => ({ ...n, selected: false })), { ...toFlow({ id, type, values, position: pos! }), selected: true }]);
     },
@@ -433,7 +514,10 @@ function Editor() {
     }
   }
 
-  const ctx = useMemo(() => ({ templates, connected, runs, setValue }), [templates, connected, runs, setValue]);
+  const ctx = useMemo(
+    () => ({ templates, connected, runs, setValue, candidates, connectFrom, disconnect }),
+    [templates, connected, runs, setValue, candidates, connectFrom, disconnect],
+  );
   if (templatesError) return <p className="error-text" role="alert">{templatesError}</p>;
   if (!list) return <p className="muted">Loading node types…</p>;
   return (
