@@ -4,21 +4,15 @@ Prints, for each store:
 * enqueue one batch of 10,000 sessions (target for SQLite: <= 2 s);
 * dequeue-and-run 1,000 one-node sessions through the queue processor (sessions per second);
 * a 1,000-node chain run with the session persisted node by node, against the same chain in
-  memory: the extra time per node (target: <= 1 ms).
+  memory: the extra time per node (target: <= 1 ms);
+* a session built node by node through the Invoker (`add_node`, `add_edge`, each saved), 1,000
+  and 4,000 nodes: the time per node and edge (linear growth: the same at both sizes).
 and the SQLite/memory ratios.
 
     .venv/bin/python bench/session_queue.py [--workers N]
 """
 
 from __future__ import annotations
-
-import os
-import sys
-
-# This file is named like the stdlib `queue` module, which the Invoker imports: run as a script, its
-# folder comes first on sys.path and would shadow it.
-if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
-    sys.path.pop(0)
 
 import argparse
 import statistics
@@ -47,6 +41,7 @@ from invokeai_core.testing import make_plugin
 ENQUEUE_N = 10_000
 RUN_N = 1_000
 CHAIN_N = 1_000
+BUILD_N = (1_000, 4_000)
 
 
 @invocation_output("bench_q_int_output")
@@ -140,6 +135,19 @@ def measure(storage: str, root: Path, workers: int) -> dict[str, float]:
             runs.append(time.perf_counter() - t0)
             assert session.status == "completed" and len(session.history) == CHAIN_N
         out["chain_s"] = statistics.median(runs)
+
+        for n in BUILD_N:
+            session = invoker.create_session()
+            t0 = time.perf_counter()
+            for i in range(n):
+                invoker.add_node(session.id, {"id": f"n{i}", "type": "bench_q_inc"})
+                if i:
+                    edge = {
+                        "source": {"node_id": f"n{i - 1}", "field": "value"},
+                        "destination": {"node_id": f"n{i}", "field": "value"},
+                    }
+                    invoker.add_edge(session.id, edge)
+            out[f"build_{n}_ms"] = (time.perf_counter() - t0) / n * 1e3
     return out
 
 
@@ -167,6 +175,11 @@ def main() -> None:
     print(f"queue throughput on SQLite: {sql_rate:.0f} sessions/s ({1e3 / sql_rate:.2f} ms per session)")
     extra = sql_node - mem_node
     print(f"SQLite persistence per node: +{extra:.3f} ms (target <= 1 ms)")
+    small, big = (sql[f"build_{n}_ms"] for n in BUILD_N)
+    print(
+        f"building a session node by node on SQLite: {small:.3f} ms per node+edge at {BUILD_N[0]:,}, "
+        f"{big:.3f} at {BUILD_N[1]:,} (ratio {big / small:.2f}; linear = 1)"
+    )
 
 
 if __name__ == "__main__":

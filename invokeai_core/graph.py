@@ -209,7 +209,7 @@ class Graph:
     # -- JSON ---------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return {
-            "nodes": {nid: _node_json(n) for nid, n in self.nodes.items()},
+            "nodes": {nid: node_json(n) for nid, n in self.nodes.items()},
             "edges": [e.model_dump(mode="json") for e in self.edges],
         }
 
@@ -608,7 +608,7 @@ class _GraphTransaction:
         g.version += 1
 
 
-def _node_json(node: BaseInvocation) -> dict[str, Any]:
+def node_json(node: BaseInvocation) -> dict[str, Any]:
     """A node's JSON, leaving out required inputs that are not set (their `None` placeholder is not
     a valid value and would not parse back)."""
     data = node.model_dump(mode="json")

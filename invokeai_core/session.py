@@ -262,6 +262,8 @@ class Session:
 
     def has_run(self, node_id: str) -> bool:
         """Whether any copy of the node has run or is running (its inputs are then fixed)."""
+        if not self.history and not self._in_flight:
+            return False  # a session being built: no plan needed (building stays linear)
         self._ensure_plan()
         return bool(self._by_source.get(node_id)) or any(k[0] == node_id for k in self._in_flight)
 
@@ -558,9 +560,21 @@ class Session:
             return "failed"
         if not self.history:
             # nothing has run: "pending" while something is ready, "completed" when nothing ever
-            # will (an empty graph, or one that only iterates over empty collections)
+            # will (an empty graph, or one that only iterates over empty collections). A plain node
+            # without inputs is always ready: found at once, without planning the whole graph (a
+            # session built node by node is saved, and asked its status, after every node).
+            if self._has_ready_root():
+                return "pending"
             return "completed" if self.is_complete() else "pending"
         return "completed" if self.is_complete() else "running"
+
+    def _has_ready_root(self) -> bool:
+        """Whether a regular (not iterate/collect) node has no incoming edges: it can run now."""
+        graph = self.graph
+        for nid, node in graph.nodes.items():
+            if node.invocation_type not in (ITERATE, COLLECT) and not graph.incoming(nid):
+                return True
+        return False
 
     @property
     def prepared_source_mapping(self) -> dict[str, str]:

@@ -177,7 +177,7 @@ def test_one_database_file_in_the_root_folder_in_wal_mode(tmp_path: Path):
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
     assert {c: db.schema_version(c) for c in ("sessions", "image_records", "queue")} == {
-        "sessions": 1,
+        "sessions": 2,
         "image_records": 1,
         "queue": 1,
     }
@@ -387,8 +387,86 @@ def test_saving_an_unchanged_graph_does_not_rewrite_it(tmp_path: Path):
     session.add_node({"id": "extra", "type": "contract_add"})
     store.save(session)
     store.db._conn.set_trace_callback(None)
-    graph_writes = [s for s in statements if "INSERT INTO sessions" in s]
-    assert len(graph_writes) == 1  # only after the node was added
+    assert not [s for s in statements if "INSERT INTO sessions" in s]  # the graph is never rewritten
+    appends = [s for s in statements if "INSERT INTO session_graph_appends" in s]
+    assert len(appends) == 1 and "extra" in appends[0]  # only the node that was added
+
+
+def test_a_session_built_node_by_node_is_appended_not_rewritten(tmp_path: Path):
+    """Each save of a growing session writes only what is new: building stays linear."""
+    registry = contract_node_registry()
+    path = tmp_path / "s.db"
+    store = SqliteSessionStorage(path=path, registry=registry)
+    session = Session(Graph(registry))
+    store.save(session)
+    statements: list[str] = []
+    store.db._conn.set_trace_callback(statements.append)
+    for i in range(300):
+        session.add_node({"id": f"n{i}", "type": "contract_add", **({"a": 1} if i == 0 else {}), "b": 1})
+        store.save(session)
+        if i:
+            session.add_edge(
+                {
+                    "source": {"node_id": f"n{i - 1}", "field": "value"},
+                    "destination": {"node_id": f"n{i}", "field": "a"},
+                }
+            )
+            store.save(session)
+    store.db._conn.set_trace_callback(None)
+    writes = [s for s in statements if s.split()[0].upper() in ("INSERT", "UPDATE", "DELETE")]
+    assert max(len(s) for s in writes) < 600  # no statement grows with the graph
+    assert not [s for s in statements if "INSERT INTO sessions" in s]
+
+    # another process (its own connection) reads the same graph back, and runs it
+    other = SqliteSessionStorage(db=SqliteDatabase(path), registry=registry)
+    loaded = other.get(session.id)
+    assert loaded.graph.to_dict() == session.graph.to_dict()
+    assert other.list().items[0].nodes == 300
+    run_in_store(other, loaded)
+    assert loaded.status == "completed"
+    assert SqliteSessionStorage(db=SqliteDatabase(path), registry=registry).get(session.id).status == "completed"
+
+
+def test_a_graph_rewritten_elsewhere_is_rewritten_here_not_appended_to(tmp_path: Path):
+    """Appends follow this process's last write; if the row changed under it, the whole graph is saved."""
+    registry = contract_node_registry()
+    path = tmp_path / "s.db"
+    mine = SqliteSessionStorage(path=path, registry=registry)
+    session = _chain(registry, 3)
+    mine.save(session)
+    theirs = SqliteSessionStorage(db=SqliteDatabase(path), registry=registry)
+    copy = theirs.get(session.id)
+    copy.add_node({"id": "theirs", "type": "contract_add"})
+    theirs.save(copy)
+    session.add_node({"id": "mine", "type": "contract_add"})
+    mine.save(session)  # last writer wins, whole: never their appends plus mine
+    fresh = SqliteSessionStorage(db=SqliteDatabase(path), registry=registry).get(session.id)
+    assert list(fresh.graph.nodes) == ["n0", "n1", "n2", "mine"]
+
+
+def test_a_version_1_database_is_migrated_and_its_sessions_keep_growing(tmp_path: Path):
+    from invokeai_core.services import sqlite_sessions
+
+    registry = contract_node_registry()
+    path = tmp_path / "s.db"
+    old = SqliteDatabase(path)
+    old.migrate("sessions", [sqlite_sessions._v1])  # the schema as version 1 left it
+    session = _chain(registry, 2)
+    with old.transaction() as conn:
+        conn.execute(
+            "INSERT INTO sessions (id, graph, status, node_count, node_types, created_at, updated_at) "
+            "VALUES (?, ?, 'pending', 2, '', ?, ?)",
+            (session.id, session.graph.to_json(), session.created_at, session.updated_at),
+        )
+    old.close()
+    store = SqliteSessionStorage(db=SqliteDatabase(path), registry=registry)
+    assert store.db.schema_version("sessions") == 2
+    loaded = store.get(session.id)
+    assert list(loaded.graph.nodes) == ["n0", "n1"]
+    loaded.add_node({"id": "later", "type": "contract_add"})
+    store.save(loaded)
+    again = SqliteSessionStorage(db=SqliteDatabase(path), registry=registry).get(session.id)
+    assert list(again.graph.nodes) == ["n0", "n1", "later"]
 
 
 # == the stores in use ================================================================================

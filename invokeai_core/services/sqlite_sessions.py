@@ -1,12 +1,14 @@
 """Sessions in the SQLite database (`sessions = "sqlite"`, the default), persisted as they run.
 
-Persisting is incremental, so a long session stays linear: a session row holds the graph and a
-summary (status, node count, node types for the text query, how many results are stored); each
-executed node copy is one row of `session_results`, in history order; errors are rows of
-`session_errors`. `node_completed` appends one result row and updates the summary in one small
-transaction, and `save` rewrites the graph only when it changed (tracked by graph version) and
-appends only the results not stored yet. A session is rebuilt from these rows with
-`Session.from_dict`, which replays the history.
+Persisting is incremental, so a long session stays linear, whether it runs or is built node by
+node: a session row holds the graph as first saved and a summary (status, node count, node types for
+the text query, how many results are stored); nodes and edges added later are rows of
+`session_graph_appends` (graphs are append-only), each executed node copy is one row of
+`session_results`, in history order, and errors are rows of `session_errors`. `save` appends only
+the nodes, edges and results not stored yet (it rewrites the whole graph only for another object of
+the same id, or when the database holds something else than this process wrote); `node_completed`
+appends one result row and updates the summary in one small transaction. A session is rebuilt from
+these rows with `Session.from_dict`, which replays the history.
 
 Readers in this process see the live object while anyone holds it (a weak cache), as with the
 memory store: the node the processor is running, nodes appended through the API, and the results
@@ -76,21 +78,48 @@ def _v1(conn: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS = [_v1]
+def _v2(conn: sqlite3.Connection) -> None:
+    """Nodes and edges added after a session was first saved are appended, not the graph rewritten."""
+    conn.execute(
+        """
+        CREATE TABLE session_graph_appends (
+            session_id TEXT NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
+            seq INTEGER NOT NULL,
+            kind TEXT NOT NULL CHECK (kind IN ('node', 'edge')),
+            body TEXT NOT NULL,
+            PRIMARY KEY (session_id, seq)
+        ) WITHOUT ROWID
+        """
+    )
+    # How many nodes and edges (graph column plus appends) and appends the row holds; -1 for rows of
+    # version 1, whose next save rewrites the graph and starts counting.
+    for column in ("graph_nodes", "graph_edges", "graph_appends"):
+        conn.execute(f"ALTER TABLE sessions ADD COLUMN {column} INTEGER NOT NULL DEFAULT -1")
+
+
+MIGRATIONS = [_v1, _v2]
 
 
 class _Mark:
     """What of a live session object is known to be in the database."""
 
-    __slots__ = ("graph", "history_len", "version")
+    __slots__ = ("appends", "edges", "graph", "history_len", "nodes", "types", "version")
 
-    def __init__(self, graph: Any, version: int, history_len: int) -> None:
+    def __init__(self, graph: Any, history_len: int, *, appends: int) -> None:
         self.graph = weakref.ref(graph)
-        self.version = version
+        self.version = graph.version
         self.history_len = history_len
+        self.nodes = len(graph.nodes)
+        self.edges = len(graph.edges)
+        self.appends = appends
+        self.types: set[str] = {n.invocation_type for n in graph.nodes.values()}
 
     def graph_is(self, session: Session) -> bool:
         return self.graph() is session.graph and self.version == session.graph.version
+
+
+def _node_types(types: set[str]) -> str:
+    return _SEP + _SEP.join(sorted(types)) + _SEP
 
 
 class SqliteSessionStorage(SessionStorageBase):
@@ -130,39 +159,28 @@ class SqliteSessionStorage(SessionStorageBase):
 
         sid = session.id
         mark = self._marks.get(session)
-        row = conn.execute("SELECT history_len FROM sessions WHERE id = ?", (sid,)).fetchone()
+        row = conn.execute(
+            "SELECT history_len, graph_nodes, graph_edges, graph_appends FROM sessions WHERE id = ?", (sid,)
+        ).fetchone()
         history = session.history
         status = session.status
-        if row is None or mark is None or not mark.graph_is(session):
-            graph = session.graph
-            types = sorted({n.invocation_type for n in graph.nodes.values()})
-            conn.execute(
-                """
-                INSERT INTO sessions (id, graph, status, node_count, node_types, canceled, history_len,
-                                      created_at, updated_at)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-                ON CONFLICT (id) DO UPDATE SET graph = excluded.graph, status = excluded.status,
-                    node_count = excluded.node_count, node_types = excluded.node_types,
-                    canceled = excluded.canceled, history_len = excluded.history_len,
-                    updated_at = excluded.updated_at
-                """,
-                (
-                    sid,
-                    json.dumps(graph.to_dict()),
-                    status,
-                    len(graph.nodes),
-                    _SEP + _SEP.join(types) + _SEP,
-                    int(session.canceled),
-                    len(history),
-                    session.created_at,
-                    session.updated_at,
-                ),
-            )
+        graph = session.graph
+        if (
+            row is not None
+            and mark is not None
+            and mark.graph() is graph
+            and (row[1], row[2], row[3]) == (mark.nodes, mark.edges, mark.appends)
+            and len(graph.nodes) >= mark.nodes
+            and len(graph.edges) >= mark.edges
+        ):
+            self._append_graph(conn, sid, graph, mark)
         else:
-            conn.execute(
-                "UPDATE sessions SET status = ?, canceled = ?, history_len = ?, updated_at = ? WHERE id = ?",
-                (status, int(session.canceled), len(history), session.updated_at, sid),
-            )
+            self._write_graph(conn, session)
+            mark = None
+        conn.execute(
+            "UPDATE sessions SET status = ?, canceled = ?, history_len = ?, updated_at = ? WHERE id = ?",
+            (status, int(session.canceled), len(history), session.updated_at, sid),
+        )
         # Results: append what is not stored yet; rewrite them all only if the stored history is not
         # a prefix of this one (another object with the same id was saved).
         start = 0
@@ -192,7 +210,73 @@ class SqliteSessionStorage(SessionStorageBase):
                 "INSERT INTO session_errors (session_id, node_id, error) VALUES (?, ?, ?)",
                 [(sid, prepared_id(k), e.model_dump_json()) for k, e in session.errors.items()],
             )
-        self._marks[session] = _Mark(session.graph, session.graph.version, len(history))
+        if mark is None:
+            self._marks[session] = _Mark(graph, len(history), appends=0)
+        else:
+            mark.version = graph.version
+            mark.history_len = len(history)
+
+    def _write_graph(self, conn: sqlite3.Connection, session: Session) -> None:
+        """The whole graph into the session's row (inserted or replaced), no appends after it."""
+        graph = session.graph
+        conn.execute(
+            """
+            INSERT INTO sessions (id, graph, status, node_count, node_types, canceled, history_len,
+                                  created_at, updated_at, graph_nodes, graph_edges, graph_appends)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)
+            ON CONFLICT (id) DO UPDATE SET graph = excluded.graph, node_count = excluded.node_count,
+                node_types = excluded.node_types, graph_nodes = excluded.graph_nodes,
+                graph_edges = excluded.graph_edges, graph_appends = 0
+            """,
+            (
+                session.id,
+                json.dumps(graph.to_dict()),
+                session.status,
+                len(graph.nodes),
+                _node_types({n.invocation_type for n in graph.nodes.values()}),
+                int(session.canceled),
+                0,
+                session.created_at,
+                session.updated_at,
+                len(graph.nodes),
+                len(graph.edges),
+            ),
+        )
+        conn.execute("DELETE FROM session_graph_appends WHERE session_id = ?", (session.id,))
+
+    def _append_graph(self, conn: sqlite3.Connection, sid: str, graph: Any, mark: _Mark) -> None:
+        """Append the nodes and edges added since `mark` (graphs are append-only) and move the mark."""
+        from itertools import islice
+
+        from invokeai_core.graph import node_json
+
+        if len(graph.nodes) == mark.nodes and len(graph.edges) == mark.edges:
+            return
+        # the newest nodes, from the end: O(new), not O(graph)
+        new_nodes = list(islice(reversed(graph.nodes.values()), len(graph.nodes) - mark.nodes))[::-1]
+        rows = [("node", json.dumps(node_json(n))) for n in new_nodes]
+        rows += [("edge", json.dumps(e.model_dump(mode="json"))) for e in graph.edges[mark.edges :]]
+        seq = mark.appends
+        conn.executemany(
+            "INSERT INTO session_graph_appends (session_id, seq, kind, body) VALUES (?, ?, ?, ?)",
+            [(sid, seq + i, kind, body) for i, (kind, body) in enumerate(rows)],
+        )
+        new_types = {n.invocation_type for n in new_nodes} - mark.types
+        mark.types |= new_types
+        mark.nodes, mark.edges, mark.appends = len(graph.nodes), len(graph.edges), seq + len(rows)
+        conn.execute(
+            "UPDATE sessions SET node_count = ?, graph_nodes = ?, graph_edges = ?, graph_appends = ?"
+            + (", node_types = ?" if new_types else "")
+            + " WHERE id = ?",
+            (
+                mark.nodes,
+                mark.nodes,
+                mark.edges,
+                mark.appends,
+                *((_node_types(mark.types),) if new_types else ()),
+                sid,
+            ),
+        )
 
     def node_completed(self, session: Session, prepared_id: str) -> None:
         """Append the one new result (and the status) in a small transaction; O(1) per node."""
@@ -225,30 +309,45 @@ class SqliteSessionStorage(SessionStorageBase):
             live = self._live.get(session_id)
             if live is not None:
                 return live
-            data = self.get_dict(session_id)
+            data, appends = self._read(session_id)
             session = Session.from_dict(data, self.registry)
             self._live[session_id] = session
-            self._marks[session] = _Mark(session.graph, session.graph.version, len(session.history))
+            self._marks[session] = _Mark(session.graph, len(session.history), appends=appends)
             return session
 
     def get_dict(self, session_id: str) -> dict[str, Any]:
         """The stored session as `Session.to_dict()` JSON, without parsing it against the registry."""
+        return self._read(session_id)[0]
+
+    def _read(self, session_id: str) -> tuple[dict[str, Any], int]:
+        """The stored session's JSON and how many graph appends its row counts."""
         with self.db.read() as conn:
             row = conn.execute(
-                "SELECT graph, canceled, created_at, updated_at FROM sessions WHERE id = ?", (session_id,)
+                "SELECT graph, canceled, created_at, updated_at, graph_appends FROM sessions WHERE id = ?",
+                (session_id,),
             ).fetchone()
             if row is None:
                 raise SessionNotFoundError(f"session '{session_id}' does not exist")
+            appends = conn.execute(
+                "SELECT kind, body FROM session_graph_appends WHERE session_id = ? ORDER BY seq", (session_id,)
+            ).fetchall()
             results = conn.execute(
                 "SELECT node_id, output FROM session_results WHERE session_id = ? ORDER BY seq", (session_id,)
             ).fetchall()
             errors = conn.execute(
                 "SELECT node_id, error FROM session_errors WHERE session_id = ?", (session_id,)
             ).fetchall()
-        graph, canceled, created_at, updated_at = row
-        return {
+        graph_text, canceled, created_at, updated_at, n_appends = row
+        graph = json.loads(graph_text)
+        for kind, body in appends:
+            item = json.loads(body)
+            if kind == "node":
+                graph["nodes"][item["id"]] = item
+            else:
+                graph["edges"].append(item)
+        data = {
             "id": session_id,
-            "graph": json.loads(graph),
+            "graph": graph,
             "results": {pid: json.loads(out) for pid, out in results},
             "errors": {pid: json.loads(err) for pid, err in errors},
             "history": [pid for pid, _ in results],
@@ -256,6 +355,7 @@ class SqliteSessionStorage(SessionStorageBase):
             "created_at": created_at,
             "updated_at": updated_at,
         }
+        return data, max(0, int(n_appends))
 
     def delete(self, session_id: str) -> None:
         with self._lock, self.db.transaction() as conn:
