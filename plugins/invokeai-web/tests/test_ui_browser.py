@@ -430,3 +430,27 @@ def test_nodes_connect_and_disconnect_from_the_keyboard(page: Any) -> None:
     shot(pg, "workflow-keyboard")
     pg.get_by_role("button", name="Disconnect Image of img_blur_1").press("Enter")
     expect(pg.locator(".react-flow__edge")).to_have_count(0)
+
+
+def test_models_are_added_and_removed_from_the_ui(page: Any, ui_url: str) -> None:
+    import json
+
+    pg = page
+    expect = sync_api.expect
+    with urllib.request.urlopen(ui_url + "/api/v1/models", timeout=10) as r:
+        demo = next(m for m in json.loads(r.read()) if m["name"] == "demo-sd")
+    pg.get_by_role("tab", name="Plugins & models").click()
+    form = pg.get_by_role("form", name="Add a model")
+    form.get_by_test_id("model-path").fill(demo["path"] + "-nowhere")
+    form.get_by_role("button", name="Install").click()
+    expect(form.get_by_role("alert")).to_contain_text("no such file")
+    form.get_by_test_id("model-path").fill(demo["path"])
+    form.get_by_test_id("model-name").fill("demo-copy")
+    form.get_by_role("button", name="Install").click()
+    table = pg.get_by_test_id("models-table")
+    expect(table).to_contain_text("demo-copy")
+    shot(pg, "models-added")
+    pg.get_by_role("button", name="Remove demo-copy").click()
+    expect(table).not_to_contain_text("demo-copy")
+    expect(table).to_contain_text("demo-sd")
+    pg.console_problems.clear()  # the browser logs the refused install (422) as a failed load

@@ -14,7 +14,7 @@ from typing import Any
 
 DEMO_NOTE = (
     "This is a random-weight demo model: its images are noise. To generate real images, add your own "
-    "model: `invokeai models add /path/to/diffusers-folder`."
+    "model, a diffusers folder or an SD 1.x/2.x/XL .safetensors checkpoint: `invokeai models add PATH`."
 )
 
 
