@@ -95,6 +95,8 @@ class Graph:
         self._collects = 0
         self._type_memo: dict[tuple[str, str], Any] | None = None
         self.version = 0  # bumped on every change; executors use it to know when to re-plan
+        #: `compute_scopes`' answer for one version: validation and the session's plan share it.
+        self._scopes: tuple[int, list[str], dict[str, tuple[str, ...]]] | None = None
 
     # -- construction -------------------------------------------------------------------------
     @property
@@ -182,14 +184,11 @@ class Graph:
         if not isinstance(type_id, str):
             raise NodeFieldError("the node has no 'type'", node_id, "type")
         node_cls = self.registry.get(type_id, node_id)
-        body = dict(raw)
-        if node_id is not None:
-            body["id"] = node_id  # (a node added without an id gets a fresh uuid)
-        for name in node_cls.required_inputs():
-            # `None` in a required input is the "not set yet" placeholder (the input is connected, or
-            # still missing): parse it as unset rather than as a value of the wrong type
-            if name in body and body[name] is None:
-                del body[name]
+        body = raw
+        if raw.get("id") != node_id:
+            body = {**raw, "id": node_id}  # the key names it (a node with neither gets a fresh uuid)
+        # (`None` in a required input, the "not set yet" placeholder, is dropped by the node's own
+        # before-validator, which also drops `type`: nothing else to copy here)
         try:
             return node_cls.model_validate(body)
         except ValidationError as e:
@@ -367,39 +366,41 @@ class Graph:
         """Everything about one edge except types: both ends exist, the fields exist, the input may
         take a connection and is not fed yet, and (optionally) the edge closes no cycle."""
         s, d = edge.source, edge.destination
-        if s.node_id not in self.nodes:
-            raise NodeNotFoundError(f"edge {edge}: the source node does not exist", s.node_id, s.field)
-        if d.node_id not in self.nodes:
-            raise NodeNotFoundError(f"edge {edge}: the destination node does not exist", d.node_id, d.field)
-        if s.node_id == d.node_id:
-            raise CycleError(
-                f"edge {edge} connects the node to itself (graphs may not have cycles)", d.node_id, d.field
-            )
-        src_node = self.nodes[s.node_id]
-        if s.field not in src_node.output_class.output_fields():
-            outputs = ", ".join(src_node.output_class.output_fields()) or "none"
+        s_id, s_field, d_id, d_field = s.node_id, s.field, d.node_id, d.field
+        nodes = self.nodes
+        src_node = nodes.get(s_id)
+        if src_node is None:
+            raise NodeNotFoundError(f"edge {edge}: the source node does not exist", s_id, s_field)
+        dst_node = nodes.get(d_id)
+        if dst_node is None:
+            raise NodeNotFoundError(f"edge {edge}: the destination node does not exist", d_id, d_field)
+        if s_id == d_id:
+            raise CycleError(f"edge {edge} connects the node to itself (graphs may not have cycles)", d_id, d_field)
+        outputs = src_node.output_class.output_fields()
+        if s_field not in outputs:
+            names = ", ".join(outputs) or "none"
             raise EdgeError(
-                f"'{src_node.invocation_type}' has no output named '{s.field}' (outputs: {outputs})", s.node_id, s.field
+                f"'{src_node.invocation_type}' has no output named '{s_field}' (outputs: {names})", s_id, s_field
             )
-        dst_node = self.nodes[d.node_id]
-        info = type(dst_node).input_fields().get(d.field)
-        if info is None:
-            fields = ", ".join(type(dst_node).input_fields()) or "none"
+        dst_cls = type(dst_node)
+        inputs = dst_cls.input_fields()
+        if d_field not in inputs:
+            names = ", ".join(inputs) or "none"
             raise EdgeError(
-                f"'{dst_node.invocation_type}' has no input named '{d.field}' (inputs: {fields})", d.node_id, d.field
+                f"'{dst_node.invocation_type}' has no input named '{d_field}' (inputs: {names})", d_id, d_field
             )
-        if field_extra(info).get("input") == Input.Direct.value:
-            raise EdgeError("this input takes only a direct value, not a connection", d.node_id, d.field)
-        existing = self.incoming_to(d.node_id, d.field)
-        if existing and not (dst_node.invocation_type == COLLECT and d.field == "item"):
+        if d_field in _direct_only_inputs(dst_cls):
+            raise EdgeError("this input takes only a direct value, not a connection", d_id, d_field)
+        existing = self._in.get((d_id, d_field))
+        if existing and not (d_field == "item" and dst_node.invocation_type == COLLECT):
             e = existing[0].source
             raise EdgeError(
                 f"input is already connected (from node '{e.node_id}' field '{e.field}'); an input is fed once",
-                d.node_id,
-                d.field,
+                d_id,
+                d_field,
             )
-        if check_cycle and self._reaches(d.node_id, s.node_id):
-            raise CycleError(f"edge {edge} would create a cycle", d.node_id, d.field)
+        if check_cycle and self._reaches(d_id, s_id):
+            raise CycleError(f"edge {edge} would create a cycle", d_id, d_field)
 
     def _check_edge_types(self, edge: Edge) -> None:
         """Check the types across an edge that is in the graph, with the types inferred now.
@@ -574,6 +575,16 @@ class Graph:
         return missing
 
 
+def _direct_only_inputs(cls: type[BaseInvocation]) -> frozenset[str]:
+    """The inputs of a node class that take no connection, cached per class."""
+    cached: frozenset[str] | None = cls.__dict__.get("_direct_only_cache")
+    if cached is None:
+        direct = Input.Direct.value
+        cached = frozenset(k for k, v in cls.input_fields().items() if field_extra(v).get("input") == direct)
+        type.__setattr__(cls, "_direct_only_cache", cached)
+    return cached
+
+
 @contextlib.contextmanager
 def _gc_paused() -> Iterator[None]:
     enabled = gc.isenabled()
@@ -640,8 +651,12 @@ def compute_scopes(graph: Graph) -> tuple[list[str], dict[str, tuple[str, ...]]]
     A regular node runs under the union of its inputs' scopes; an iterate adds itself; a collect
     removes the last (innermost) iterate of its items' scope. Scopes are ordered by topological
     position. Raises `IterateCollectError` for broken wiring: a collect whose items come from
-    different scopes, or whose `collection` input comes from a scope its items are not in.
+    different scopes, or whose `collection` input comes from a scope its items are not in. The answer
+    is kept for the graph's version: validating a graph and planning its session compute it once.
     """
+    cached = graph._scopes
+    if cached is not None and cached[0] == graph.version:
+        return cached[1], cached[2]
     order = graph.topological_order()
     pos = {nid: i for i, nid in enumerate(order)}
     scope: dict[str, tuple[str, ...]] = {}
@@ -681,4 +696,5 @@ def compute_scopes(graph: Graph) -> tuple[list[str], dict[str, tuple[str, ...]]]
         if t == ITERATE:
             s = (*s, nid)
         scope[nid] = s
+    graph._scopes = (graph.version, order, scope)  # read-only for callers
     return order, scope
