@@ -41,7 +41,7 @@ def auth_status(request: Request, settings: SettingsDep) -> AuthStatus:
 
 
 @router.post("/login", status_code=204, summary="Sign in with the access token (sets the session cookie)")
-async def login(body: Login, request: Request, response: Response, settings: SettingsDep) -> Response:
+async def login(body: Login, request: Request, settings: SettingsDep) -> Response:
     """401 for a wrong token. On success the `invokeai_session` cookie (HttpOnly, SameSite=Strict,
     7 days) signs in every later request from this browser, images and Socket.IO included."""
     expected = settings.access_token
