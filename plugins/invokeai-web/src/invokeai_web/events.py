@@ -12,8 +12,9 @@ a `Fanout`.
 broker-backed fan-out (several server processes behind a load balancer) publishes the same
 JSON-ready `Message` to a channel and has each process deliver what it receives; python-socketio's
 own broker managers (`AsyncRedisManager`, ...) can also be given to the Socket.IO server for that.
-Events that cross processes today already do so through the kernel's `events` service, which a
-broker-backed bus replaces without changing this module.
+Events that cross processes do so through the kernel's `events` service: with
+`services.events = "redis"` (the invokeai-redis plugin) this server's bus also receives the events
+of sessions that other processes run, and the bridge delivers them like its own.
 
 While nobody watches anything, the bridge is not subscribed to the bus at all, so the engine does not
 build events (or encode progress previews) for an idle server.
