@@ -80,6 +80,8 @@ def test_interest_goes_away_with_the_subscriber_and_the_process(make_bus: Any) -
     wait_until(lambda: a.has_subscribers("session_started"))
     c.stop()
     wait_until(lambda: not a.has_subscribers("session_started"))
+    c.start()  # an Invoker started again: c listens and advertises again
+    wait_until(lambda: a.has_subscribers("session_started"))
 
 
 def test_a_graph_run_by_another_process_is_seen_here(
