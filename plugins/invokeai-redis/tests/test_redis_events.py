@@ -3,6 +3,7 @@ a graph run by another process (`invokeai run`) is seen here, and a dead Redis i
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -158,3 +159,73 @@ def test_selecting_redis_imports_redis_py_only_then() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_a_server_shows_live_what_a_worker_process_runs(redis_url: str, channel: str, tmp_path: Path) -> None:
+    """The deployment this plugin is for: `invokeai serve` (no queue processor) and a worker process
+    (`invokeai queue process`) on one database. A browser-like Socket.IO client of the server sees
+    the worker's sessions live: item status, node events, completion."""
+    pytest.importorskip("invokeai_web", reason="needs the invokeai-web plugin")
+    from invokeai_web.app import ServerThread, create_app
+    from invokeai_web.settings import WebSettings
+
+    from invokeai_core.config import load_config
+    from invokeai_core.invoker import Invoker
+    from invokeai_core.plugins.host import PluginHost
+
+    environ = {
+        "INVOKEAI_SERVICES__EVENTS": "redis",
+        "INVOKEAI_PLUGINS__REDIS__URL": redis_url,
+        "INVOKEAI_PLUGINS__REDIS__CHANNEL": channel,
+    }
+    config = load_config(root=tmp_path, environ=environ)
+    invoker = Invoker.from_config(config, PluginHost(config).load())
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INVOKEAI_")}
+    env.update(environ, INVOKEAI_ROOT=str(tmp_path), HF_HUB_OFFLINE="1")
+    invokeai = str(Path(sys.executable).parent / "invokeai")
+    worker = subprocess.Popen([invokeai, "queue", "process"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        with ServerThread(create_app(invoker, WebSettings(port=0, queue_processor=False))) as url:
+            seen = asyncio.run(watch_one_item(url))
+            names = [n for n, _ in seen]
+            assert names.index("invocation_complete") < names.index("session_complete")
+            complete = next(d for n, d in seen if n == "invocation_complete")
+            assert complete["source_node_id"] == "one" and complete["result"]["value"] == 9
+            # it was the worker that ran it: this server has no processor
+            assert invoker.queue_processor is None
+    finally:
+        worker.terminate()
+        worker.wait(30)
+        invoker.stop()
+
+
+async def watch_one_item(url: str) -> list[tuple[str, Any]]:
+    """Subscribe to the default queue like the web UI, enqueue one add node, and collect that item's
+    events until it completes."""
+    import httpx
+    import socketio
+
+    events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+    client = socketio.AsyncClient(reconnection=False)
+
+    @client.on("*")
+    async def any_event(name: str, data: Any = None) -> None:
+        await events.put((name, data))
+
+    await client.connect(url, transports=["websocket"], wait_timeout=10)
+    try:
+        ack = await client.call("subscribe_queue", {"queue_id": "default"}, timeout=10)
+        assert ack["ok"], ack
+        graph = {"nodes": {"one": {"id": "one", "type": "add", "a": 4, "b": 5}}}
+        async with httpx.AsyncClient() as http:
+            r = await http.post(url + "/api/v1/queue/default/enqueue_batch", json={"batch": {"graph": graph}})
+        assert r.status_code == 201, r.text
+        item_id = r.json()["item_ids"][0]
+        seen: list[tuple[str, Any]] = []
+        while not any(n == "queue_item_status_changed" and d["status"] == "completed" for n, d in seen):
+            name, data = await asyncio.wait_for(events.get(), 60)
+            if isinstance(data, dict) and data.get("item_id") == item_id:
+                seen.append((name, data))
+        return seen
+    finally:
+        await client.disconnect()
