@@ -6,8 +6,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -48,9 +47,9 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         proc.wait(10)
 
 
-def wait_until(predicate: object, timeout: float = 10.0) -> None:
+def wait_until(predicate: Callable[[], object], timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
-    while not predicate():  # type: ignore[operator]
+    while not predicate():
         if time.monotonic() > deadline:
             raise AssertionError("timed out")
         time.sleep(0.02)
@@ -60,6 +59,3 @@ def wait_until(predicate: object, timeout: float = 10.0) -> None:
 def channel(request: pytest.FixtureRequest) -> str:
     """A channel per test, so tests never see each other's events."""
     return "invokeai-test:" + request.node.name
-
-
-ROOT = Path(__file__).resolve().parents[3]

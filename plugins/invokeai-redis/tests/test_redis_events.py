@@ -18,6 +18,15 @@ from conftest import free_port, wait_until
 from invokeai_core.errors import StorageUnavailableError
 from invokeai_core.events import InvocationCompleteEvent, InvocationProgressEvent, SessionCompleteEvent
 
+INVOKEAI = str(Path(sys.executable).parent / "invokeai")
+
+
+def cli_env(root: Path, **extra: str) -> dict[str, str]:
+    """This environment without INVOKEAI_* settings, with a root folder and `extra`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INVOKEAI_")}
+    env.update(INVOKEAI_ROOT=str(root), HF_HUB_OFFLINE="1", **extra)
+    return env
+
 
 @pytest.fixture
 def make_bus(redis_url: str, channel: str) -> Iterator[Any]:
@@ -99,17 +108,14 @@ def test_a_graph_run_by_another_process_is_seen_here(
         },
         "edges": [{"source": {"node_id": "one", "field": "value"}, "destination": {"node_id": "two", "field": "a"}}],
     }
-    env = {k: v for k, v in os.environ.items() if not k.startswith("INVOKEAI_")}
-    env.update(
-        INVOKEAI_ROOT=str(tmp_path),
+    env = cli_env(
+        tmp_path,
         INVOKEAI_SERVICES__EVENTS="redis",
         INVOKEAI_PLUGINS__REDIS__URL=redis_url,
         INVOKEAI_PLUGINS__REDIS__CHANNEL=channel,
-        HF_HUB_OFFLINE="1",
     )
-    invokeai = str(Path(sys.executable).parent / "invokeai")
     run = subprocess.run(
-        [invokeai, "run", "-f", "-", "--json"],
+        [INVOKEAI, "run", "-f", "-", "--json"],
         input=json.dumps(graph),
         env=env,
         capture_output=True,
@@ -135,10 +141,8 @@ def test_an_unreachable_redis_is_a_clear_error_at_start(tmp_path: Path) -> None:
     url = f"redis://127.0.0.1:{free_port()}/0"
     with pytest.raises(StorageUnavailableError, match=r"cannot reach Redis at redis://127\.0\.0\.1:\d+/0 for events"):
         RedisEventBus(settings=RedisSettings(url=url, connect_timeout=2))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("INVOKEAI_")}
-    env.update(INVOKEAI_ROOT=str(tmp_path), INVOKEAI_SERVICES__EVENTS="redis", INVOKEAI_PLUGINS__REDIS__URL=url)
-    invokeai = str(Path(sys.executable).parent / "invokeai")
-    run = subprocess.run([invokeai, "run", "add --a 1 --b 2"], env=env, capture_output=True, text=True, timeout=60)
+    env = cli_env(tmp_path, INVOKEAI_SERVICES__EVENTS="redis", INVOKEAI_PLUGINS__REDIS__URL=url)
+    run = subprocess.run([INVOKEAI, "run", "add --a 1 --b 2"], env=env, capture_output=True, text=True, timeout=60)
     assert run.returncode == 2 and "cannot reach Redis at" in run.stderr and run.stderr.count("\n") <= 2
 
 
@@ -180,10 +184,8 @@ def test_a_server_shows_live_what_a_worker_process_runs(redis_url: str, channel:
     }
     config = load_config(root=tmp_path, environ=environ)
     invoker = Invoker.from_config(config, PluginHost(config).load())
-    env = {k: v for k, v in os.environ.items() if not k.startswith("INVOKEAI_")}
-    env.update(environ, INVOKEAI_ROOT=str(tmp_path), HF_HUB_OFFLINE="1")
-    invokeai = str(Path(sys.executable).parent / "invokeai")
-    worker = subprocess.Popen([invokeai, "queue", "process"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    env = cli_env(tmp_path, **environ)
+    worker = subprocess.Popen([INVOKEAI, "queue", "process"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         with ServerThread(create_app(invoker, WebSettings(port=0, queue_processor=False))) as url:
             seen = asyncio.run(watch_one_item(url))

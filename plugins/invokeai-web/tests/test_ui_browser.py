@@ -10,6 +10,7 @@ Skipped, with the reason, when the UI is not built (scripts/setup.sh builds it),
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -59,13 +60,9 @@ def _invokeai() -> list[str]:
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "invokeai_core.cli"]
 
 
-@pytest.fixture(scope="module")
-def ui_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    root = tmp_path_factory.mktemp("ui-root")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("INVOKEAI_")}
-    env.update(INVOKEAI_ROOT=str(root), HF_HUB_OFFLINE="1")
-    made = subprocess.run([*_invokeai(), "models", "create-demo"], env=env, capture_output=True, text=True, timeout=180)
-    assert made.returncode == 0, made.stderr
+@contextlib.contextmanager
+def _serve(root: Path, env: dict[str, str], ready_path: str) -> Iterator[str]:
+    """`invokeai serve` on a free 127.0.0.1 port, until `ready_path` answers; stopped on exit."""
     port = _free_port()
     log = (root / "serve.log").open("w")
     proc = subprocess.Popen(
@@ -79,7 +76,7 @@ def ui_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         deadline = time.monotonic() + 90
         while True:
             try:
-                with urllib.request.urlopen(url + "/api/v1/app/version", timeout=2):
+                with urllib.request.urlopen(url + ready_path, timeout=2):
                     break
             except OSError:
                 if proc.poll() is not None or time.monotonic() > deadline:
@@ -93,6 +90,22 @@ def ui_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+def _server_env(root: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INVOKEAI_")}
+    env.update(INVOKEAI_ROOT=str(root), HF_HUB_OFFLINE="1", **extra)
+    return env
+
+
+@pytest.fixture(scope="module")
+def ui_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    root = tmp_path_factory.mktemp("ui-root")
+    env = _server_env(root)
+    made = subprocess.run([*_invokeai(), "models", "create-demo"], env=env, capture_output=True, text=True, timeout=180)
+    assert made.returncode == 0, made.stderr
+    with _serve(root, env, "/api/v1/app/version") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -309,35 +322,8 @@ TOKEN = "ui-test-token"
 def token_ui_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A second server that needs an access token (no models: this is about signing in)."""
     root = tmp_path_factory.mktemp("ui-token-root")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("INVOKEAI_")}
-    env.update(INVOKEAI_ROOT=str(root), HF_HUB_OFFLINE="1", INVOKEAI_PLUGINS__WEB__ACCESS_TOKEN=TOKEN)
-    port = _free_port()
-    log = (root / "serve.log").open("w")
-    proc = subprocess.Popen(
-        [*_invokeai(), "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(url + "/api/v1/auth", timeout=2):
-                    break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("invokeai serve did not start:\n" + (root / "serve.log").read_text()) from None
-                time.sleep(0.2)
+    with _serve(root, _server_env(root, INVOKEAI_PLUGINS__WEB__ACCESS_TOKEN=TOKEN), "/api/v1/auth") as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 def test_a_server_with_an_access_token_asks_for_it_once(browser: Any, token_ui_url: str) -> None:

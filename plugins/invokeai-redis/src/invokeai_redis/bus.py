@@ -120,7 +120,7 @@ class RedisEventBus(InProcessEventBus):
         self._thread.join(5)
         try:
             self._redis.delete(self._interest_key)
-            self._redis.publish(self.channel, json.dumps({"origin": self.origin, "interest": True}))
+            self._announce()
             self._redis.close()
         except Exception:
             logger.debug("withdrawing interest from Redis failed", exc_info=True)
@@ -135,11 +135,19 @@ class RedisEventBus(InProcessEventBus):
     def _local_interest(self) -> str:
         return json.dumps({"names": sorted(self._names), "all": self._wildcards > 0})
 
+    def _advertise(self) -> None:
+        """This process's interest, under its key (which expires unless advertised again)."""
+        self._redis.set(self._interest_key, self._local_interest(), ex=INTEREST_TTL_S)
+
+    def _announce(self) -> None:
+        """Tell the other processes that this one's interest changed."""
+        self._redis.publish(self.channel, json.dumps({"origin": self.origin, "interest": True}))
+
     def _interest_changed(self) -> None:
         """Advertise this process's interest now, and tell the others to re-read."""
         try:
-            self._redis.set(self._interest_key, self._local_interest(), ex=INTEREST_TTL_S)
-            self._redis.publish(self.channel, json.dumps({"origin": self.origin, "interest": True}))
+            self._advertise()
+            self._announce()
         except Exception as e:
             logger.warning("cannot advertise event interest to Redis at %s: %s", self.settings.url, e)
 
@@ -186,7 +194,7 @@ class RedisEventBus(InProcessEventBus):
                     self._on_message(message["data"])
                 if self._refresh_now.is_set() or time.monotonic() >= next_refresh:
                     self._refresh_now.clear()
-                    self._redis.set(self._interest_key, self._local_interest(), ex=INTEREST_TTL_S)
+                    self._advertise()
                     self._remote = self._read_remote_interest()
                     next_refresh = time.monotonic() + REFRESH_S
         finally:

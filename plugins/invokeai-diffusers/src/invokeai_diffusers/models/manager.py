@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from invokeai_core.errors import InvokeAIError
 from invokeai_diffusers.models.cache import LoadListener, ModelCache
-from invokeai_diffusers.models.probe import PICKLE_SUFFIXES, ModelProbeError, ProbeResult, hash_and_size, probe
+from invokeai_diffusers.models.probe import ModelProbeError, ProbeResult, hash_and_size, probe
 from invokeai_diffusers.models.records import ModelRecord, ModelRecordStore, PredictionType
 from invokeai_diffusers.models.single_file import CheckpointError, config_folder
 from invokeai_diffusers.settings import DiffusersSettings, load_settings
@@ -82,11 +82,6 @@ class ModelManager:
         source = Path(path).expanduser().resolve()
         if not source.exists():
             raise ModelInstallError(f"{source}: no such file or folder")
-        if source.is_file() and source.suffix.lower() in PICKLE_SUFFIXES and not self.settings.allow_pickle:
-            raise ModelInstallError(
-                f"{source}: '{source.suffix}' checkpoints are Python pickles, which can run arbitrary code when "
-                "loaded; convert it to .safetensors, or set plugins.diffusers.allow_pickle = true if you trust it"
-            )
         try:
             found = probe(source, allow_pickle=self.settings.allow_pickle)
         except ModelProbeError as e:
