@@ -87,9 +87,10 @@ def keys_in(s3_client: Any) -> Callable[..., set[str]]:
 
 
 @pytest.fixture
-def s3_settings(moto_server: MotoServer, bucket: str) -> dict[str, Any]:
-    """The `[plugins.s3]` table of the test's invokeai.toml; override or update it in a test module."""
-    return {
+def s3_settings(request: pytest.FixtureRequest, moto_server: MotoServer, bucket: str) -> dict[str, Any]:
+    """The `[plugins.s3]` table of the test's invokeai.toml; a test changes keys by parametrizing it
+    indirectly (`@pytest.mark.parametrize("s3_settings", [{...}], indirect=True)`)."""
+    settings = {
         "bucket": bucket,
         "prefix": "invokeai/",
         "region": REGION,
@@ -99,6 +100,8 @@ def s3_settings(moto_server: MotoServer, bucket: str) -> dict[str, Any]:
         "connect_timeout": 2,
         "read_timeout": 10,
     }
+    settings.update(getattr(request, "param", {}))
+    return settings
 
 
 def write_config(root: Path, s3: dict[str, Any] | None, services: dict[str, str]) -> Path:

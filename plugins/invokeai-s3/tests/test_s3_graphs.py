@@ -107,22 +107,6 @@ def closed_port() -> int:
     return free_port()  # nothing listens there
 
 
-@pytest.fixture
-def s3_settings(request: pytest.FixtureRequest, moto_server: MotoServer, bucket: str) -> dict[str, Any]:
-    settings = {
-        "bucket": bucket,
-        "prefix": "invokeai/",
-        "region": "us-east-1",
-        "endpoint_url": moto_server.url,
-        "addressing_style": "path",
-        "max_attempts": 2,
-        "connect_timeout": 2,
-        "read_timeout": 10,
-    }
-    settings.update(getattr(request, "param", {}))
-    return settings
-
-
 def test_an_unreachable_endpoint_fails_the_node_and_writes_no_record(
     nodes: None, invokeai_run_graph: Any, invokeai_invoker: Any, closed_port: int, monkeypatch: Any
 ) -> None:

@@ -134,21 +134,6 @@ def test_presigned_urls_redirect_clients_to_the_store(
         assert http.get("/images/i/never.png/full").status_code == 404
 
 
-@pytest.fixture
-def s3_settings(request: pytest.FixtureRequest, moto_server: MotoServer, bucket: str) -> dict[str, Any]:
-    settings = {
-        "bucket": bucket,
-        "prefix": "invokeai/",
-        "region": "us-east-1",
-        "endpoint_url": moto_server.url,
-        "addressing_style": "path",
-        "max_attempts": 2,
-        "connect_timeout": 2,
-    }
-    settings.update(getattr(request, "param", {}))
-    return settings
-
-
 def test_an_unreachable_store_fails_the_item_and_no_image_appears(web: Web, monkeypatch: Any) -> None:
     from invokeai_s3.storage import make_client
 

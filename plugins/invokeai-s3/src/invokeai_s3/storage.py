@@ -364,18 +364,9 @@ class S3ImageFileStorage(ImageFileStorageBase):
 
     def exists(self, image_name: str) -> bool:
         try:
-            key = self.image_key(image_name)
-        except KeyError:
+            return self.head(image_name) is not None
+        except KeyError:  # not a valid image name
             return False
-        try:
-            self.client.head_object(Bucket=self.bucket, Key=key)
-            return True
-        except botocore.exceptions.ClientError as e:
-            if self._is_not_found(e):
-                return False
-            self._fail(e, "look up", key)
-        except botocore.exceptions.BotoCoreError as e:
-            self._fail(e, "look up", key)
 
     def delete(self, image_name: str) -> None:
         keys = [self.image_key(image_name), self.thumbnail_key(image_name)]
