@@ -14,11 +14,13 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from invokeai_core.errors import ConfigError
+
+TSettings = TypeVar("TSettings", bound=BaseModel)
 
 CONFIG_FILE_NAME = "invokeai.toml"
 #: Environment variables with the INVOKEAI_ prefix that are not configuration keys.
@@ -100,6 +102,16 @@ class InvokeAIConfig(BaseModel):
         """The `[plugins.<name>]` table (empty if absent)."""
         value = (self.plugins.model_extra or {}).get(name, {})
         return dict(value) if isinstance(value, Mapping) else {}
+
+    def plugin_settings_as(self, name: str, model: type[TSettings]) -> TSettings:
+        """The `[plugins.<name>]` table validated as `model`; a `ConfigError` naming the first bad key
+        (`plugins.<name>.<key>: <why>`)."""
+        try:
+            return model.model_validate(self.plugin_settings(name))
+        except ValidationError as e:
+            err = e.errors()[0]
+            key = ".".join(str(x) for x in err.get("loc", ()))
+            raise ConfigError(f"plugins.{name}.{key}: {err.get('msg')}") from None
 
     def source_of(self, key: str) -> str:
         """Where a dotted key's effective value came from: "default", "cli", "env NAME" or "file PATH"."""

@@ -268,3 +268,21 @@ def test_validate_assignment(tmp_path: Path):
     assert config.cache_size == 3
     with pytest.raises(ValueError):
         config.cache_size = -5
+
+
+def test_a_plugin_table_validates_into_the_plugins_model_with_errors_naming_the_key(tmp_path) -> None:
+    from pydantic import BaseModel, ConfigDict
+
+    from invokeai_core.config import load_config
+    from invokeai_core.errors import ConfigError
+
+    class SunsetSettings(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        steps: int = 4
+
+    config = load_config(root=tmp_path, environ={"INVOKEAI_PLUGINS__SUNSET__STEPS": "9"})
+    assert config.plugin_settings_as("sunset", SunsetSettings).steps == 9
+    assert load_config(root=tmp_path, environ={}).plugin_settings_as("sunset", SunsetSettings).steps == 4
+    bad = load_config(root=tmp_path, environ={"INVOKEAI_PLUGINS__SUNSET__STEPS": "many"})
+    with pytest.raises(ConfigError, match=r"^plugins\.sunset\.steps: "):
+        bad.plugin_settings_as("sunset", SunsetSettings)

@@ -13,9 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
-from invokeai_core.errors import ConfigError
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class DiffusersSettings(BaseModel):
@@ -31,10 +29,4 @@ class DiffusersSettings(BaseModel):
 
 def load_settings(config: Any) -> DiffusersSettings:
     """Settings from the configuration, with errors naming the key."""
-    raw = config.plugin_settings("diffusers") if config is not None else {}
-    try:
-        return DiffusersSettings.model_validate(raw)
-    except ValidationError as e:
-        err = e.errors()[0]
-        key = ".".join(str(x) for x in err.get("loc", ()))
-        raise ConfigError(f"plugins.diffusers.{key}: {err.get('msg')}") from None
+    return config.plugin_settings_as("diffusers", DiffusersSettings) if config is not None else DiffusersSettings()

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
-from invokeai_core.errors import ConfigError
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class RedisSettings(BaseModel):
@@ -24,10 +22,5 @@ class RedisSettings(BaseModel):
 
 
 def load_settings(config: Any) -> RedisSettings:
-    raw = config.plugin_settings("redis") if config is not None else {}
-    try:
-        return RedisSettings.model_validate(raw)
-    except ValidationError as e:
-        err = e.errors()[0]
-        key = ".".join(str(x) for x in err.get("loc", ()))
-        raise ConfigError(f"plugins.redis.{key}: {err.get('msg')}") from None
+    """Settings from the configuration, with errors naming the key."""
+    return config.plugin_settings_as("redis", RedisSettings) if config is not None else RedisSettings()
