@@ -187,6 +187,7 @@ def config_folder(root: Path, base: str, variant: str, prediction_type: str | No
     return target
 
 
+@cache  # the shipped files do not change while the process runs; models load on every node run
 def _template_digest(template: Path) -> str:
     digest = hashlib.blake2b(digest_size=4)
     for file in sorted(p for p in template.rglob("*") if p.is_file()):
