@@ -131,7 +131,7 @@ def main() -> None:
     from invokeai_core.config import load_config
     from invokeai_core.graph import Graph
     from invokeai_core.invoker import Invoker
-    from invokeai_core.plugins.host import PluginHost, set_host
+    from invokeai_core.plugins.host import PluginHost
 
     quiet_progress_bars()
     gpu = torch.cuda.is_available()
@@ -140,7 +140,6 @@ def main() -> None:
         memory = {f"services.{k}": "memory" for k in ("sessions", "image_records", "queue")}
         config = load_config(root=root, environ={}, overrides=memory)
         host = PluginHost(config).load()
-        set_host(host)
         invoker = Invoker.from_config(config, host).start()
         manager = invoker.services.get(ModelManager)
         if gpu:

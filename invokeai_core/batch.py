@@ -48,7 +48,7 @@ class Batch(BaseModel):
         sizes = [len(group[0].items) if group else 1 for group in self.data]
         return self.runs * math.prod(sizes)
 
-    def validated(self, registry: NodeRegistry | None = None) -> tuple[Graph, list[list[tuple[str, str, list[Any]]]]]:
+    def validated(self, registry: NodeRegistry) -> tuple[Graph, list[list[tuple[str, str, list[Any]]]]]:
         """Parse the graph and check every datum; returns the graph and the converted values."""
         try:
             graph = Graph.from_dict(self.graph, registry)
@@ -101,21 +101,20 @@ class Batch(BaseModel):
             groups.append(converted_group)
         return graph, groups
 
-    def expand(self, registry: NodeRegistry | None = None) -> Iterator[tuple[str, Graph, list[dict[str, Any]]]]:
+    def expand(self, registry: NodeRegistry) -> Iterator[tuple[str, Graph, list[dict[str, Any]]]]:
         """Yield `(session_id, graph, field_values)` for each session, in the documented order."""
         graph, groups = self.validated(registry)
         ranges = [range(len(g[0][2])) for g in groups]
         for _ in range(self.runs):
             for combo in itertools.product(*ranges):
-                g = graph.copy()
+                updates: dict[str, dict[str, Any]] = {}
                 values: list[dict[str, Any]] = []
                 for group, index in zip(groups, combo, strict=True):
                     for node_id, field, items in group:
                         value = items[index]
-                        g.nodes[node_id] = g.nodes[node_id].model_copy(update={field: value})
+                        updates.setdefault(node_id, {})[field] = value
                         values.append({"node_path": node_id, "field_name": field, "value": _jsonable(value)})
-                g.version += 1
-                yield uuid.uuid4().hex, g, values
+                yield uuid.uuid4().hex, graph.with_values(updates), values
 
 
 def _jsonable(value: Any) -> Any:

@@ -76,19 +76,16 @@ def _pydantic_error(e: ValidationError, node_id: str, cls: type[BaseInvocation])
     return NodeFieldError(f"{err.get('msg', 'invalid value')} (got {err.get('input')!r})", node_id, field)
 
 
-def _get_default_registry() -> NodeRegistry:
-    from invokeai_core.plugins.host import get_host
-
-    return get_host().registry
-
-
 class Graph:
     """Nodes keyed by id plus the edges between their fields."""
 
-    def __init__(self, registry: NodeRegistry | None = None) -> None:
+    def __init__(self, registry: NodeRegistry) -> None:
+        if not isinstance(registry, NodeRegistry):
+            raise TypeError(f"Graph() needs the NodeRegistry its nodes are parsed against, not {registry!r}")
         self.nodes: dict[str, BaseInvocation] = {}
         self.edges: list[Edge] = []
-        self._registry = registry
+        #: The node types this graph's nodes are parsed against.
+        self.registry = registry
         self._in: dict[tuple[str, str], list[Edge]] = {}
         self._in_by_node: dict[str, list[Edge]] = {}
         self._out_by_node: dict[str, list[Edge]] = {}
@@ -99,15 +96,9 @@ class Graph:
         self._scopes: tuple[int, list[str], dict[str, tuple[str, ...]]] | None = None
 
     # -- construction -------------------------------------------------------------------------
-    @property
-    def registry(self) -> NodeRegistry:
-        if self._registry is None:
-            self._registry = _get_default_registry()
-        return self._registry
-
     @classmethod
     def from_dict(
-        cls, data: Any, registry: NodeRegistry | None = None, *, validate: bool = True, require_inputs: bool = False
+        cls, data: Any, registry: NodeRegistry, *, validate: bool = True, require_inputs: bool = False
     ) -> Graph:
         """Parse and validate graph JSON (`{"nodes": {...}, "edges": [...]}`).
 
@@ -122,7 +113,7 @@ class Graph:
             return cls._from_dict(data, registry, validate=validate, require_inputs=require_inputs)
 
     @classmethod
-    def _from_dict(cls, data: Any, registry: NodeRegistry | None, *, validate: bool, require_inputs: bool) -> Graph:
+    def _from_dict(cls, data: Any, registry: NodeRegistry, *, validate: bool, require_inputs: bool) -> Graph:
         graph = cls(registry)
         if not isinstance(data, dict):
             raise GraphError(f"a graph must be a JSON object with 'nodes' and 'edges', not {type(data).__name__}")
@@ -161,7 +152,7 @@ class Graph:
         return graph
 
     @classmethod
-    def from_json(cls, text: str, registry: NodeRegistry | None = None, *, require_inputs: bool = False) -> Graph:
+    def from_json(cls, text: str, registry: NodeRegistry, *, require_inputs: bool = False) -> Graph:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as e:
@@ -196,7 +187,7 @@ class Graph:
 
     def copy(self) -> Graph:
         """A shallow copy (nodes are shared; they are never mutated)."""
-        g = Graph(self._registry)
+        g = Graph(self.registry)
         g.nodes = dict(self.nodes)
         g.edges = list(self.edges)
         g._in = {k: list(v) for k, v in self._in.items()}
@@ -204,6 +195,28 @@ class Graph:
         g._out_by_node = {k: list(v) for k, v in self._out_by_node.items()}
         g._collects = self._collects
         return g
+
+    def with_values(self, values: dict[str, dict[str, Any]]) -> Graph:
+        """A copy whose nodes have these input values (`{node_id: {field: value}}`) set; batches use
+        it to make each session's graph before the graph is ever run."""
+        g = self.copy()
+        for node_id, fields in values.items():
+            g.nodes[node_id] = g.get_node(node_id).model_copy(update=fields)
+        g.version = self.version + 1
+        return g
+
+    @contextlib.contextmanager
+    def memoized_types(self) -> Iterator[Graph]:
+        """Infer each output type once inside the block (the graph must not change in it): loading
+        many results of the same flow node asks for the same types again and again."""
+        outer = self._type_memo
+        if outer is None:
+            self._type_memo = {}
+        try:
+            yield self
+        finally:
+            if outer is None:
+                self._type_memo = None
 
     # -- JSON ---------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -286,6 +299,25 @@ class Graph:
     def transaction(self) -> _GraphTransaction:
         """`with graph.transaction():` rolls back every node and edge added in the block on error."""
         return _GraphTransaction(self)
+
+    def auto_link_edges(self, source_id: str, node: BaseInvocation) -> list[Edge]:
+        """Edges from `source_id`'s outputs into `node`'s unset, unconnected inputs of the same name
+        and a compatible type (incompatible or direct-only inputs are skipped, never an error).
+        `node` must be in the graph already; the edges are returned, not added."""
+        edges = []
+        src = self.nodes[source_id]
+        inputs = type(node).input_fields()
+        direct = _direct_only_inputs(type(node))
+        for name in src.output_class.output_fields():
+            if name not in inputs or name in direct:
+                continue
+            if name in node.model_fields_set or self.incoming_to(node.id, name):
+                continue
+            if node.invocation_type == COLLECT and name == "collection":
+                continue  # a collect gathers items; a same-named list is not its prefix
+            if are_types_compatible(self.output_type(source_id, name), self.input_type(node.id, name)):
+                edges.append(Edge.between(source_id, name, node.id, name))
+        return edges
 
     # -- queries ------------------------------------------------------------------------------
     def incoming(self, node_id: str) -> list[Edge]:
@@ -488,15 +520,12 @@ class Graph:
         """Cycles and iterate/collect scopes over the whole graph, then the types of `edges` (all
         edges by default) with the final inferred types."""
         compute_scopes(self)  # includes the topological sort (cycles)
-        self._type_memo = {}
-        try:
+        with self.memoized_types():
             for e in self.edges if edges is None else edges:
                 self._check_edge_types(e)
             if edges is not None:
                 # flow nodes fed by the new edges may infer new types for older edges after them
                 self._recheck_downstream_types(edges)
-        finally:
-            self._type_memo = None
 
     def _reaches(self, start: str, target: str) -> bool:
         """Whether `target` is reachable from `start` following edges forward."""

@@ -76,11 +76,11 @@ class _Run:
 class Invoker:
     """Runs sessions on worker threads; see the module docstring."""
 
-    def __init__(self, services: Services, host: PluginHost | None = None, *, workers: int | None = None) -> None:
-        from invokeai_core.plugins.host import get_host
-
+    def __init__(self, services: Services, host: PluginHost, *, workers: int | None = None) -> None:
+        if services.nodes is not host.registry:
+            raise ValueError("the services were built with another node registry than this host's")
         self.services = services
-        self.host = host if host is not None else get_host()
+        self.host = host
         self.workers = workers if workers is not None else services.config.queue_workers
         self._requests: queue.Queue[Any] = queue.Queue()
         self._threads: list[threading.Thread] = []
@@ -96,13 +96,17 @@ class Invoker:
     # -- construction helpers -----------------------------------------------------------------
     @classmethod
     def from_config(cls, config: InvokeAIConfig | None = None, host: PluginHost | None = None) -> Invoker:
-        """Build services from configuration (and the host's registered implementations)."""
-        from invokeai_core.plugins.host import get_host
+        """The composition root: the plugin host (loaded from `config` unless given), its node
+        registry, the event bus, then every kernel service, each handed a `ServiceRuntime`.
+
+        Building every kernel service here means a misconfiguration fails before anything runs."""
+        from invokeai_core.plugins.host import PluginHost
         from invokeai_core.services.container import Services
 
-        host = host if host is not None else get_host()
+        if host is None:
+            host = PluginHost(config).load()
         config = config if config is not None else host.config
-        services = Services(config, host.service_registry)
+        services = Services(config, host.service_registry, host.registry)
         services.build_all()
         return cls(services, host)
 
@@ -164,10 +168,12 @@ class Invoker:
         self.stop()
 
     # -- sessions -----------------------------------------------------------------------------
-    def create_session(self, graph: Graph | dict[str, Any] | None = None) -> Session:
+    def create_session(self, graph: Graph | dict[str, Any] | None = None, *, session_id: str | None = None) -> Session:
+        """A new stored session for `graph` (JSON is parsed against this Invoker's registry). The
+        one place sessions are made: `invoke`, the queue processor and the applications use it."""
         if isinstance(graph, dict):
             graph = Graph.from_dict(graph, self.registry)
-        session = Session(graph if graph is not None else Graph(self.registry))
+        session = Session(graph if graph is not None else Graph(self.registry), id=session_id)
         self.services.sessions.save(session)
         return session
 

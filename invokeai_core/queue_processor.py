@@ -218,17 +218,10 @@ class QueueProcessor:
             pass
 
     def _session_for(self, item: QueueItem) -> Session:
-        from invokeai_core.graph import Graph
-        from invokeai_core.session import Session
-
-        sessions = self.invoker.services.sessions
         try:
-            return sessions.get(item.session_id)  # re-queued after a crash: resume it
+            return self.invoker.get_session(item.session_id)  # re-queued after a crash: resume it
         except SessionNotFoundError:
-            pass
-        session = Session(Graph.from_dict(item.graph, self.invoker.registry), id=item.session_id)
-        sessions.save(session)
-        return session
+            return self.invoker.create_session(item.graph, session_id=item.session_id)
 
     def _run(self, item: QueueItem) -> None:
         queue = self.queue
@@ -297,9 +290,7 @@ class QueueProcessor:
             logger.exception("recording the failure of queue item %s failed", item.item_id)
 
     def _fail_session(self, session_id: str, error_type: str, message: str) -> None:
-        """Record a crash as the error of the node that was running (the first ready one)."""
-        from invokeai_core.session import NodeError, PrepareError, prepared_id
-
+        """Record a crash as the error of the node that was running (`Session.mark_crashed`)."""
         sessions = self.invoker.services.sessions
         try:
             session = sessions.get(session_id)
@@ -308,17 +299,5 @@ class QueueProcessor:
         except Exception:
             logger.exception("loading session %s for crash recovery failed", session_id)
             return
-        if session.is_complete():
-            return
-        try:
-            prepared = session.next()
-            key = prepared.key if prepared is not None else None
-        except PrepareError as e:
-            key = e.key
-        if key is None:
-            return
-        pid = prepared_id(key)
-        session.set_error(
-            key, NodeError(node_id=pid, source_node_id=key[0], type=error_type, message=message, traceback="")
-        )
-        sessions.save(session)
+        if session.mark_crashed(error_type, message):
+            sessions.save(session)

@@ -57,13 +57,6 @@ class NodeRegistry:
         out = cls.output_class
         self._outputs.setdefault(out.output_type, OutputEntry(out, plugin))
 
-    def add_output(self, cls: type[BaseInvocationOutput], plugin: str) -> None:
-        """Register an output class that no registered node returns directly (e.g. a union member)."""
-        existing = self._outputs.get(cls.output_type)
-        if existing is not None and existing.cls is not cls:
-            raise DuplicateRegistrationError("output type", cls.output_type, existing.plugin, plugin)
-        self._outputs[cls.output_type] = OutputEntry(cls, plugin)
-
     def remove_plugin(self, plugin: str) -> None:
         """Roll back everything a plugin registered."""
         self._nodes = {k: v for k, v in self._nodes.items() if v.plugin != plugin}

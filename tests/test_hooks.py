@@ -86,7 +86,7 @@ def test_hook_register_services(tmp_path: Path) -> None:
     plugin.register_services = register_services  # type: ignore[attr-defined]
     host = _host(tmp_path)
     host.register_plugin(plugin, "p_svc")
-    services = Services(host.config, host.service_registry)
+    services = Services(host.config, host.service_registry, host.registry)
     store = services.get("special")
     assert isinstance(store, SpecialStore) and store.hello().startswith("hello")
     assert services.get(SpecialStore) is store

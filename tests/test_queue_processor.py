@@ -267,7 +267,9 @@ def test_several_workers_run_items_at_the_same_time(invokeai_host: Any, invokeai
     invokeai_register_nodes(MeetInvocation)
     invokeai_config.queue_workers = 2
     _barrier.reset()
-    with Invoker(Services(invokeai_config, invokeai_host.service_registry), invokeai_host) as invoker:
+    with Invoker(
+        Services(invokeai_config, invokeai_host.service_registry, invokeai_host.registry), invokeai_host
+    ) as invoker:
         invoker.start(process_queue=True)
         graph = {"nodes": {"c": {"id": "c", "type": "qp_meet"}}, "edges": []}
         ids = invoker.enqueue_batch(
@@ -330,7 +332,7 @@ def test_a_second_invoker_on_the_same_database_cannot_process(
 ):
     if invokeai_storage != "sqlite":
         pytest.skip("memory queues are not shared")
-    second = Invoker(Services(invokeai_config, invokeai_host.service_registry), invokeai_host)
+    second = Invoker(Services(invokeai_config, invokeai_host.service_registry, invokeai_host.registry), invokeai_host)
     with pytest.raises(QueueError, match="another queue processor is running on the database"):
         second.start(process_queue=True)
     assert not second._started  # a failed start leaves nothing running

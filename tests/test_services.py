@@ -417,7 +417,7 @@ def test_cache_size_zero_reruns_nodes(invokeai_host, invokeai_register_nodes, tm
     for size, expected_calls in ((0, [3, 3]), (10, [3])):
         calls.clear()
         config = load_config(root=tmp_path, overrides={"cache_size": size}, environ={})
-        services = Services(config, invokeai_host.service_registry)
+        services = Services(config, invokeai_host.service_registry, invokeai_host.registry)
         with Invoker(services, invokeai_host) as invoker:
             for _ in range(2):
                 assert invoker.run_graph(graph, timeout=30).status == "completed"
@@ -468,7 +468,7 @@ def test_queue_uses_the_invokers_registry(invokeai_register_nodes, invokeai_invo
 # == service selection =====================================================================================
 def test_unknown_implementation_name(invokeai_host, tmp_path: Path):
     config = load_config(root=tmp_path, overrides={"services.images": "nope"}, environ={})
-    services = Services(config, invokeai_host.service_registry)
+    services = Services(config, invokeai_host.service_registry, invokeai_host.registry)
     with pytest.raises(ServiceUnavailableError) as info:
         services.build_all()
     message = str(info.value)
@@ -483,7 +483,7 @@ def test_known_external_implementation_names_its_distribution(tmp_path: Path):
     config = load_config(root=tmp_path, overrides={"services.images": "s3"}, environ={})
     host = PluginHost(config, allowlist=set()).load()  # as if invokeai-s3 were not installed
     with pytest.raises(ServiceUnavailableError, match="pip install invokeai-s3"):
-        Services(config, host.service_registry).get("images")
+        Services(config, host.service_registry, host.registry).get("images")
 
 
 class _ServicesPlugin:
@@ -507,7 +507,7 @@ def test_missing_module_gives_the_install_hint(invokeai_host, invokeai_register_
     assert info.status == "loaded", info.error
     config = load_config(root=tmp_path, overrides={"services.images": "s_broken"}, environ={})
     with pytest.raises(ServiceUnavailableError) as err:
-        Services(config, invokeai_host.service_registry).build_all()
+        Services(config, invokeai_host.service_registry, invokeai_host.registry).build_all()
     assert hint in str(err.value)
     assert "s_no_such_module_xyz" in str(err.value)
     assert "s_broken_plugin" in str(err.value)
@@ -536,7 +536,7 @@ def test_implementation_modules_are_imported_only_when_selected(
     invokeai_register_plugin(_ServicesPlugin(("images", "s_lazy", f"{module}:LazyStore", None)), "s_lazy_plugin")
     root = tmp_path / "root"
 
-    services = Services(load_config(root=root, environ={}), invokeai_host.service_registry)
+    services = Services(load_config(root=root, environ={}), invokeai_host.service_registry, invokeai_host.registry)
     services.build_all()
     services.get(ImageFileStorageBase)
     assert module not in sys.modules
@@ -545,6 +545,7 @@ def test_implementation_modules_are_imported_only_when_selected(
     selected = Services(
         load_config(root=root, overrides={"services.images": "s_lazy"}, environ={}),
         invokeai_host.service_registry,
+        invokeai_host.registry,
     )
     store = selected.images
     assert module in sys.modules
@@ -560,11 +561,11 @@ def test_implementation_of_the_wrong_kind_is_refused(invokeai_host, invokeai_reg
     )
     config = load_config(root=tmp_path, overrides={"services.images": "s_wrong"}, environ={})
     with pytest.raises(ServiceUnavailableError, match="not a ImageFileStorageBase"):
-        Services(config, invokeai_host.service_registry).get("images")
+        Services(config, invokeai_host.service_registry, invokeai_host.registry).get("images")
 
 
 def test_services_get_by_kind_and_by_abc(invokeai_host, tmp_path: Path):
-    services = Services(load_config(root=tmp_path, environ={}), invokeai_host.service_registry)
+    services = Services(load_config(root=tmp_path, environ={}), invokeai_host.service_registry, invokeai_host.registry)
     assert services.get(ObjectStorageBase) is services.get("objects") is services.objects
     assert isinstance(services.objects, MemoryObjectStorage)
 
@@ -582,6 +583,7 @@ def test_preset_instances_are_used(invokeai_host, tmp_path: Path):
     services = Services(
         load_config(root=tmp_path, environ={}),
         invokeai_host.service_registry,
+        invokeai_host.registry,
         instances={"image_records": records},
     )
     assert services.image_records is records

@@ -357,7 +357,7 @@ def test_history_is_ordered(invoker):
         assert pos[f"it#{i}"] < pos[f"x10#{i}"] < pos[f"plus1#{i}"] < pos["c"]
     assert len(hist) == len(set(hist)) == 1 + 3 * 3 + 2
     # history survives JSON
-    assert Session.from_json(session.to_json()).history == session.history
+    assert Session.from_json(session.to_json(), invoker.registry).history == session.history
 
 
 def test_iterate_copies_run_in_collection_order(invoker):
@@ -475,7 +475,7 @@ def test_resume_after_json_round_trip(invoker):
         session = step(invoker, session.id)
     assert len(session.history) == 5
     text = session.to_json()
-    restored = Session.from_json(text)
+    restored = Session.from_json(text, invoker.registry)
     assert restored.id == session.id
     assert restored.history == session.history
     assert restored.status == "running"

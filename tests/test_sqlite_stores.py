@@ -164,7 +164,8 @@ class TestSqliteSessionQueue(SessionQueueContract):
 # == the database manager =============================================================================
 def test_one_database_file_in_the_root_folder_in_wal_mode(tmp_path: Path):
     config = load_config(root=tmp_path, environ={})
-    services = Services(config, _host_registry())
+    host = _host()
+    services = Services(config, host.service_registry, host.registry)
     assert isinstance(services.sessions, SqliteSessionStorage)
     assert isinstance(services.image_records, SqliteImageRecordStorage)
     assert isinstance(services.queue, SqliteSessionQueue)
@@ -192,10 +193,10 @@ def test_the_database_path_is_configurable(tmp_path: Path):
     assert absolute.db_file == tmp_path / "elsewhere.db"
 
 
-def _host_registry() -> Any:
+def _host() -> Any:
     from invokeai_core.plugins.host import PluginHost
 
-    return PluginHost(load_config(environ={}), discover=False).load().service_registry
+    return PluginHost(load_config(environ={}), discover=False).load()
 
 
 def test_migrations_run_once_and_in_order(tmp_path: Path):
@@ -489,7 +490,7 @@ def test_a_run_is_persisted_and_survives_a_restart(invokeai_invoker: Any, invoke
     invoker.stop()
     _close(invoker.services.sessions.db)
 
-    services = Services(invokeai_config, invoker.host.service_registry)
+    services = Services(invokeai_config, invoker.host.service_registry, invoker.host.registry)
     again = services.sessions.get(session.id)
     assert again.to_dict() == expected
     record = services.image_records.get(image_name)

@@ -8,26 +8,13 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from invokeai_core.cli.output import echo_json, table
 from invokeai_core.cli.plugin_new import new_command
-from invokeai_core.cli.state import CliError, CliState
+from invokeai_core.cli.state import CliError, CliState, pass_state
 
 if TYPE_CHECKING:
     from invokeai_core.invoker import Invoker
     from invokeai_core.session import Session
-
-pass_state = click.make_pass_decorator(CliState)
-
-
-def _echo_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, default=str))
-
-
-def _table(rows: list[list[str]], headers: list[str]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
-    for r in rows:
-        lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
-    return "\n".join(lines)
 
 
 # -- plugins --------------------------------------------------------------------------------------
@@ -42,7 +29,7 @@ def plugins_command(ctx: click.Context, as_json: bool) -> None:
     assert state is not None
     infos = state.host.plugin_list()
     if as_json:
-        _echo_json([i.to_dict() for i in infos])
+        echo_json([i.to_dict() for i in infos])
         return
     rows = []
     for i in infos:
@@ -56,7 +43,7 @@ def plugins_command(ctx: click.Context, as_json: bool) -> None:
                 str(len(i.nodes)),
             ]
         )
-    click.echo(_table(rows, ["NAME", "DISTRIBUTION", "VERSION", "STATUS", "HOOKS", "NODES"]))
+    click.echo(table(rows, ["NAME", "DISTRIBUTION", "VERSION", "STATUS", "HOOKS", "NODES"]))
     for i in infos:
         if i.status in ("failed", "blocked", "disabled") and (i.error or i.hint):
             click.echo(f"\n{i.name}: {i.status}" + (f": {i.error}" if i.error else ""))
@@ -83,7 +70,7 @@ def nodes_command(state: CliState, type_id: str | None, as_json: bool) -> None:
         except InvokeAIError as e:
             raise CliError(str(e)) from None
         if as_json:
-            _echo_json(registry.node_schema(type_id))
+            echo_json(registry.node_schema(type_id))
         else:
             from invokeai_core.cli.node_commands import node_help
 
@@ -91,7 +78,7 @@ def nodes_command(state: CliState, type_id: str | None, as_json: bool) -> None:
         return
     entries = registry.entries()
     if as_json:
-        _echo_json({e.cls.invocation_type: registry.node_schema(e.cls.invocation_type) for e in entries})
+        echo_json({e.cls.invocation_type: registry.node_schema(e.cls.invocation_type) for e in entries})
         return
     rows = [
         [
@@ -103,7 +90,7 @@ def nodes_command(state: CliState, type_id: str | None, as_json: bool) -> None:
         ]
         for e in entries
     ]
-    click.echo(_table(rows, ["TYPE", "TITLE", "CATEGORY", "PLUGIN", "VERSION"]))
+    click.echo(table(rows, ["TYPE", "TITLE", "CATEGORY", "PLUGIN", "VERSION"]))
 
 
 # -- run ------------------------------------------------------------------------------------------
@@ -273,7 +260,7 @@ def config_show(state: CliState, as_json: bool) -> None:
     config = state.config
     data = config.public_dict()
     if as_json:
-        _echo_json({"config": data, "sources": config.sources})
+        echo_json({"config": data, "sources": config.sources})
         return
     flat: dict[str, Any] = {}
 
@@ -286,7 +273,7 @@ def config_show(state: CliState, as_json: bool) -> None:
 
     walk("", data)
     rows = [[k, json.dumps(v, default=str), config.sources.get(k, "default")] for k, v in flat.items()]
-    click.echo(_table(rows, ["KEY", "VALUE", "FROM"]))
+    click.echo(table(rows, ["KEY", "VALUE", "FROM"]))
 
 
 COMMANDS: list[click.Command] = [plugins_command, nodes_command, run_command, config_group]

@@ -18,7 +18,7 @@ For each segment, in order of precedence:
 2. `--link SOURCE FIELD DEST_FIELD` connects an output of an earlier node (an id, or `-1` for the
    previous node, `-2` for the one before...) to the input;
 3. otherwise the input is auto-linked from the previous segment's output of the same name, if
-   the types are compatible (the kernel's `Session.auto_link_edges` rule);
+   the types are compatible (the kernel's `Graph.auto_link_edges` rule);
 4. otherwise a shell default (`default FIELD VALUE`) sets it;
 5. otherwise the field's own default applies.
 
@@ -276,7 +276,6 @@ class PipelineBuilder:
 
     def _add_segment(self, cmd: NodeCommand, seg: Any, previous: str | None, built: Built) -> BaseInvocation:
         from invokeai_core.errors import GraphError
-        from invokeai_core.session import Session
 
         graph = self.graph
         cls = cmd.node_class
@@ -308,7 +307,7 @@ class PipelineBuilder:
         if previous is not None:
             scratch = graph.copy()
             scratch.add_node(base)
-            auto = Session(scratch).auto_link_edges(previous, base)
+            auto = scratch.auto_link_edges(previous, base)
             auto = [e for e in auto if e.destination.field not in linked_explicitly]
             if not auto and not links:
                 note = self._no_link_note(previous, base, explicit)

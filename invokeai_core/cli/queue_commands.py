@@ -21,32 +21,14 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from invokeai_core.cli.state import CliError, CliState
+from invokeai_core.cli.output import echo_json, one_line, table
+from invokeai_core.cli.state import CliError, CliState, pass_state
 
 if TYPE_CHECKING:
-    from invokeai_core.invoker import Invoker
     from invokeai_core.services.base import QueueItem, SessionQueueBase
 
-pass_state = click.make_pass_decorator(CliState)
 
 STATUSES = ("pending", "in_progress", "completed", "failed", "canceled")
-
-
-def _echo_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, default=str))
-
-
-def _table(rows: list[list[str]], headers: list[str]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
-    for r in rows:
-        lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
-    return "\n".join(lines)
-
-
-def _one_line(text: str, width: int = 80) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 @contextmanager
@@ -57,17 +39,9 @@ def _bad_input() -> Iterator[None]:
     try:
         yield
     except InvokeAIError as e:
-        raise CliError(_one_line(str(e), 400)) from None
+        raise CliError(one_line(str(e), 400)) from None
     except KeyError as e:  # a store's lookup of something unknown
-        raise CliError(_one_line(str(e.args[0]) if e.args else "not found", 400)) from None
-
-
-def _invoker(state: CliState) -> Invoker:
-    """An Invoker with its services started (not its processors)."""
-    invoker = state.invoker()
-    with _bad_input():
-        invoker.services.start(invoker)
-    return invoker
+        raise CliError(one_line(str(e.args[0]) if e.args else "not found", 400)) from None
 
 
 def _known_queue(queue: SessionQueueBase, queue_id: str) -> str:
@@ -89,7 +63,7 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON."
 
 
 def _item_row(item: QueueItem) -> list[str]:
-    error = f"{item.error_type}: {_one_line(item.error_message or '', 50)}" if item.error_type else ""
+    error = f"{item.error_type}: {one_line(item.error_message or '', 50)}" if item.error_type else ""
     return [
         str(item.item_id),
         item.status,
@@ -119,18 +93,18 @@ def queue_group() -> None:
 @pass_state
 def queue_status(state: CliState, queue_id: str | None, as_json: bool) -> None:
     """Item counts by status, per queue, and whether the queue is paused."""
-    queue = _invoker(state).services.queue
+    queue = state.invoker().services.queue
     with _bad_input():
         ids = [_known_queue(queue, queue_id)] if queue_id is not None else sorted({"default", *queue.queue_ids()})
         counts = [queue.status(q) for q in ids]
     if as_json:
-        _echo_json([c.model_dump() for c in counts] if queue_id is None else counts[0].model_dump())
+        echo_json([c.model_dump() for c in counts] if queue_id is None else counts[0].model_dump())
         return
     rows = [
         [c.queue_id, "paused" if c.paused else "active", *(str(getattr(c, s)) for s in STATUSES), str(c.total)]
         for c in counts
     ]
-    click.echo(_table(rows, ["QUEUE", "STATE", "PENDING", "IN_PROGRESS", "COMPLETED", "FAILED", "CANCELED", "TOTAL"]))
+    click.echo(table(rows, ["QUEUE", "STATE", "PENDING", "IN_PROGRESS", "COMPLETED", "FAILED", "CANCELED", "TOTAL"]))
 
 
 @queue_group.command("list")
@@ -144,14 +118,14 @@ def queue_list(
     state: CliState, queue_id: str, status: str | None, cursor: int | None, limit: int, as_json: bool
 ) -> None:
     """Items in queue order (priority, then item id), a page at a time."""
-    queue = _invoker(state).services.queue
+    queue = state.invoker().services.queue
     _known_queue(queue, queue_id)
     with _bad_input():
         items = queue.list_items(queue_id, cursor=cursor, limit=limit, status=status)  # type: ignore[arg-type]
     if as_json:
-        _echo_json([i.model_dump(exclude={"graph"}) for i in items])
+        echo_json([i.model_dump(exclude={"graph"}) for i in items])
         return
-    click.echo(_table([_item_row(i) for i in items], ITEM_HEADERS))
+    click.echo(table([_item_row(i) for i in items], ITEM_HEADERS))
     if len(items) == limit:
         click.echo(f"(more: --cursor {items[-1].item_id})")
 
@@ -162,11 +136,11 @@ def queue_list(
 @pass_state
 def queue_show(state: CliState, item_id: int, as_json: bool) -> None:
     """One item: status, times, error, the values its batch set, and its graph (with --json)."""
-    queue = _invoker(state).services.queue
+    queue = state.invoker().services.queue
     with _bad_input():
         item = queue.get_item(item_id)
     if as_json:
-        _echo_json(item.model_dump())
+        echo_json(item.model_dump())
         return
     for name in ("item_id", "queue_id", "batch_id", "session_id", "status", "priority"):
         click.echo(f"{name}: {getattr(item, name)}")
@@ -213,11 +187,11 @@ def queue_enqueue(
             data["runs"] = runs
         if priority is not None:
             data["priority"] = priority
-    queue = _invoker(state).services.queue
+    queue = state.invoker().services.queue
     with _bad_input():
         result = queue.enqueue_batch(queue_id, data, prepend=prepend)
     if as_json:
-        _echo_json(result.model_dump())
+        echo_json(result.model_dump())
         return
     ids = result.item_ids
     span = f"{ids[0]}" if len(ids) == 1 else f"{ids[0]}-{ids[-1]}"
@@ -245,7 +219,7 @@ def queue_cancel(
     """Cancel items by id (pending or running), whole batches, or --all pending items."""
     if not item_ids and not batch_ids and not all_pending:
         raise CliError("give item ids, --batch BATCH_ID or --all")
-    queue = _invoker(state).services.queue
+    queue = state.invoker().services.queue
     canceled: list[int] = []
     with _bad_input():
         if item_ids:
@@ -260,7 +234,7 @@ def queue_cancel(
         if all_pending:
             canceled += queue.cancel_all_except_current(queue_id)
     if as_json:
-        _echo_json({"canceled": canceled})
+        echo_json({"canceled": canceled})
     else:
         click.echo(f"canceled {len(canceled)} item(s)" + (f": {', '.join(map(str, canceled))}" if canceled else ""))
 
@@ -271,11 +245,11 @@ def queue_cancel(
 @pass_state
 def queue_retry(state: CliState, item_ids: tuple[int, ...], as_json: bool) -> None:
     """Enqueue failed or canceled items again (as new items)."""
-    queue = _invoker(state).services.queue
+    queue = state.invoker().services.queue
     with _bad_input():
         new_ids = queue.retry_items(list(item_ids))
     if as_json:
-        _echo_json({"retried": new_ids})
+        echo_json({"retried": new_ids})
     else:
         click.echo(f"re-queued {len(new_ids)} item(s)" + (f" as {', '.join(map(str, new_ids))}" if new_ids else ""))
 
@@ -285,7 +259,7 @@ def queue_retry(state: CliState, item_ids: tuple[int, ...], as_json: bool) -> No
 @pass_state
 def queue_clear(state: CliState, queue_id: str) -> None:
     """Delete every item of the queue except the running one."""
-    queue = _invoker(state).services.queue
+    queue = state.invoker().services.queue
     _known_queue(queue, queue_id)
     with _bad_input():
         n = queue.clear(queue_id)
@@ -297,7 +271,7 @@ def queue_clear(state: CliState, queue_id: str) -> None:
 @pass_state
 def queue_prune(state: CliState, queue_id: str) -> None:
     """Delete the finished items (completed, failed, canceled) of the queue."""
-    queue = _invoker(state).services.queue
+    queue = state.invoker().services.queue
     _known_queue(queue, queue_id)
     with _bad_input():
         n = queue.prune(queue_id)
@@ -309,7 +283,7 @@ def queue_prune(state: CliState, queue_id: str) -> None:
 @pass_state
 def queue_pause(state: CliState, queue_id: str) -> None:
     """Stop handing out the queue's items (the running one finishes); persists across restarts."""
-    queue = _invoker(state).services.queue
+    queue = state.invoker().services.queue
     _known_queue(queue, queue_id)
     with _bad_input():
         queue.pause(queue_id)
@@ -321,7 +295,7 @@ def queue_pause(state: CliState, queue_id: str) -> None:
 @pass_state
 def queue_resume(state: CliState, queue_id: str) -> None:
     """Hand out the queue's items again."""
-    queue = _invoker(state).services.queue
+    queue = state.invoker().services.queue
     _known_queue(queue, queue_id)
     with _bad_input():
         queue.resume(queue_id)
@@ -353,7 +327,7 @@ def queue_process(state: CliState, until_empty: bool, workers: int | None) -> No
     def show(event: EventBase) -> None:
         status = getattr(event, "status", "")
         error = getattr(event, "error_type", None)
-        suffix = f" ({error}: {_one_line(getattr(event, 'error_message', '') or '', 100)})" if error else ""
+        suffix = f" ({error}: {one_line(getattr(event, 'error_message', '') or '', 100)})" if error else ""
         click.echo(f"item {event.item_id} [{event.queue_id}] {status}{suffix}")
         sys.stdout.flush()
 
@@ -404,14 +378,14 @@ def sessions_group() -> None:
 @pass_state
 def sessions_list(state: CliState, query: str | None, offset: int, limit: int, as_json: bool) -> None:
     """Sessions, newest first."""
-    sessions = _invoker(state).services.sessions
+    sessions = state.invoker().services.sessions
     with _bad_input():
         page = sessions.list(offset=offset, limit=limit, query=query)
     if as_json:
-        _echo_json(page.model_dump())
+        echo_json(page.model_dump())
         return
     rows = [[s.id, s.status, str(s.nodes), s.created_at[:19].replace("T", " ")] for s in page.items]
-    click.echo(_table(rows, ["SESSION", "STATUS", "NODES", "CREATED"]))
+    click.echo(table(rows, ["SESSION", "STATUS", "NODES", "CREATED"]))
     shown = f"{offset + 1}-{offset + len(page.items)}" if page.items else "none"
     click.echo(f"({shown} of {page.total})")
 
@@ -422,7 +396,7 @@ def sessions_list(state: CliState, query: str | None, offset: int, limit: int, a
 @pass_state
 def sessions_show(state: CliState, session_id: str, as_json: bool) -> None:
     """A session's status, results and errors (as `invokeai run --json` prints them)."""
-    invoker = _invoker(state)
+    invoker = state.invoker()
     with _bad_input():
         session = invoker.services.sessions.get(session_id)
     if as_json:
@@ -439,7 +413,7 @@ def sessions_show(state: CliState, session_id: str, as_json: bool) -> None:
             label = node_id if not isinstance(value, list) else f"{node_id}[{i}]"
             data = output.model_dump(mode="json")
             fields = ", ".join(
-                f"{k}={_one_line(json.dumps(data[k], default=str), 60)}" for k in type(output).model_fields if k in data
+                f"{k}={one_line(json.dumps(data[k], default=str), 60)}" for k in type(output).model_fields if k in data
             )
             click.echo(f"{label} ({node.invocation_type}): {fields}")
     for node_id, err in session.errors_by_source().items():

@@ -97,13 +97,12 @@ class CliState:
     def host(self) -> PluginHost:
         if self._host is None:
             from invokeai_core.errors import PluginError
-            from invokeai_core.plugins.host import PluginHost, set_host
+            from invokeai_core.plugins.host import PluginHost
 
             try:
                 self._host = PluginHost(self.config).load()
             except PluginError as e:
                 raise CliError(str(e)) from None
-            set_host(self._host)
         return self._host
 
     def invoker(self) -> Invoker:
@@ -114,3 +113,7 @@ class CliState:
             return Invoker.from_config(self.config, self.host)
         except InvokeAIError as e:
             raise CliError(str(e)) from None
+
+
+#: Passes the `CliState` to a command (`@pass_state def cmd(state: CliState, ...)`).
+pass_state = click.make_pass_decorator(CliState)

@@ -411,24 +411,3 @@ class PluginHost:
         _ = self.registry
         _ = self.service_registry
         return list(self.plugins.values())
-
-
-_host: PluginHost | None = None
-_host_lock = threading.Lock()
-
-
-def get_host() -> PluginHost:
-    """The process-wide default host (created and loaded on first use)."""
-    global _host
-    if _host is None:
-        with _host_lock:
-            if _host is None:
-                _host = PluginHost().load()
-    return _host
-
-
-def set_host(host: PluginHost | None) -> PluginHost | None:
-    """Replace the default host (tests); returns the previous one."""
-    global _host
-    previous, _host = _host, host
-    return previous

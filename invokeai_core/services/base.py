@@ -1,8 +1,9 @@
 """The abstract services every implementation (kernel default or plugin) provides.
 
-One ABC per kind in DESIGN.md's table. Implementations are constructed as `Impl(config)` and may
-define `start(invoker)` / `stop(invoker)`; they are chosen by name in configuration and imported
-only when selected (see `invokeai_core.services.container`).
+One ABC per kind in DESIGN.md's table. Implementations are constructed as `Impl(config,
+runtime=...)` (or `Impl(config)`, see `invokeai_core.runtime`) and may define `start()` / `stop()`;
+they are chosen by name in configuration and imported only when selected (see
+`invokeai_core.services.container`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import datetime as _dt
 import re
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, Field
@@ -25,6 +27,7 @@ if TYPE_CHECKING:
     from invokeai_core.events import EventServiceBase
     from invokeai_core.invocations.baseinvocation import BaseInvocationOutput
     from invokeai_core.invoker import Invoker
+    from invokeai_core.registry import NodeRegistry
     from invokeai_core.session import Session
 
 T = TypeVar("T")
@@ -273,6 +276,20 @@ class QueueItem(BaseModel):
     completed_at: str | None = None
 
 
+@dataclass(frozen=True)
+class ExpandedItem:
+    """One session of an expanded batch, ready to be stored as a queue item."""
+
+    session_id: str
+    graph: dict[str, Any]
+    field_values: list[dict[str, Any]]
+
+
+def prepend_priority(top: int | None, priority: int) -> int:
+    """The priority that puts a prepended batch above every pending item (`top` is their highest)."""
+    return max(priority - 1, top if top is not None else priority - 1) + 1
+
+
 class EnqueueResult(BaseModel):
     queue_id: str
     batch_id: str
@@ -320,13 +337,21 @@ class SessionQueueBase(ABC):
     unknown item id, a full queue) raises a `QueueError` or `BatchError` and changes nothing.
     """
 
-    #: The event bus status changes are emitted on (set by `start`).
+    #: The event bus status changes are emitted on (the runtime's; None emits nothing).
     events: EventServiceBase | None = None
+    #: The node registry batches are parsed against (the runtime's).
+    registry: NodeRegistry | None = None
+    #: The most pending items one queue may hold (`max_queue_size`).
+    max_size: int = 10000
 
-    def start(self, invoker: Invoker) -> None:
-        self.events = invoker.services.events
+    def start(self, invoker: Invoker | None = None) -> None:
+        """Called when the Invoker starts. `invoker` is the first release's argument, passed (with a
+        `DeprecationWarning`) only to a subclass whose `start` still requires it: such a queue, built
+        without a runtime, takes its event bus from it."""
+        if invoker is not None and self.events is None:
+            self.events = invoker.services.events
 
-    def stop(self, invoker: Invoker) -> None:  # noqa: B027 - optional hook, nothing to do by default
+    def stop(self) -> None:  # noqa: B027 - optional hook, nothing to do by default
         """Called when the Invoker stops."""
 
     # -- events ---------------------------------------------------------------------------------
@@ -365,12 +390,55 @@ class SessionQueueBase(ABC):
             )
         )
 
-    # -- the contract -----------------------------------------------------------------------------
-    @abstractmethod
+    # -- enqueueing: the steps every store shares ------------------------------------------------
     def enqueue_batch(self, queue_id: str, batch: Batch | dict[str, Any], *, prepend: bool = False) -> EnqueueResult:
         """Expand `batch` (see `Batch.expand` for the order) into pending items of `queue_id`, all or
         nothing. `prepend` gives them a priority above every pending item of the queue. Raises
-        `BatchError` for a malformed batch and `QueueFullError` past `max_queue_size` pending items."""
+        `BatchError` for a malformed batch and `QueueFullError` past `max_queue_size` pending items.
+
+        A store implements `insert_batch`; this checks the queue id and the room left (before
+        expanding a batch that cannot fit), expands the batch and emits `batch_enqueued`."""
+        from pydantic_core import to_jsonable_python
+
+        check_queue_id(queue_id)
+        batch = coerce_batch(batch)
+        requested = batch.count()
+        self.check_room(queue_id, self.status(queue_id).pending, requested)
+        if self.registry is None:
+            raise QueueError(f"{type(self).__name__} was built without a node registry; it cannot parse batches")
+        items = [
+            ExpandedItem(session_id, graph.to_dict(), to_jsonable_python(values))
+            for session_id, graph, values in batch.expand(self.registry)
+        ]
+        priority, ids = self.insert_batch(queue_id, batch, items, prepend=prepend)
+        result = EnqueueResult(
+            queue_id=queue_id,
+            batch_id=batch.batch_id,
+            enqueued=len(ids),
+            requested=requested,
+            priority=priority,
+            item_ids=ids,
+        )
+        self._emit_enqueued(result)
+        return result
+
+    def insert_batch(
+        self, queue_id: str, batch: Batch, items: list[ExpandedItem], *, prepend: bool
+    ) -> tuple[int, list[int]]:
+        """Insert a batch's expanded items as pending items of `queue_id` in one atomic step: check the
+        room again (`check_room`), choose the priority (`prepend_priority` when prepending, else
+        `batch.priority`), insert in order. Returns the priority and the new item ids."""
+        raise NotImplementedError(f"{type(self).__name__} implements neither enqueue_batch nor insert_batch")
+
+    def check_room(self, queue_id: str, pending: int, requested: int) -> None:
+        """Raise `QueueFullError` if `requested` more items would take the queue past `max_size`."""
+        if pending + requested > self.max_size:
+            raise QueueFullError(
+                f"the queue '{queue_id}' holds {pending} pending items; {requested} more would exceed "
+                f"the maximum of {self.max_size} (config max_queue_size)"
+            )
+
+    # -- the contract -----------------------------------------------------------------------------
 
     @abstractmethod
     def dequeue(self) -> QueueItem | None:
@@ -472,9 +540,6 @@ class SessionQueueBase(ABC):
             self._claimed = False
 
         return release
-
-    def iter_pending(self, queue_id: str) -> Iterator[QueueItem]:
-        yield from self.list_items(queue_id, status="pending", limit=1_000_000)
 
 
 _claims_lock = threading.Lock()

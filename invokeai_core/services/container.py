@@ -1,4 +1,8 @@
-"""Builds the configured service implementations, lazily, and hands them out by kind or ABC."""
+"""Builds the configured service implementations, lazily, and hands them out by kind or ABC.
+
+The event bus is built first, from the configuration alone; every other service is built with a
+`ServiceRuntime` (configuration, node registry, event bus; see `invokeai_core.runtime`).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 
 from invokeai_core.errors import ServiceUnavailableError
 from invokeai_core.events import EventServiceBase
+from invokeai_core.runtime import ServiceRuntime, call_lifecycle, construct
 from invokeai_core.services.base import (
     ImageFileStorageBase,
     ImageRecordStorageBase,
@@ -21,6 +26,7 @@ from invokeai_core.services.image_service import ImageService
 if TYPE_CHECKING:
     from invokeai_core.config import InvokeAIConfig
     from invokeai_core.invoker import Invoker
+    from invokeai_core.registry import NodeRegistry
     from invokeai_core.services.registry import ServiceRegistry
 
 S = TypeVar("S")
@@ -38,16 +44,30 @@ KERNEL_KINDS: dict[str, type] = {
 
 
 class Services:
-    """The service container. `instances` pre-sets implementations (tests)."""
+    """The service container: `registry` names the implementations, `nodes` is the node registry
+    handed to them. `instances` pre-sets implementations (tests)."""
 
     def __init__(
-        self, config: InvokeAIConfig, registry: ServiceRegistry, instances: dict[str, Any] | None = None
+        self,
+        config: InvokeAIConfig,
+        registry: ServiceRegistry,
+        nodes: NodeRegistry,
+        instances: dict[str, Any] | None = None,
     ) -> None:
         self.config = config
         self.registry = registry
+        self.nodes = nodes
         self._instances: dict[str, Any] = dict(instances or {})
         self._lock = threading.RLock()
         self._image_service: ImageService | None = None
+        self._runtime: ServiceRuntime | None = None
+
+    @property
+    def runtime(self) -> ServiceRuntime:
+        """What every service but the event bus is built with."""
+        if self._runtime is None:
+            self._runtime = ServiceRuntime(config=self.config, registry=self.nodes, events=self.events)
+        return self._runtime
 
     def selected_name(self, kind: str) -> str:
         chosen = self.config.services.selected().get(kind)
@@ -69,7 +89,7 @@ class Services:
             raise ServiceUnavailableError(
                 f"{kind} implementation '{name}' ({cls.__module__}.{cls.__name__}) is not a {expected.__name__}"
             )
-        return cls(self.config)
+        return construct(cls, self.config, None if kind == "events" else self.runtime)
 
     # `Callable[..., S]` rather than `type[S]`: type checkers refuse an abstract class for `type[S]`.
     @overload
@@ -104,7 +124,9 @@ class Services:
         raise ServiceUnavailableError(f"no service implements {kind.__name__} (is the plugin providing it installed?)")
 
     def build_all(self) -> None:
-        """Build every kernel kind now, so a configuration error surfaces before anything runs."""
+        """Build every kernel kind now (the event bus first), so a configuration error surfaces
+        before anything runs."""
+        self.get("events")
         for kind in KERNEL_KINDS:
             self.get(kind)
 
@@ -145,14 +167,12 @@ class Services:
     def built(self) -> dict[str, Any]:
         return dict(self._instances)
 
-    def start(self, invoker: Invoker) -> None:
+    def start(self, invoker: Invoker | None = None) -> None:
+        """Call every built service's `start()` (a legacy `start(invoker)` gets `invoker`)."""
         for inst in list(self._instances.values()):
-            start = getattr(inst, "start", None)
-            if callable(start):
-                start(invoker)
+            call_lifecycle(inst, "start", invoker)
 
-    def stop(self, invoker: Invoker) -> None:
+    def stop(self, invoker: Invoker | None = None) -> None:
+        """Call every built service's `stop()`, in reverse order of building."""
         for inst in reversed(list(self._instances.values())):
-            stop = getattr(inst, "stop", None)
-            if callable(stop):
-                stop(invoker)
+            call_lifecycle(inst, "stop", invoker)

@@ -13,20 +13,17 @@ import uuid
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
-from pydantic_core import to_jsonable_python
-
 from invokeai_core.errors import SessionNotFoundError
 from invokeai_core.services.base import (
     FINISHED,
     QUEUE_STATUSES,
     BatchNotFoundError,
-    EnqueueResult,
+    ExpandedItem,
     ImageRecord,
     ImageRecordStorageBase,
     OutputCacheBase,
     Page,
     QueueError,
-    QueueFullError,
     QueueItem,
     QueueItemNotFoundError,
     QueueStatus,
@@ -36,7 +33,7 @@ from invokeai_core.services.base import (
     SessionSummary,
     check_item_ids,
     check_queue_id,
-    coerce_batch,
+    prepend_priority,
     utcnow,
 )
 
@@ -44,8 +41,8 @@ if TYPE_CHECKING:
     from invokeai_core.batch import Batch
     from invokeai_core.config import InvokeAIConfig
     from invokeai_core.invocations.baseinvocation import BaseInvocationOutput
-    from invokeai_core.invoker import Invoker
     from invokeai_core.registry import NodeRegistry
+    from invokeai_core.runtime import ServiceRuntime
     from invokeai_core.session import Session
 
 
@@ -212,19 +209,16 @@ class MemorySessionQueue(SessionQueueBase):
         *,
         max_size: int | None = None,
         registry: NodeRegistry | None = None,
+        runtime: ServiceRuntime | None = None,
     ) -> None:
         self.max_size = max_size if max_size is not None else (config.max_queue_size if config is not None else 10000)
-        #: The node registry batches are parsed against (the Invoker's, once started).
-        self.registry = registry
+        #: The node registry batches are parsed against, and the bus status changes go to.
+        self.registry = runtime.registry if runtime is not None else registry
+        self.events = runtime.events if runtime is not None else None
         self._items: dict[int, QueueItem] = {}
         self._ids = itertools.count(1)
         self._paused: set[str] = set()
         self._lock = threading.RLock()
-
-    def start(self, invoker: Invoker) -> None:
-        super().start(invoker)
-        if self.registry is None:
-            self.registry = invoker.registry
 
     def _order(self, item: QueueItem) -> tuple[int, int]:
         return (-item.priority, item.item_id)
@@ -232,57 +226,31 @@ class MemorySessionQueue(SessionQueueBase):
     def _pending(self, queue_id: str) -> int:
         return sum(1 for i in self._items.values() if i.queue_id == queue_id and i.status == "pending")
 
-    def _full_error(self, queue_id: str, pending: int, requested: int) -> QueueFullError:
-        return QueueFullError(
-            f"the queue '{queue_id}' holds {pending} pending items; {requested} more would exceed "
-            f"the maximum of {self.max_size} (config max_queue_size)"
-        )
-
-    def enqueue_batch(self, queue_id: str, batch: Batch | dict[str, Any], *, prepend: bool = False) -> EnqueueResult:
-        check_queue_id(queue_id)
-        batch = coerce_batch(batch)
-        requested = batch.count()
-        with self._lock:
-            pending = self._pending(queue_id)
-        if pending + requested > self.max_size:
-            raise self._full_error(queue_id, pending, requested)
+    def insert_batch(
+        self, queue_id: str, batch: Batch, items: list[ExpandedItem], *, prepend: bool
+    ) -> tuple[int, list[int]]:
         now = utcnow()
-        expanded = [
-            (session_id, graph.to_dict(), to_jsonable_python(values))
-            for session_id, graph, values in batch.expand(self.registry)
-        ]
         with self._lock:
-            pending = self._pending(queue_id)
-            if pending + requested > self.max_size:
-                raise self._full_error(queue_id, pending, requested)
+            self.check_room(queue_id, self._pending(queue_id), len(items))
             priority = batch.priority
             if prepend:
                 current = [i.priority for i in self._items.values() if i.queue_id == queue_id and i.status == "pending"]
-                priority = max([*current, priority - 1]) + 1
+                priority = prepend_priority(max(current, default=None), priority)
             ids = []
-            for session_id, graph, values in expanded:
+            for expanded in items:
                 item = QueueItem(
                     item_id=next(self._ids),
                     queue_id=queue_id,
                     batch_id=batch.batch_id,
-                    session_id=session_id,
+                    session_id=expanded.session_id,
                     priority=priority,
-                    field_values=values,
-                    graph=graph,
+                    field_values=expanded.field_values,
+                    graph=expanded.graph,
                     created_at=now,
                 )
                 self._items[item.item_id] = item
                 ids.append(item.item_id)
-        result = EnqueueResult(
-            queue_id=queue_id,
-            batch_id=batch.batch_id,
-            enqueued=len(ids),
-            requested=requested,
-            priority=priority,
-            item_ids=ids,
-        )
-        self._emit_enqueued(result)
-        return result
+        return priority, ids
 
     def dequeue(self) -> QueueItem | None:
         with self._lock:

@@ -18,15 +18,12 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic_core import to_jsonable_python
-
 from invokeai_core.services.base import (
     FINISHED,
     QUEUE_STATUSES,
     BatchNotFoundError,
-    EnqueueResult,
+    ExpandedItem,
     QueueError,
-    QueueFullError,
     QueueItem,
     QueueItemNotFoundError,
     QueueStatus,
@@ -34,7 +31,7 @@ from invokeai_core.services.base import (
     SessionQueueBase,
     check_item_ids,
     check_queue_id,
-    coerce_batch,
+    prepend_priority,
     utcnow,
 )
 from invokeai_core.services.sqlite_db import SqliteDatabase
@@ -42,8 +39,8 @@ from invokeai_core.services.sqlite_db import SqliteDatabase
 if TYPE_CHECKING:
     from invokeai_core.batch import Batch
     from invokeai_core.config import InvokeAIConfig
-    from invokeai_core.invoker import Invoker
     from invokeai_core.registry import NodeRegistry
+    from invokeai_core.runtime import ServiceRuntime
 
 
 def _v1(conn: sqlite3.Connection) -> None:
@@ -126,6 +123,7 @@ class SqliteSessionQueue(SessionQueueBase):
         db: SqliteDatabase | None = None,
         max_size: int | None = None,
         registry: NodeRegistry | None = None,
+        runtime: ServiceRuntime | None = None,
     ) -> None:
         if db is None:
             db = SqliteDatabase.open(path) if path is not None else SqliteDatabase.for_config(config)
@@ -133,58 +131,30 @@ class SqliteSessionQueue(SessionQueueBase):
         self.db = db
         self.db.migrate("queue", MIGRATIONS)
         self.max_size = max_size if max_size is not None else (config.max_queue_size if config is not None else 10000)
-        #: The node registry batches are parsed against (the Invoker's, once started).
-        self.registry = registry
-
-    def start(self, invoker: Invoker) -> None:
-        super().start(invoker)
-        if self.registry is None:
-            self.registry = invoker.registry
+        #: The node registry batches are parsed against, and the bus status changes go to.
+        self.registry = runtime.registry if runtime is not None else registry
+        self.events = runtime.events if runtime is not None else None
 
     # -- enqueue ----------------------------------------------------------------------------------
-    def _full_error(self, queue_id: str, pending: int, requested: int) -> QueueFullError:
-        return QueueFullError(
-            f"the queue '{queue_id}' holds {pending} pending items; {requested} more would exceed "
-            f"the maximum of {self.max_size} (config max_queue_size)"
-        )
-
-    def _pending(self, conn: sqlite3.Connection, queue_id: str) -> int:
-        return int(
-            conn.execute(
-                "SELECT count(*) FROM queue_items WHERE queue_id = ? AND status = 'pending'", (queue_id,)
-            ).fetchone()[0]
-        )
-
-    def enqueue_batch(self, queue_id: str, batch: Batch | dict[str, Any], *, prepend: bool = False) -> EnqueueResult:
-        check_queue_id(queue_id)
-        batch = coerce_batch(batch)
-        requested = batch.count()
-        with self.db.read() as conn:  # refuse early, before expanding a batch that cannot fit
-            pending = self._pending(conn, queue_id)
-        if pending + requested > self.max_size:
-            raise self._full_error(queue_id, pending, requested)
+    def insert_batch(
+        self, queue_id: str, batch: Batch, items: list[ExpandedItem], *, prepend: bool
+    ) -> tuple[int, list[int]]:
         now = utcnow()
         rows = [
-            (
-                queue_id,
-                batch.batch_id,
-                session_id,
-                json.dumps(to_jsonable_python(values)),
-                json.dumps(graph.to_dict()),
-                now,
-            )
-            for session_id, graph, values in batch.expand(self.registry)
+            (queue_id, batch.batch_id, i.session_id, json.dumps(i.field_values), json.dumps(i.graph), now)
+            for i in items
         ]
         with self.db.transaction() as conn:
-            pending = self._pending(conn, queue_id)
-            if pending + requested > self.max_size:
-                raise self._full_error(queue_id, pending, requested)
+            pending = conn.execute(
+                "SELECT count(*) FROM queue_items WHERE queue_id = ? AND status = 'pending'", (queue_id,)
+            ).fetchone()[0]
+            self.check_room(queue_id, int(pending), len(rows))
             priority = batch.priority
             if prepend:
                 top = conn.execute(
                     "SELECT max(priority) FROM queue_items WHERE queue_id = ? AND status = 'pending'", (queue_id,)
                 ).fetchone()[0]
-                priority = max(priority - 1, top if top is not None else priority - 1) + 1
+                priority = prepend_priority(top, priority)
             last = conn.execute("SELECT coalesce(max(item_id), 0) FROM queue_items").fetchone()[0]
             seq = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'queue_items'").fetchone()
             first = max(int(last), int(seq[0]) if seq else 0) + 1
@@ -194,16 +164,7 @@ class SqliteSessionQueue(SessionQueueBase):
                 "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 [(i, q, b, s, priority, fv, g, c) for i, (q, b, s, fv, g, c) in zip(ids, rows, strict=True)],
             )
-        result = EnqueueResult(
-            queue_id=queue_id,
-            batch_id=batch.batch_id,
-            enqueued=len(ids),
-            requested=requested,
-            priority=priority,
-            item_ids=ids,
-        )
-        self._emit_enqueued(result)
-        return result
+        return priority, ids
 
     # -- taking and finishing items ---------------------------------------------------------------
     def dequeue(self) -> QueueItem | None:

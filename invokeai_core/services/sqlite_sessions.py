@@ -30,8 +30,8 @@ from invokeai_core.services.sqlite_db import SqliteDatabase
 
 if TYPE_CHECKING:
     from invokeai_core.config import InvokeAIConfig
-    from invokeai_core.invoker import Invoker
     from invokeai_core.registry import NodeRegistry
+    from invokeai_core.runtime import ServiceRuntime
     from invokeai_core.session import Session
 
 #: Separates node types in the `node_types` column (type ids are `[a-z0-9_]`).
@@ -132,21 +132,18 @@ class SqliteSessionStorage(SessionStorageBase):
         path: str | Path | None = None,
         db: SqliteDatabase | None = None,
         registry: NodeRegistry | None = None,
+        runtime: ServiceRuntime | None = None,
     ) -> None:
         if db is None:
             db = SqliteDatabase.open(path) if path is not None else SqliteDatabase.for_config(config)
         #: The database (shared by the stores of this process; `db=` gives one of its own).
         self.db = db
         self.db.migrate("sessions", MIGRATIONS)
-        #: The node registry sessions are parsed against (the Invoker's, once started).
-        self.registry = registry
+        #: The node registry sessions are parsed against.
+        self.registry = runtime.registry if runtime is not None else registry
         self._live: weakref.WeakValueDictionary[str, Session] = weakref.WeakValueDictionary()
         self._marks: weakref.WeakKeyDictionary[Session, _Mark] = weakref.WeakKeyDictionary()
         self._lock = threading.RLock()
-
-    def start(self, invoker: Invoker) -> None:
-        if self.registry is None:
-            self.registry = invoker.registry
 
     # -- writing ----------------------------------------------------------------------------------
     def save(self, session: Session) -> None:
@@ -309,15 +306,13 @@ class SqliteSessionStorage(SessionStorageBase):
             live = self._live.get(session_id)
             if live is not None:
                 return live
+            if self.registry is None:
+                raise TypeError("this SqliteSessionStorage was built without a node registry (pass registry=)")
             data, appends = self._read(session_id)
             session = Session.from_dict(data, self.registry)
             self._live[session_id] = session
             self._marks[session] = _Mark(session.graph, len(session.history), appends=appends)
             return session
-
-    def get_dict(self, session_id: str) -> dict[str, Any]:
-        """The stored session as `Session.to_dict()` JSON, without parsing it against the registry."""
-        return self._read(session_id)[0]
 
     def _read(self, session_id: str) -> tuple[dict[str, Any], int]:
         """The stored session's JSON and how many graph appends its row counts."""

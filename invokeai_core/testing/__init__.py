@@ -13,7 +13,7 @@ Fixtures (all isolated per test, a temporary root folder, in-memory stores unles
   stores the fixtures use. Ask for the SQLite database of the root folder (the production default)
   with `@pytest.mark.parametrize("invokeai_storage", ["sqlite"])`, or both with `["memory", "sqlite"]`.
 * `invokeai_config`: the configuration for that root (those stores, local images).
-* `invokeai_host`: a plugin host with the installed plugins, made the default host for the test.
+* `invokeai_host`: a plugin host with the installed plugins, for this test.
 * `invokeai_register_plugin(obj, name=None)`: register a plugin object (a module or any object
   with hookimpls) for this test only.
 * `invokeai_register_nodes(*classes)`: register node classes for this test only.
@@ -130,15 +130,10 @@ def invokeai_config(invokeai_root: Path, invokeai_storage: str) -> InvokeAIConfi
 
 
 @pytest.fixture
-def invokeai_host(invokeai_config: InvokeAIConfig) -> Iterator[PluginHost]:
-    from invokeai_core.plugins.host import PluginHost, set_host
+def invokeai_host(invokeai_config: InvokeAIConfig) -> PluginHost:
+    from invokeai_core.plugins.host import PluginHost
 
-    host = PluginHost(invokeai_config).load()
-    previous = set_host(host)
-    try:
-        yield host
-    finally:
-        set_host(previous)
+    return PluginHost(invokeai_config).load()
 
 
 @pytest.fixture

@@ -106,14 +106,14 @@ class RedisEventBus(InProcessEventBus):
     def has_subscribers(self, name: str) -> bool:
         return super().has_subscribers(name) or self._remote_wants(name)
 
-    def start(self, invoker: Any = None) -> None:
+    def start(self) -> None:
         """Listen again after a `stop` (an Invoker started a second time)."""
         if not self._thread.is_alive():
             self._stop.clear()
             self._thread = threading.Thread(target=self._listen, name="invokeai-redis-events", daemon=True)
             self._thread.start()
 
-    def stop(self, invoker: Any = None) -> None:
+    def stop(self) -> None:
         """Stop listening and withdraw this process's interest (the Invoker calls it on stop)."""
         self._stop.set()
         self._refresh_now.set()

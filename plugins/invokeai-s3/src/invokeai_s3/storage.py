@@ -45,7 +45,6 @@ if TYPE_CHECKING:
     from PIL.Image import Image
 
     from invokeai_core.config import InvokeAIConfig
-    from invokeai_core.invoker import Invoker
 
 __all__ = ["S3ConnectionError", "S3ImageFileStorage", "S3RequestError", "S3StorageError", "make_client"]
 
@@ -494,7 +493,8 @@ class S3ImageFileStorage(ImageFileStorageBase):
         if callable(close):
             close()
 
-    def stop(self, invoker: Invoker) -> None:
+    def stop(self) -> None:
+        """The Invoker stopped: close the client."""
         self.close()
 
 

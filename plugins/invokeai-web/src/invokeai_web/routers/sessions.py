@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 from invokeai_core.errors import SessionError
 from invokeai_core.graph import Edge
 from invokeai_core.services.base import Page, SessionSummary
-from invokeai_core.session import Session, prepared_id
+from invokeai_core.session import Session
 from invokeai_web.dependencies import InvokerDep
 from invokeai_web.openapi import ANY_INVOCATION_REF, ANY_OUTPUT_REF, GRAPH_REF, schema_ref
 
@@ -60,22 +60,9 @@ class InvokeAccepted(BaseModel):
 
 
 def session_json(session: Session) -> dict[str, Any]:
-    """The session's JSON; the containers are copied first, so a session that runs on a worker
-    thread meanwhile is read consistently."""
-    results = dict(session.results)
-    errors = dict(session.errors)
-    history = list(session.history)
-    return {
-        "id": session.id,
-        "status": session.status,
-        "graph": session.graph.to_dict(),
-        "results": {prepared_id(k): v.model_dump(mode="json") for k, v in results.items()},
-        "errors": {prepared_id(k): v.model_dump(mode="json") for k, v in errors.items()},
-        "history": [prepared_id(k) for k in history],
-        "canceled": session.canceled,
-        "created_at": session.created_at,
-        "updated_at": session.updated_at,
-    }
+    """The session's JSON (`Session.to_dict`, a consistent snapshot) with its status."""
+    data = session.to_dict()
+    return {"id": data["id"], "status": session.status, **data}
 
 
 @router.post("", status_code=201, response_model=SessionOut, summary="Create a session")
