@@ -7,7 +7,9 @@ without taking the host down. Keep plugin modules light: import node modules and
 inside the hook bodies (or deeper), never at module import time.
 
 Every spec below lists its exact signature; `docs/plugins.md` repeats each one and a test checks
-that it does.
+that it does. The host calls each implementation on its own, in pluggy's order (`tryfirst`, then the
+most recently registered plugin first, `trylast`); `wrapper=True` / `hookwrapper=True` are refused at
+load time.
 """
 
 from __future__ import annotations
@@ -63,7 +65,8 @@ def register_services(register: ServiceRegistrar) -> None:
     `kind` is one of images, image_records, objects, sessions, queue, events, cache, or a new kind
     of your own (looked up by nodes with `context.services.get(kind_or_abc)`). The class is imported
     only if configuration selects `name` for `kind` (or `default=True` and nothing is selected), and
-    is constructed as `Class(config)`. `install_hint` is shown when importing it fails.
+    is constructed as `Class(config, runtime=ServiceRuntime(...))` when its `__init__` takes a
+    `runtime` keyword (else `Class(config)`). `install_hint` is shown when importing it fails.
     """
 
 

@@ -145,6 +145,7 @@ def test_the_rendered_distribution(project: Path) -> None:
         f"src/{MODULE}/__init__.py",
         f"src/{MODULE}/hooks.py",
         f"src/{MODULE}/nodes.py",
+        f"src/{MODULE}/settings.py",
         f"src/{MODULE}/py.typed",
         "tests/conftest.py",
         "tests/test_nodes.py",
@@ -256,7 +257,7 @@ def test_the_rendered_code_passes_mypy(project: Path, plugin_python: Path, tmp_p
     env = _clean_env(tmp_path)
     res = _run([str(plugin_python), "-m", "mypy", "--cache-dir", str(tmp_path / "mypy-cache")], cwd=project, env=env)
     assert res.returncode == 0, res.stdout + res.stderr
-    assert "Success: no issues found in 5 source files" in res.stdout
+    assert "Success: no issues found in 6 source files" in res.stdout
 
 
 def test_nothing_leaks_into_the_test_environment(plugin_python: Path, cli_root: Path) -> None:

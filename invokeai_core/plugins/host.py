@@ -9,10 +9,11 @@ modules but no node modules and no heavy libraries.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from typing import TYPE_CHECKING, Any, Literal
@@ -68,6 +69,10 @@ def _env_allowlist(environ: dict[str, str] | os._Environ[str]) -> set[str] | Non
 
 def _truthy(value: str | None) -> bool:
     return (value or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _check_node(registry: NodeRegistry, plugin: str, cls: type) -> None:
+    registry.check(cls, plugin)
 
 
 class PluginHost:
@@ -193,31 +198,58 @@ class PluginHost:
         return None
 
     def _finish_registration(self) -> None:
-        # Plugins may add hookspecs of their own before unknown hook names are checked.
-        def add(specs: Any) -> None:
-            if id(specs) not in self._added_specs:
-                self._added_specs.add(id(specs))
-                self.pm.add_hookspecs(specs)
+        # Plugins may add hookspecs of their own before unknown hook names are checked. A plugin's
+        # specs are added only once its hook returned: one that raises leaves none behind.
+        pending: dict[str, list[Any]] = {}
 
-        self._call_each("register_hookspecs", {"add": add})
+        def prepare(name: str) -> dict[str, Any]:
+            pending[name] = []
+            return {"add": pending[name].append}
+
+        def commit(name: str) -> None:
+            for specs in pending.pop(name, []):
+                if id(specs) not in self._added_specs:
+                    self._added_specs.add(id(specs))
+                    self.pm.add_hookspecs(specs)
+
+        self.call_each("register_hookspecs", prepare=prepare, on_success=commit)
         for name, info in list(self.plugins.items()):
             plugin = self.pm.get_plugin(name)
             if plugin is None or info.status != "loaded":
                 continue
-            unknown = []
-            for caller in self.pm.get_hookcallers(plugin) or []:
-                for impl in caller.get_hookimpls():
-                    if impl.plugin is plugin and caller.spec is None and not impl.optionalhook:
-                        unknown.append(caller.name)
-            if unknown:
-                self._mark_failed(
-                    info,
-                    f"implements unknown hook(s) {', '.join(sorted(unknown))}",
-                    "check the hook names against invokeai_core.hookspecs (a typo?)",
-                )
+            problem = self._hookimpl_problem(plugin)
+            if problem is not None:
+                self._mark_failed(info, *problem)
                 continue
             info.hooks = sorted(c.name for c in (self.pm.get_hookcallers(plugin) or []) if c.spec is not None)
         self.pm.check_pending()
+
+    def _hookimpl_problem(self, plugin: Any) -> tuple[str, str] | None:
+        """Why the host cannot call this plugin's hook implementations, if it cannot: a hook nobody
+        specified, or an option (`wrapper=True`, `hookwrapper=True`) that needs pluggy's own call
+        loop, since every hook here is called plugin by plugin."""
+        unknown: list[str] = []
+        wrappers: list[str] = []
+        for caller in self.pm.get_hookcallers(plugin) or []:
+            for impl in caller.get_hookimpls():
+                if impl.plugin is not plugin:
+                    continue
+                if caller.spec is None and not impl.optionalhook:
+                    unknown.append(caller.name)
+                if impl.wrapper or impl.hookwrapper:
+                    wrappers.append(caller.name)
+        if unknown:
+            return (
+                f"implements unknown hook(s) {', '.join(sorted(unknown))}",
+                "check the hook names against invokeai_core.hookspecs (a typo?)",
+            )
+        if wrappers:
+            return (
+                f"marks {', '.join(sorted(wrappers))} with wrapper=True or hookwrapper=True, which invokeai "
+                "hooks do not support: each plugin's implementation is called on its own",
+                "drop the wrapper option (tryfirst=True / trylast=True order implementations)",
+            )
+        return None
 
     def _mark_failed(self, info: PluginInfo, error: str, hint: str | None) -> None:
         info.status = "failed"
@@ -234,46 +266,100 @@ class PluginHost:
         self._fail_strict(info)
         logger.warning("plugin '%s' failed and was skipped: %s", info.name, error)
 
-    def _fail_strict(self, info: PluginInfo) -> None:
+    def _fail_strict(self, info: PluginInfo, error: str | None = None) -> None:
         if self.strict:
             raise PluginError(
-                f"plugin '{info.name}' failed: {info.error}"
-                + (f" ({info.hint})" if info.hint else "")
+                f"plugin '{info.name}' failed: {error or info.error}"
+                + (f" ({info.hint})" if info.hint and error is None else "")
                 + " [INVOKEAI_STRICT_PLUGINS=1]"
             )
 
-    def _call_each(
+    def call_each(
         self,
         hook_name: str,
-        kwargs: dict[str, Any],
-        on_success: Callable[[str], None] | None = None,
-        prepare: Callable[[str], dict[str, Any]] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        *,
         only: str | None = None,
-    ) -> None:
-        """Call one hook plugin by plugin (or only for plugin `only`); a plugin whose implementation
-        raises is marked failed."""
-        caller = getattr(self.pm.hook, hook_name)
-        for impl in caller.get_hookimpls():  # registration order
+        prepare: Callable[[str], Mapping[str, Any]] | None = None,
+        on_success: Callable[[str], None] | None = None,
+        on_error: Callable[[str, BaseException], None] | None = None,
+        mark_failed: bool = True,
+    ) -> dict[str, BaseException]:
+        """Call a hook plugin by plugin, each implementation on its own, in pluggy's order
+        (`tryfirst` first, then the most recently registered first, `trylast` last).
+
+        `kwargs` are the hook's arguments; `prepare(plugin)` may add per-plugin ones (a `register`
+        callable that records what this plugin registers). After an implementation returns,
+        `on_success(plugin)` runs; if it raises, `on_error(plugin, exc)` runs (undo what it did) and the
+        plugin is marked failed and rolled back (unless `mark_failed=False`: the web plugin keeps a
+        plugin whose routes failed, without them). In strict mode a failure raises `PluginError`.
+        Only loaded plugins are called (only `only`, when given). Returns `{plugin: exception}` for
+        the implementations that raised. A hook no plugin specified calls nothing.
+        """
+        caller = getattr(self.pm.hook, hook_name, None)
+        errors: dict[str, BaseException] = {}
+        if caller is None:
+            return errors
+        for impl in reversed(caller.get_hookimpls()):  # pluggy calls them in this order
             name = impl.plugin_name
-            if only is not None and name != only:
+            if (only is not None and name != only) or impl.wrapper or impl.hookwrapper:
                 continue
             info = self.plugins.get(name)
             if info is None or info.status != "loaded":
                 continue
-            call_kwargs = dict(kwargs)
+            call_kwargs = dict(kwargs or {})
             if prepare is not None:
                 call_kwargs.update(prepare(name))
             try:
                 impl.function(*[call_kwargs[a] for a in impl.argnames])
             except BaseException as e:
-                if isinstance(e, KeyboardInterrupt):
+                if isinstance(e, KeyboardInterrupt | PluginError):
                     raise
-                if isinstance(e, PluginError):
-                    raise
-                self._mark_failed(info, f"{hook_name} raised {type(e).__name__}: {e}", None)
+                error = f"{hook_name} raised {type(e).__name__}: {e}"
+                errors[name] = e
+                if on_error is not None:
+                    on_error(name, e)
+                if mark_failed:
+                    self._mark_failed(info, error, None)
+                else:
+                    logger.warning("plugin '%s': %s", name, error, exc_info=e)
+                    self._fail_strict(info, error)
                 continue
             if on_success is not None:
                 on_success(name)
+        return errors
+
+    def _collect(self, hook_name: str, make: Callable[..., Any], only: str | None = None) -> dict[str, list[Any]]:
+        """Call a `register(...)`-style hook plugin by plugin; `make(plugin, *args, **kwargs)` turns
+        each registration into an item (a bad call raises inside the plugin's hook). Returns what each
+        plugin registered in load order, so the plugin loaded first wins a clash whatever order the
+        hooks ran in. What a plugin registered before it raised is dropped with it."""
+        pending: dict[str, list[Any]] = {}
+
+        def prepare(name: str) -> dict[str, Any]:
+            items = pending[name] = []
+
+            def register(*args: Any, **kwargs: Any) -> None:
+                items.append(make(name, *args, **kwargs))
+
+            return {"register": register}
+
+        def drop(name: str, _: BaseException) -> None:
+            pending.pop(name, None)
+
+        self.call_each(hook_name, prepare=prepare, on_error=drop, only=only)
+        return {name: pending[name] for name in self.plugins if name in pending}
+
+    def _checked(self, name: str, items: list[Any], check: Callable[[Any], None]) -> bool:
+        """Check one plugin's registrations against what is registered; a clash fails the plugin."""
+        try:
+            for item in items:
+                check(item)
+        except Exception as e:
+            hint = "uninstall one of the two plugins, or block one in plugins.block"
+            self._mark_failed(self.plugins[name], str(e), hint)
+            return False
+        return True
 
     # -- registries ---------------------------------------------------------------------------
     @property
@@ -292,26 +378,14 @@ class PluginHost:
             return self._registry
 
     def _run_register_invocations(self, registry: NodeRegistry, only: str | None = None) -> None:
-        pending: dict[str, list[type]] = {}
-
-        def prepare(name: str) -> dict[str, Any]:
-            pending[name] = []
-            return {"register": pending[name].append}
-
-        def commit(name: str) -> None:
+        collected = self._collect("register_invocations", lambda _plugin, cls: cls, only=only)
+        for name, classes in collected.items():
+            if not self._checked(name, classes, functools.partial(_check_node, registry, name)):
+                continue
             info = self.plugins[name]
-            classes = pending.pop(name, [])
-            try:
-                for cls in classes:
-                    registry.check(cls, name)
-            except Exception as e:
-                self._mark_failed(info, str(e), "uninstall one of the two plugins, or block one in plugins.block")
-                return
             for cls in classes:
                 registry.add(cls, name, info.version or "0")
             info.nodes = registry.by_plugin(name)
-
-        self._call_each("register_invocations", {}, on_success=commit, prepare=prepare, only=only)
 
     @property
     def service_registry(self) -> ServiceRegistry:
@@ -329,40 +403,26 @@ class PluginHost:
             return self._services
 
     def _run_register_services(self, services: ServiceRegistry, only: str | None = None) -> None:
-        pending: dict[str, list[ServiceImpl]] = {}
+        from invokeai_core.services.registry import ServiceImpl
 
-        def prepare(name: str) -> dict[str, Any]:
-            pending[name] = []
+        def make(
+            plugin: str,
+            kind: str,
+            impl_name: str,
+            path: str,
+            *,
+            description: str = "",
+            install_hint: str | None = None,
+            default: bool = False,
+        ) -> ServiceImpl:
+            return ServiceImpl(kind, impl_name, path, plugin, description, install_hint, default)
 
-            from invokeai_core.services.registry import ServiceImpl
-
-            def register(
-                kind: str,
-                impl_name: str,
-                path: str,
-                *,
-                description: str = "",
-                install_hint: str | None = None,
-                default: bool = False,
-            ) -> None:
-                pending[name].append(ServiceImpl(kind, impl_name, path, name, description, install_hint, default))
-
-            return {"register": register}
-
-        def commit(name: str) -> None:
-            info = self.plugins[name]
-            impls = pending.pop(name, [])
-            try:
-                for impl in impls:
-                    services.check(impl)
-            except Exception as e:
-                self._mark_failed(info, str(e), "uninstall one of the two plugins, or block one in plugins.block")
-                return
+        for name, impls in self._collect("register_services", make, only=only).items():
+            if not self._checked(name, impls, services.check):
+                continue
             for impl in impls:
                 services.add(impl)
-            info.services = [f"{i.kind}:{i.name}" for i in impls]
-
-        self._call_each("register_services", {}, on_success=commit, prepare=prepare, only=only)
+            self.plugins[name].services = [f"{i.kind}:{i.name}" for i in impls]
 
     # -- plugins added at run time (tests, notebooks) ------------------------------------------
     def register_plugin(self, plugin: Any, name: str | None = None, version: str = "0") -> PluginInfo:
@@ -395,15 +455,48 @@ class PluginHost:
 
     # -- other hooks --------------------------------------------------------------------------
     def add_commands(self, cli: click.Group) -> None:
+        """Run `register_commands`: each plugin adds to a group of its own, and its commands join
+        `cli` after every plugin ran, in load order. A plugin that raises adds nothing; a command
+        name already in `cli` fails the later plugin (both named)."""
+        import click
+
         self.load()
-        self._call_each("register_commands", {"cli": cli})
+        added: dict[str, click.Group] = {}
+
+        def prepare(name: str) -> dict[str, Any]:
+            added[name] = click.Group(cli.name)
+            return {"cli": added[name]}
+
+        def drop(name: str, _: BaseException) -> None:
+            added.pop(name, None)
+
+        self.call_each("register_commands", prepare=prepare, on_error=drop)
+        owners: dict[str, str] = {}
+        for name in self.plugins:
+            group = added.get(name)
+            if group is None:
+                continue
+            clash = next(
+                (c for c, cmd in group.commands.items() if c in cli.commands and cli.commands[c] is not cmd), None
+            )
+            if clash is not None:
+                other = owners.get(clash, "invokeai-core")
+                self._mark_failed(
+                    self.plugins[name],
+                    f"its command '{clash}' is already added by plugin '{other}'",
+                    "uninstall one of the two plugins, or block one in plugins.block",
+                )
+                continue
+            for cmd_name, cmd in group.commands.items():
+                cli.add_command(cmd, cmd_name)
+                owners[cmd_name] = name
 
     def call_startup(self, invoker: Invoker) -> None:
         self.load()
-        self._call_each("startup", {"invoker": invoker})
+        self.call_each("startup", {"invoker": invoker})
 
     def call_shutdown(self, invoker: Invoker) -> None:
-        self._call_each("shutdown", {"invoker": invoker})
+        self.call_each("shutdown", {"invoker": invoker})
 
     def plugin_list(self) -> list[PluginInfo]:
         """Every plugin with its status (loads the registries so node and service errors show)."""

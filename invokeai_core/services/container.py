@@ -10,7 +10,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 
-from invokeai_core.errors import ServiceUnavailableError
+from invokeai_core.errors import InvokeAIError, ServiceUnavailableError
 from invokeai_core.events import EventServiceBase
 from invokeai_core.runtime import ServiceRuntime, call_lifecycle, construct
 from invokeai_core.services.base import (
@@ -89,7 +89,16 @@ class Services:
             raise ServiceUnavailableError(
                 f"{kind} implementation '{name}' ({cls.__module__}.{cls.__name__}) is not a {expected.__name__}"
             )
-        return construct(cls, self.config, None if kind == "events" else self.runtime)
+        runtime = None if kind == "events" else self.runtime
+        try:
+            return construct(cls, self.config, runtime)
+        except InvokeAIError:
+            raise  # already one clear line (a locked database, an unreachable server, a bad setting)
+        except Exception as e:
+            plugin = self.registry.get(kind, name).plugin
+            raise ServiceUnavailableError(
+                f"{kind} implementation '{name}' from plugin '{plugin}' failed to start: {type(e).__name__}: {e}"
+            ) from e
 
     # `Callable[..., S]` rather than `type[S]`: type checkers refuse an abstract class for `type[S]`.
     @overload

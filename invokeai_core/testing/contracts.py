@@ -67,11 +67,15 @@ from invokeai_core.services.base import (
     SessionQueueBase,
     SessionStorageBase,
 )
+from invokeai_core.services.image_service import ImageService
+from invokeai_core.services.memory import MemoryImageRecordStorage
 from invokeai_core.session import NodeError, Session
 
 __all__ = [
     "ImageFileStoreContract",
     "ImageRecordStoreContract",
+    "ImageService",
+    "MemoryImageRecordStorage",
     "SessionQueueContract",
     "SessionStoreContract",
     "checker_image",

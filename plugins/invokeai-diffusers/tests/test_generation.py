@@ -149,7 +149,7 @@ def test_granular_img2img_with_masks(manager: Any, invokeai_invoker: Any, invoke
 
 
 def test_bad_inputs_name_the_field(manager: Any, invokeai_run_graph: Any, invokeai_invoker: Any) -> None:
-    from invokeai_core.errors import NodeFieldError
+    from invokeai_core import NodeFieldError
 
     unknown = invokeai_run_graph(txt2img(model="nope"))
     assert unknown.status == "failed"

@@ -17,10 +17,7 @@ import pytest
 if TYPE_CHECKING:
     from PIL.Image import Image
 
-    from invokeai_core import ImageField, InvokeAIConfig, Invoker
-    from invokeai_core.errors import GraphError
-    from invokeai_core.services.base import ImageRecord
-    from invokeai_core.session import NodeError
+    from invokeai_core import GraphError, ImageField, ImageRecord, InvokeAIConfig, Invoker, NodeError
     from invokeai_core.testing import GraphRun
 
 
@@ -41,7 +38,7 @@ def nodes_settings() -> dict[str, Any] | None:
 def invokeai_config(invokeai_root: Path, nodes_settings: dict[str, Any] | None) -> InvokeAIConfig:
     """The kernel's fixture, plus this plugin's settings written to `<root>/invokeai.toml`, read the
     way a user's file is."""
-    from invokeai_core.config import load_config
+    from invokeai_core import load_config
 
     if nodes_settings is not None:
         lines = ["[plugins.nodes]", *(f"{k} = {json.dumps(v)}" for k, v in nodes_settings.items())]
@@ -80,7 +77,7 @@ def node_error(invokeai_run_graph: Callable[..., GraphRun]) -> Callable[..., Nod
 @pytest.fixture
 def refused(invokeai_run_graph: Callable[..., GraphRun]) -> Callable[..., GraphError]:
     """Build a one-node graph that must be refused before anything runs; return the error."""
-    from invokeai_core.errors import GraphError
+    from invokeai_core import GraphError
 
     def run(type_id: str, **fields: Any) -> GraphError:
         with pytest.raises(GraphError) as info:

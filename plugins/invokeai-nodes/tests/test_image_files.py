@@ -11,7 +11,7 @@ import pytest
 from invokeai_nodes.settings import PathNotAllowedError, SettingsError, allowed_folders, load_settings
 from PIL import Image
 
-from invokeai_core.config import load_config
+from invokeai_core import load_config
 
 Get = Callable[[Any], Image.Image]
 

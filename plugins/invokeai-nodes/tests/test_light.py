@@ -20,9 +20,9 @@ PROBE = """
 import json, sys
 import invokeai_nodes.hooks
 loaded_by_hooks = sorted(m for m in {heavy!r} if m in sys.modules)
-from invokeai_core.config import load_config
-from invokeai_core.graph import Graph
-from invokeai_core.plugins.host import PluginHost
+from invokeai_core import load_config
+from invokeai_core import Graph
+from invokeai_core import PluginHost
 host = PluginHost(load_config(environ={{}})).load()
 assert host.plugins["nodes"].status == "loaded", host.plugins["nodes"].error
 types = [e.cls.invocation_type for e in host.registry.entries() if e.plugin == "nodes"]

@@ -15,8 +15,12 @@ from typing import Any
 import pytest
 from conftest import free_port, wait_until
 
-from invokeai_core.errors import StorageUnavailableError
-from invokeai_core.events import InvocationCompleteEvent, InvocationProgressEvent, SessionCompleteEvent
+from invokeai_core import (
+    InvocationCompleteEvent,
+    InvocationProgressEvent,
+    SessionCompleteEvent,
+    StorageUnavailableError,
+)
 
 INVOKEAI = str(Path(sys.executable).parent / "invokeai")
 
@@ -149,7 +153,7 @@ def test_an_unreachable_redis_is_a_clear_error_at_start(tmp_path: Path) -> None:
 def test_bad_settings_name_the_key() -> None:
     from invokeai_redis.settings import load_settings
 
-    from invokeai_core.config import load_config
+    from invokeai_core import load_config
 
     config = load_config(environ={"INVOKEAI_PLUGINS__REDIS__URL": "http://nope"})
     with pytest.raises(Exception, match=r"plugins\.redis\.url"):
@@ -158,7 +162,7 @@ def test_bad_settings_name_the_key() -> None:
 
 def test_selecting_redis_imports_redis_py_only_then() -> None:
     code = (
-        "import sys; from invokeai_core.plugins.host import PluginHost; from invokeai_core.config import load_config; "
+        "import sys; from invokeai_core import PluginHost, load_config; "
         "PluginHost(load_config(environ={})).load(); print('redis' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
@@ -173,9 +177,7 @@ def test_a_server_shows_live_what_a_worker_process_runs(redis_url: str, channel:
     from invokeai_web.app import ServerThread, create_app
     from invokeai_web.settings import WebSettings
 
-    from invokeai_core.config import load_config
-    from invokeai_core.invoker import Invoker
-    from invokeai_core.plugins.host import PluginHost
+    from invokeai_core import Invoker, PluginHost, load_config
 
     environ = {
         "INVOKEAI_SERVICES__EVENTS": "redis",

@@ -125,7 +125,7 @@ def invokeai_config(
 ) -> InvokeAIConfig:
     """The kernel's fixture, with `services.images = "s3"` and the `[plugins.s3]` table written to
     `<root>/invokeai.toml` and read the way a user's file is."""
-    from invokeai_core.config import load_config
+    from invokeai_core import load_config
     from invokeai_core.testing import STORAGE_KINDS
 
     services = {"images": images_service, **dict.fromkeys(STORAGE_KINDS, invokeai_storage)}

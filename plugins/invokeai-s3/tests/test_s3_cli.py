@@ -49,10 +49,10 @@ def run_cli(*args: str, root: Path, load_plugins: str | None = None) -> subproce
 GRAPH_PROBE = """
 import json, sys
 sys.path.insert(0, {tests!r})
-from invokeai_core.config import load_config
-from invokeai_core.graph import Graph
-from invokeai_core.invoker import Invoker
-from invokeai_core.plugins.host import PluginHost
+from invokeai_core import load_config
+from invokeai_core import Graph
+from invokeai_core import Invoker
+from invokeai_core import PluginHost
 from invokeai_core.testing import make_plugin
 from s3_nodes import ALL_NODES, GRAPH
 

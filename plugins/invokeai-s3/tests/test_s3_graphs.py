@@ -14,7 +14,7 @@ from PIL import Image
 from s3_helpers import FlakyProxy, MotoServer, free_port, start_moto_with_iam
 from s3_nodes import ALL_NODES, GRAPH
 
-from invokeai_core.errors import ConfigError
+from invokeai_core import ConfigError
 
 
 @pytest.fixture
@@ -93,7 +93,7 @@ def test_a_graph_stores_its_images_in_the_bucket(
 def test_the_store_is_closed_when_the_invoker_stops(
     nodes: None, invokeai_host: Any, invokeai_config: Any, invokeai_register_nodes: Any
 ) -> None:
-    from invokeai_core.invoker import Invoker
+    from invokeai_core import Invoker
 
     invoker = Invoker.from_config(invokeai_config, invokeai_host).start()
     store = invoker.services.images
@@ -210,8 +210,7 @@ def test_retries_give_up_after_max_attempts(
 def _build(invokeai_root: Path, invokeai_host: Any, s3: dict[str, Any] | None) -> Any:
     from conftest import write_config
 
-    from invokeai_core.config import load_config
-    from invokeai_core.invoker import Invoker
+    from invokeai_core import Invoker, load_config
 
     write_config(invokeai_root, s3, {"images": "s3"})
     return Invoker.from_config(load_config(root=invokeai_root, environ={}), invokeai_host)
@@ -263,7 +262,7 @@ def test_an_unknown_profile_is_a_configuration_error(invokeai_root: Path, invoke
 def test_settings_from_the_environment(invokeai_root: Path, moto_server: MotoServer, bucket: str) -> None:
     from invokeai_s3.settings import S3Settings
 
-    from invokeai_core.config import load_config
+    from invokeai_core import load_config
 
     env = {
         "INVOKEAI_SERVICES__IMAGES": "s3",

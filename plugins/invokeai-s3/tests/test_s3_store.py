@@ -16,10 +16,14 @@ from invokeai_s3.settings import S3Settings
 from invokeai_s3.storage import METADATA_BUDGET, S3ImageFileStorage, S3RequestError
 from PIL import Image
 
-from invokeai_core.services.base import ImageFileStorageBase, ImageRecord
-from invokeai_core.services.image_service import ImageService
-from invokeai_core.services.memory import MemoryImageRecordStorage
-from invokeai_core.testing.contracts import ImageFileStoreContract, checker_image, image_pixels
+from invokeai_core import ImageFileStorageBase, ImageRecord
+from invokeai_core.testing.contracts import (
+    ImageFileStoreContract,
+    ImageService,
+    MemoryImageRecordStorage,
+    checker_image,
+    image_pixels,
+)
 
 
 def make_store(moto_url: str, bucket: str, **overrides: Any) -> S3ImageFileStorage:

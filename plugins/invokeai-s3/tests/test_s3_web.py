@@ -44,7 +44,7 @@ def web(invokeai_host: Any, invokeai_config: Any, invokeai_register_nodes: Any) 
     from invokeai_web.app import ServerThread, create_app
     from invokeai_web.settings import WebSettings
 
-    from invokeai_core.invoker import Invoker
+    from invokeai_core import Invoker
 
     invokeai_register_nodes(*ALL_NODES, name="s3test")
     invoker = Invoker.from_config(invokeai_config, invokeai_host)

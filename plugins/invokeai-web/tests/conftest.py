@@ -65,7 +65,7 @@ def server(
     from invokeai_web.app import ServerThread, create_app
     from invokeai_web.settings import WebSettings
 
-    from invokeai_core.invoker import Invoker
+    from invokeai_core import Invoker
 
     settings = WebSettings(**{"port": 0, **web_settings_overrides})
     invoker = Invoker.from_config(invokeai_config, invokeai_host)

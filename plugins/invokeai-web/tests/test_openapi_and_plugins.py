@@ -45,7 +45,7 @@ def test_every_node_and_output_type_is_a_named_schema_with_its_metadata(server: 
 
 
 def test_events_and_socketio_are_described(server: Any) -> None:
-    from invokeai_core.events import ALL_EVENTS
+    from invokeai_core import ALL_EVENTS
 
     with server.client() as http:
         schema = http.get(server.url + "/openapi.json").json()
@@ -177,7 +177,7 @@ def test_diffusers_adds_its_models_routes(server: Any, tmp_path: Any) -> None:
 
 def test_diffusers_loads_without_invokeai_web(invokeai_config: Any) -> None:
     """Its `register_routes` is optional: with invokeai-web not loaded, diffusers still loads."""
-    from invokeai_core.plugins.host import PluginHost
+    from invokeai_core import PluginHost
 
     host = PluginHost(invokeai_config, allowlist={"diffusers"}).load()
     if "diffusers" not in host.plugins:

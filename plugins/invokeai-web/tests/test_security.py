@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from invokeai_web.settings import WebSettings, is_loopback, load_web_settings
 
-from invokeai_core.errors import ConfigError
+from invokeai_core import ConfigError
 
 TOKEN = "s3cret-token"
 
@@ -38,7 +38,7 @@ def test_loopback_addresses(host: str, loopback: bool) -> None:
 
 
 def test_settings_come_from_plugins_web_and_flags_override(invokeai_root: Any) -> None:
-    from invokeai_core.config import load_config
+    from invokeai_core import load_config
 
     (invokeai_root / "invokeai.toml").write_text(
         '[plugins.web]\nport = 9191\ncors_origins = ["http://a.example"]\nmax_upload_mb = 5\n'

@@ -57,7 +57,7 @@ def _free_port() -> int:
 
 def _invokeai() -> list[str]:
     exe = Path(sys.executable).with_name("invokeai")
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "invokeai_core.cli"]
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "invokeai_core.cli.main"]
 
 
 @contextlib.contextmanager

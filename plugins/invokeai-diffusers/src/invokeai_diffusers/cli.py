@@ -20,8 +20,7 @@ class _BadInput(click.ClickException):
 
 
 def _manager(ctx: click.Context) -> ModelManager:
-    from invokeai_core.cli.state import CliState
-    from invokeai_core.errors import InvokeAIError
+    from invokeai_core import CliState, InvokeAIError
     from invokeai_diffusers.models.manager import ModelManager
 
     state = ctx.find_object(CliState)
@@ -71,7 +70,7 @@ def list_models(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def show_model(ctx: click.Context, name: str, as_json: bool) -> None:
     """Show one model's record."""
-    from invokeai_core.errors import InvokeAIError
+    from invokeai_core import InvokeAIError
 
     try:
         record = _manager(ctx).get(name)
@@ -116,7 +115,7 @@ def add_model(
     Recorded in place, never copied. Checkpoints of SD 1.x, 2.x and XL load offline with the configs
     this plugin ships; pickles (.ckpt, .pt) need plugins.diffusers.allow_pickle = true.
     """
-    from invokeai_core.errors import InvokeAIError
+    from invokeai_core import InvokeAIError
 
     try:
         record = _manager(ctx).add(
@@ -137,7 +136,7 @@ def add_model(
 @click.pass_context
 def remove_model(ctx: click.Context, name: str, delete_files: bool) -> None:
     """Uninstall a model."""
-    from invokeai_core.errors import InvokeAIError
+    from invokeai_core import InvokeAIError
 
     try:
         record = _manager(ctx).remove(name, delete_files=delete_files)

@@ -14,7 +14,7 @@ from invokeai_core import hookimpl
 if TYPE_CHECKING:
     import click
 
-    from invokeai_core.hookspecs import ServiceRegistrar
+    from invokeai_core import ServiceRegistrar
 
 
 @hookimpl

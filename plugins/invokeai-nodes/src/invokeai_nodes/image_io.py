@@ -13,8 +13,7 @@ from invokeai_nodes.image_outputs import ImageOutput
 if TYPE_CHECKING:
     from PIL.Image import Image
 
-    from invokeai_core import ImageField, InvocationContext
-    from invokeai_core.services.base import ImageRecord
+    from invokeai_core import ImageField, ImageRecord, InvocationContext
 
 
 class ImageNotFoundError(LookupError):

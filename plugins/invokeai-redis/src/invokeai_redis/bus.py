@@ -27,8 +27,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from invokeai_core.errors import StorageUnavailableError
-from invokeai_core.events import ALL_EVENTS, EventBase, Handler, InProcessEventBus
+from invokeai_core import ALL_EVENTS, EventBase, Handler, InProcessEventBus, StorageUnavailableError
 from invokeai_redis.settings import RedisSettings, load_settings
 
 logger = logging.getLogger("invokeai.redis")

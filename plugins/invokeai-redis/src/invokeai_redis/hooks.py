@@ -6,7 +6,7 @@ only when the configuration selects `services.events = "redis"`.
 
 from __future__ import annotations
 
-from invokeai_core.hookspecs import ServiceRegistrar, hookimpl
+from invokeai_core import ServiceRegistrar, hookimpl
 
 
 @hookimpl

@@ -5,4 +5,9 @@ package (or its entry point, `invokeai_s3.hooks`) imports neither boto3 nor boto
 when the configuration selects this store (`invokeai_s3.storage`).
 """
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("invokeai-s3")  # pyproject.toml is the one place the version is written
+except PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0+unknown"

@@ -31,8 +31,7 @@ def s3_group() -> None:
 def check(ctx: click.Context, write: bool, as_json: bool) -> None:
     """Check the [plugins.s3] settings against the store: exit status 0 if every step works, 1 if
     the store fails one (the line says why), 2 for bad settings."""
-    from invokeai_core.cli.state import CliState
-    from invokeai_core.errors import ConfigError
+    from invokeai_core import CliState, ConfigError
 
     state = ctx.find_object(CliState)
     try:

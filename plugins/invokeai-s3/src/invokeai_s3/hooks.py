@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from invokeai_core.hookspecs import ServiceRegistrar, hookimpl
+from invokeai_core import ServiceRegistrar, hookimpl
 
 if TYPE_CHECKING:
     import click

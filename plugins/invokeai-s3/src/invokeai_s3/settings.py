@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from invokeai_core.errors import ConfigError
+from invokeai_core import ConfigError
 
 if TYPE_CHECKING:
-    from invokeai_core.config import InvokeAIConfig
+    from invokeai_core import InvokeAIConfig
 
 #: The plugin's name: its entry point, its `[plugins.s3]` table and the `services.images` value.
 PLUGIN_NAME = "s3"

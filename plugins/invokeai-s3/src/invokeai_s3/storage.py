@@ -37,14 +37,13 @@ import botocore.config
 import botocore.exceptions
 import botocore.session
 
-from invokeai_core.errors import ConfigError, StorageError, StorageUnavailableError
-from invokeai_core.services.base import ImageFileStorageBase
+from invokeai_core import ConfigError, ImageFileStorageBase, StorageError, StorageUnavailableError
 from invokeai_s3.settings import CREDENTIALS_HELP, S3Settings
 
 if TYPE_CHECKING:
     from PIL.Image import Image
 
-    from invokeai_core.config import InvokeAIConfig
+    from invokeai_core import InvokeAIConfig
 
 __all__ = ["S3ConnectionError", "S3ImageFileStorage", "S3RequestError", "S3StorageError", "make_client"]
 

@@ -6,7 +6,12 @@ only by the modules that build and run the app (`invokeai_web.app` and what it i
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("invokeai-web")  # pyproject.toml is the one place the version is written
+except PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0+unknown"
 
 #: Every route lives under this prefix.
 API_PREFIX = "/api/v1"

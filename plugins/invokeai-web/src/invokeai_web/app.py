@@ -23,7 +23,7 @@ from invokeai_web import API_PREFIX, __version__
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
-    from invokeai_core.invoker import Invoker
+    from invokeai_core import Invoker
     from invokeai_web.events import EventBridge
     from invokeai_web.settings import WebSettings
 
@@ -53,28 +53,20 @@ class ServerApp:
 
 
 def add_plugin_routes(app: FastAPI, invoker: Invoker) -> dict[str, str]:
-    """Call every plugin's `register_routes(app)`, each on its own: a failure is logged and reported
-    (`GET /api/v1/plugins`), and the server starts without that plugin's routes."""
-    host = invoker.host
-    caller = getattr(host.pm.hook, "register_routes", None)
-    errors: dict[str, str] = {}
-    if caller is None:
-        return errors
-    for impl in caller.get_hookimpls():
-        name = impl.plugin_name
-        info = host.plugins.get(name)
-        if info is None or info.status != "loaded":
-            continue
-        before = len(app.router.routes)
-        try:
-            impl.function(*[{"app": app}[a] for a in impl.argnames])
-        except Exception as e:
-            del app.router.routes[before:]  # nothing half-registered
-            errors[name] = f"{type(e).__name__}: {e}"
-            logger.exception("plugin '%s' failed to register its routes", name)
-            if host.strict:
-                raise
-    return errors
+    """Call every plugin's `register_routes(app)`, each on its own (`PluginHost.call_each`): a failure
+    is logged and reported (`GET /api/v1/plugins`), and the server starts without that plugin's
+    routes."""
+    before: dict[str, int] = {}
+
+    def prepare(name: str) -> dict[str, Any]:
+        before[name] = len(app.router.routes)
+        return {}
+
+    def undo(name: str, _: BaseException) -> None:
+        del app.router.routes[before[name] :]  # nothing half-registered
+
+    errors = invoker.host.call_each("register_routes", {"app": app}, prepare=prepare, on_error=undo, mark_failed=False)
+    return {name: f"{type(e).__name__}: {e}" for name, e in errors.items()}
 
 
 def create_app(invoker: Invoker, settings: WebSettings, *, manage_invoker: bool = True) -> ServerApp:

@@ -54,8 +54,7 @@ def serve_command(
     `Authorization: Bearer TOKEN`, and the web UI asks for the token once (a sign-in cookie). The
     token is not a command-line flag, so it never shows in the process list.
     """
-    from invokeai_core.cli.state import CliState
-    from invokeai_core.errors import InvokeAIError
+    from invokeai_core import CliState, InvokeAIError
 
     state = ctx.find_object(CliState)
     if state is None:  # pragma: no cover - always set by `invokeai`

@@ -12,12 +12,11 @@ from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
 
-from invokeai_core.invoker import Invoker
+from invokeai_core import Invoker
 from invokeai_web.settings import WebSettings
 
 if TYPE_CHECKING:
-    from invokeai_core.config import InvokeAIConfig
-    from invokeai_core.plugins.host import PluginHost
+    from invokeai_core import InvokeAIConfig, PluginHost
     from invokeai_web.events import EventBridge
 
 

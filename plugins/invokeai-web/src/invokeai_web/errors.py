@@ -26,22 +26,20 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi.responses import JSONResponse
 
-from invokeai_core.errors import (
+from invokeai_core import (
     BatchError,
+    BatchNotFoundError,
     GraphError,
+    InvalidQueueIdError,
     InvokeAIError,
+    QueueError,
+    QueueFullError,
+    QueueItemNotFoundError,
     ServiceUnavailableError,
     SessionError,
     SessionNotFoundError,
     StorageError,
     StorageUnavailableError,
-)
-from invokeai_core.services.base import (
-    BatchNotFoundError,
-    InvalidQueueIdError,
-    QueueError,
-    QueueFullError,
-    QueueItemNotFoundError,
 )
 
 if TYPE_CHECKING:

@@ -31,10 +31,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from invokeai_core.events import ALL_EVENTS
+from invokeai_core import ALL_EVENTS
 
 if TYPE_CHECKING:
-    from invokeai_core.events import EventBase, EventServiceBase
+    from invokeai_core import EventBase, EventServiceBase
 
 logger = logging.getLogger("invokeai.web.events")
 

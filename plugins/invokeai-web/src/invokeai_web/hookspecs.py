@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from invokeai_core.hookspecs import hookspec
+from invokeai_core import hookspec
 
 
 @hookspec

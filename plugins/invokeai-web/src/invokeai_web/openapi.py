@@ -26,7 +26,7 @@ from pydantic import WithJsonSchema
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
-    from invokeai_core.registry import NodeRegistry
+    from invokeai_core import NodeRegistry
 
 COMPONENTS = "#/components/schemas/"
 GRAPH_REF = COMPONENTS + "Graph"
@@ -77,8 +77,7 @@ def enrich(schema: dict[str, Any], registry: NodeRegistry, socketio_path: str = 
     """Add the node, output, graph and event schemas (see the module docstring) to `schema`."""
     from pydantic.json_schema import models_json_schema
 
-    from invokeai_core.events import ALL_EVENTS
-    from invokeai_core.graph import Edge
+    from invokeai_core import ALL_EVENTS, Edge
 
     nodes = registry.entries()
     outputs = registry.output_entries()

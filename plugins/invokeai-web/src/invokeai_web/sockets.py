@@ -23,7 +23,7 @@ import logging
 import re
 from typing import TYPE_CHECKING, Any
 
-from invokeai_core.services.base import QUEUE_ID_RE
+from invokeai_core import QUEUE_ID_RE
 from invokeai_web.auth import authenticated
 from invokeai_web.events import queue_room, session_room
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from invokeai_core.errors import InvokeAIError
+from invokeai_core import InvokeAIError
 
 if TYPE_CHECKING:
     from invokeai_diffusers.models.records import ModelRecord

@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from invokeai_core.errors import InvokeAIError
+from invokeai_core import InvokeAIError
 from invokeai_diffusers.models.cache import LoadListener, ModelCache
 from invokeai_diffusers.models.probe import ModelProbeError, ProbeResult, hash_and_size, probe
 from invokeai_diffusers.models.records import ModelRecord, ModelRecordStore, PredictionType
@@ -21,7 +21,7 @@ from invokeai_diffusers.models.single_file import CheckpointError, config_folder
 from invokeai_diffusers.settings import DiffusersSettings, load_settings
 
 if TYPE_CHECKING:
-    from invokeai_core.config import InvokeAIConfig
+    from invokeai_core import InvokeAIConfig
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 

@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from invokeai_core.errors import InvokeAIError
+from invokeai_core import InvokeAIError
 from invokeai_diffusers.models.single_file import PICKLE_SUFFIXES, CheckpointError, read_shapes
 
 __all__ = ["PICKLE_SUFFIXES", "ModelProbeError", "ProbeResult", "hash_and_size", "probe"]

@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from invokeai_core.services.base import utcnow
+from invokeai_core import utcnow
 
 BaseType = Literal["sd-1", "sd-2", "sdxl"]
 ModelFormat = Literal["diffusers", "checkpoint"]

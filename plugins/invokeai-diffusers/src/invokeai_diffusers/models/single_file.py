@@ -25,7 +25,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from invokeai_core.errors import InvokeAIError
+from invokeai_core import InvokeAIError
 
 SHIPPED = Path(__file__).parent / "configs"
 VOCAB_FILE = SHIPPED / "bpe_simple_vocab_16e6.txt.gz"

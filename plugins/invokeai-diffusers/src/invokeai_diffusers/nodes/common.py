@@ -5,9 +5,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from invokeai_core import BaseInvocationOutput, ImageField, OutputField, invocation_output
-from invokeai_core.errors import InvokeAIError
-from invokeai_core.events import EventServiceBase, ModelLoadCompleteEvent, ModelLoadStartedEvent
+from invokeai_core import (
+    BaseInvocationOutput,
+    EventServiceBase,
+    ImageField,
+    InvokeAIError,
+    ModelLoadCompleteEvent,
+    ModelLoadStartedEvent,
+    OutputField,
+    invocation_output,
+)
 from invokeai_diffusers.fields import LatentsField
 
 if TYPE_CHECKING:

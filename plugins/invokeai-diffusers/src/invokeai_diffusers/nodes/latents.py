@@ -13,8 +13,8 @@ from invokeai_core import (
     InvocationContext,
     OutputField,
     invocation,
+    invocation_output,
 )
-from invokeai_core.invocations.baseinvocation import invocation_output
 from invokeai_diffusers.fields import ConditioningField, DenoiseMaskField, LatentsField, UNetField, VAEField
 from invokeai_diffusers.nodes.common import (
     DiffusionNodeError,

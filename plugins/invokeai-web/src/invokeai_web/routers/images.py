@@ -22,7 +22,7 @@ from fastapi import APIRouter, File, Form, HTTPException, Path, Query, UploadFil
 from fastapi.responses import RedirectResponse, Response
 from pydantic import BaseModel
 
-from invokeai_core.services.base import ImageRecord, Page
+from invokeai_core import ImageRecord, Page
 from invokeai_web.dependencies import InvokerDep, SettingsDep
 
 router = APIRouter(prefix="/images", tags=["images"])

@@ -12,12 +12,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Path, Query
 from pydantic import BaseModel, Field
 
-from invokeai_core.batch import Batch
-from invokeai_core.invoker import Invoker
-from invokeai_core.services.base import (
+from invokeai_core import (
     DEFAULT_QUEUE_ID,
     QUEUE_ID_RE,
+    Batch,
     EnqueueResult,
+    Invoker,
     QueueItem,
     QueueItemNotFoundError,
     QueueStatus,

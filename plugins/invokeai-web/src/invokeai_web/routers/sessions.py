@@ -11,10 +11,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Path, Query
 from pydantic import BaseModel, Field
 
-from invokeai_core.errors import SessionError
-from invokeai_core.graph import Edge
-from invokeai_core.services.base import Page, SessionSummary
-from invokeai_core.session import Session
+from invokeai_core import Edge, Page, Session, SessionError, SessionSummary
 from invokeai_web.dependencies import InvokerDep
 from invokeai_web.openapi import ANY_INVOCATION_REF, ANY_OUTPUT_REF, GRAPH_REF, schema_ref
 

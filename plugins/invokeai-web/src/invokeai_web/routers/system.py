@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
-from invokeai_core.version import __version__ as core_version
+from invokeai_core import __version__ as core_version
 from invokeai_web import __version__ as web_version
 from invokeai_web.dependencies import InvokerDep, SettingsDep
 
