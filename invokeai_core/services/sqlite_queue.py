@@ -35,6 +35,7 @@ from invokeai_core.services.base import (
     check_item_ids,
     check_queue_id,
     coerce_batch,
+    prepend_priority,
     utcnow,
 )
 from invokeai_core.services.sqlite_db import SqliteDatabase
@@ -184,7 +185,7 @@ class SqliteSessionQueue(SessionQueueBase):
                 top = conn.execute(
                     "SELECT max(priority) FROM queue_items WHERE queue_id = ? AND status = 'pending'", (queue_id,)
                 ).fetchone()[0]
-                priority = max(priority - 1, top if top is not None else priority - 1) + 1
+                priority = prepend_priority(top, priority)
             last = conn.execute("SELECT coalesce(max(item_id), 0) FROM queue_items").fetchone()[0]
             seq = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'queue_items'").fetchone()
             first = max(int(last), int(seq[0]) if seq else 0) + 1
