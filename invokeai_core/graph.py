@@ -73,7 +73,10 @@ def _pydantic_error(e: ValidationError, node_id: str, cls: type[BaseInvocation])
     if err.get("type") == "extra_forbidden":
         known = ", ".join(cls.input_fields()) or "none"
         return NodeFieldError(f"unknown field (fields of '{cls.invocation_type}': {known})", node_id, field)
-    return NodeFieldError(f"{err.get('msg', 'invalid value')} (got {err.get('input')!r})", node_id, field)
+    got = repr(err.get("input"))
+    if len(got) > 200:  # a 40 MiB string must not come back whole in the error
+        got = f"{got[:160]}... ({len(got)} characters)"
+    return NodeFieldError(f"{err.get('msg', 'invalid value')} (got {got})", node_id, field)
 
 
 def _get_default_registry() -> NodeRegistry:
