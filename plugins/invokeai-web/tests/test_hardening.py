@@ -272,3 +272,94 @@ def test_a_short_token_is_refused_off_loopback(tmp_path: Path) -> None:
     )
     assert res.returncode == 2 and res.stderr.count("\n") == 1
     assert "access_token has 1 characters" in res.stderr and "at least 16" in res.stderr
+
+
+#: What a page elsewhere runs against the local server: a session and an image upload, as "simple"
+#: requests (no preflight), so the browser sends them whatever the server's CORS answer would be.
+ATTACK = """
+const PNG = Uint8Array.from(atob(
+  "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+), c => c.charCodeAt(0));
+async function attack(api) {
+  const form = new FormData();
+  form.append("file", new Blob([PNG], {type: "image/png"}), "x.png");
+  const opts = {method: "POST", mode: "no-cors"};
+  for (const [path, body] of [["/sessions", undefined], ["/images/upload", form]]) {
+    try { await fetch(api + path, {...opts, body}); } catch (e) {}
+  }
+  return "done";
+}
+"""
+
+
+def test_opaque_and_foreign_origins_cannot_change_a_token_less_server_from_chromium(tmp_path: Path) -> None:
+    """Real cross-origin requests from Chromium: a page on another origin, and a sandboxed iframe in it
+    (whose requests say `Origin: null`), post a session and an image upload to a local server without
+    a token. Both are refused with 403 and change nothing; the same requests from the server's own
+    origin go through (so the browser did send them)."""
+    import html
+    import http.server
+    import socketserver
+
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the Python playwright package is not installed")
+    chromium = os.environ.get("INVOKEAI_TEST_CHROMIUM", "/usr/bin/chromium")
+    if not Path(chromium).exists():
+        pytest.skip(f"{chromium} is missing (apt-get install -y chromium)")
+    script = f"<script>{ATTACK}</script>"
+    page_html = f'{script}<iframe sandbox="allow-scripts" srcdoc="{html.escape(script)}"></iframe>'.encode()
+
+    class Elsewhere(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            self.wfile.write(page_html)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    seen: list[tuple[str, str, int]] = []  # (who sent it, path, status) of each POST to the API
+    with serve(tmp_path, "--no-queue-processor") as url, socketserver.TCPServer(("127.0.0.1", 0), Elsewhere) as other:
+        threading.Thread(target=other.serve_forever, daemon=True).start()
+        foreign = f"http://localhost:{other.server_address[1]}"
+        api = url + "/api/v1"
+        with sync_api.sync_playwright() as p:
+            flags = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
+            browser = p.chromium.launch(executable_path=chromium, args=flags)
+            try:
+                page = browser.new_page()
+                responses: list[Any] = []
+                page.on("response", lambda r: responses.append(r) if r.request.method == "POST" else None)
+
+                def attack_from(target: Any, who: str) -> None:
+                    responses.clear()
+                    assert target.evaluate("api => attack(api)", api) == "done"
+                    for _ in range(200):  # let Playwright deliver the response events
+                        if len(responses) == 2:
+                            break
+                        page.wait_for_timeout(50)
+                    seen.extend((who, r.url[len(api) :], r.status) for r in responses)
+
+                page.goto(foreign + "/")
+                attack_from(page, "foreign")  # the foreign page itself
+                frame = next(f for f in page.frames if f != page.main_frame)
+                frame.wait_for_function("typeof attack === 'function'")
+                attack_from(frame, "sandboxed")  # its sandboxed iframe: Origin null
+                page.goto(url + "/api/v1/app/version")  # the control: the server's own origin
+                page.add_script_tag(content=ATTACK)
+                attack_from(page, "own")
+            finally:
+                browser.close()
+        other.shutdown()
+        # (Playwright shows neither the Origin header nor the body of these opaque requests; a sandboxed
+        # frame without allow-same-origin has an opaque origin, which Chromium sends as `Origin: null`.)
+        assert sorted(seen) == [
+            ("foreign", "/images/upload", 403),
+            ("foreign", "/sessions", 403),
+            ("own", "/images/upload", 201),
+            ("own", "/sessions", 201),
+            ("sandboxed", "/images/upload", 403),
+            ("sandboxed", "/sessions", 403),
+        ], seen
+        assert httpx.get(api + "/sessions").json()["total"] == 1  # only the server's own page changed anything
+        assert httpx.get(api + "/images").json()["total"] == 1

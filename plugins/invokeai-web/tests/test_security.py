@@ -144,6 +144,14 @@ def test_without_a_token_a_foreign_host_header_or_origin_is_refused(server: Any)
     assert httpx.get(url, headers={"Origin": server.url}).status_code == 200  # same origin
     r = httpx.options(url, headers={"Origin": "http://a.example", "Access-Control-Request-Method": "GET"})
     assert "access-control-allow-origin" not in r.headers  # CORS is off
+    # `Origin: null` (a sandboxed frame, a file:// page) may read what any page may, but change nothing
+    null = {"Origin": "null"}
+    assert httpx.get(url, headers=null).status_code == 200
+    for method, path in (("POST", "/sessions"), ("POST", "/images/upload"), ("PUT", "/queue/default/clear")):
+        r = httpx.request(method, server.url + "/api/v1" + path, headers=null)
+        assert r.status_code == 403 and "Origin: null" in r.json()["detail"], (method, path)
+    assert httpx.get(server.url + "/socket.io/?EIO=4&transport=polling", headers=null).status_code == 403
+    assert server.invoker.services.sessions.list().total == 0
 
 
 class TestCors:
