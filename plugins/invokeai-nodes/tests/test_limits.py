@@ -27,7 +27,7 @@ LIMITS = {"collection_items": 1000, "string_length": 5000, "integer_bits": 256, 
 def invokeai_config(invokeai_root: Path) -> Any:
     from invokeai_core.config import load_config
 
-    lines = ["[limits]", *(f"{k} = {json.dumps(v)}" for k, v in LIMITS.items()), "regex_seconds = 0.5"]
+    lines = ["[limits]", *(f"{k} = {json.dumps(v)}" for k, v in LIMITS.items()), "regex_seconds = 0.5", "output_mb = 1"]
     (invokeai_root / "invokeai.toml").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return load_config(root=invokeai_root, environ={})
 
@@ -47,6 +47,10 @@ REFUSED = [
     ("string_replace", {"string": "x" * 5001}, "string", "limits.string_length"),
     ("dynamic_prompt", {"prompt": "{a|b}" * 2000}, "prompt", "limits.string_length"),
     ("dynamic_prompt", {"prompt": "{a|b}", "max_prompts": 1001}, "max_prompts", "1001 items"),
+    # a variable used many times repeats its value; defined from another one it could double per level
+    ("dynamic_prompt", {"prompt": "${x=" + "a" * 1000 + "}" + "${x}" * 10}, "prompt", "limits.string_length (5000)"),
+    ("dynamic_prompt", {"prompt": "${a=aaaa}${b=${a}${a}}${b}"}, "prompt", "defined from another variable"),
+    ("dynamic_prompt", {"prompt": "{a|b} " + "x" * 4000, "max_prompts": 1000}, "max_prompts", "limits.output_mb"),
     ("integer_math", {"operation": "exp", "a": 2, "b": 4_000_000}, "b", "about 4000001 bits"),
     ("integer_math", {"operation": "mul", "a": 2**200, "b": 2**100}, "a", "limits.integer_bits (256)"),
     ("mul", {"a": 2**200, "b": 2**100}, "a", "limits.integer_bits"),
@@ -74,6 +78,7 @@ def test_typed_values_past_a_limit_are_refused_before_anything_runs(
         ("integer_math", {"operation": "exp", "a": 2, "b": 255}),
         ("integer_math", {"operation": "exp", "a": 1, "b": 10**100}),  # 1 ** anything is small
         ("blank_image", {"width": 400, "height": 250, "mode": "L"}),
+        ("dynamic_prompt", {"prompt": "${c={red|blue}} a ${c} cat on a ${c} mat", "max_prompts": 2}),
     ],
 )
 def test_values_at_a_limit_run(run_node: Callable[..., Any], type_id: str, fields: dict[str, Any]) -> None:

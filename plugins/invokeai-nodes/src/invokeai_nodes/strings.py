@@ -196,8 +196,29 @@ class DynamicPromptInvocation(BaseInvocation):
         return self
 
     def _check(self, context: InvocationContext | None = None) -> None:
-        _check_string("dynamic_prompt", "prompt", self.prompt, context)
-        check_items("dynamic_prompt", "max_prompts", self.max_prompts, context)
+        """Bound the output before generating it: a variable may be used many times (each use repeats
+        its value), so a prompt is at most len(template) * (1 + uses of `${`) characters, and a
+        variable defined from another one could double at every level, so that is refused."""
+        node = "dynamic_prompt"
+        _check_string(node, "prompt", self.prompt, context)
+        check_items(node, "max_prompts", self.max_prompts, context)
+        if _nested_variable(self.prompt):
+            raise InvalidInputError(
+                node,
+                "prompt",
+                "a variable (${name=...}) may not be defined from another variable: it could grow the "
+                "prompt exponentially",
+            )
+        longest = len(self.prompt) * (1 + self.prompt.count("${"))
+        check_length(node, "prompt", longest, context)
+        limit = limits(context).output_bytes
+        if longest * self.max_prompts > limit:
+            raise InvalidInputError(
+                node,
+                "max_prompts",
+                f"{self.max_prompts} prompts of up to {longest} characters could exceed limits.output_mb "
+                f"({limit / 2**20:g} MiB)",
+            )
 
     def invoke(self, context: InvocationContext) -> StringCollectionOutput:
         self._check(context)
@@ -220,6 +241,23 @@ class DynamicPromptInvocation(BaseInvocation):
         except ParseBaseException as e:
             raise InvalidInputError("dynamic_prompt", "prompt", f"cannot be parsed: {e}") from None
         return StringCollectionOutput(collection=[str(p) for p in prompts])
+
+
+def _nested_variable(template: str) -> bool:
+    """Whether a `${name=...}` definition in `template` contains `${` (a use of another variable)."""
+    start = template.find("${")
+    while start >= 0:
+        head = template[start + 2 : start + 2 + 200]
+        name, eq, _ = head.partition("=")
+        if eq and name.strip().replace("_", "").isalnum() and "}" not in name:
+            depth, i = 1, start + 2 + len(name) + 1
+            while i < len(template) and depth:
+                if template.startswith("${", i):
+                    return True
+                depth += {"{": 1, "}": -1}.get(template[i], 0)
+                i += 1
+        start = template.find("${", start + 2)
+    return False
 
 
 NODES: list[type[BaseInvocation]] = [
