@@ -248,17 +248,21 @@ def test_wrong_tokens_are_throttled_and_logout_revokes_the_cookie(tmp_path: Path
             cookie = {"Cookie": f"invokeai_session={browser.cookies['invokeai_session']}"}
             assert httpx.get(version, headers=cookie).status_code == 200
             assert browser.post("/api/v1/auth/logout").status_code == 204
-        copied = httpx.get(version, headers=cookie)  # someone kept a copy of the cookie
-        assert copied.status_code == 401  # and that was the first of 5 wrong credentials allowed a minute
-        for i in range(4):
-            guess = {"Authorization": f"Bearer guess-{i}"}
-            assert httpx.get(version, headers=guess).status_code == 401
-        r = httpx.get(version, headers={"Authorization": "Bearer guess-4"})
+        assert httpx.get(version, headers=cookie).status_code == 401  # someone kept a copy of the cookie
+        with httpx.Client(base_url=url) as browser:  # a browser that stays signed in through the attack
+            assert browser.post("/api/v1/auth/login", json={"token": TOKEN}).status_code == 204
+            signed_in = {"Cookie": f"invokeai_session={browser.cookies['invokeai_session']}"}
+        for i in range(4):  # the sign-in above was right: 5 wrong tokens are left for this minute
+            assert httpx.get(version, headers={"Authorization": f"Bearer guess-{i}"}).status_code == 401
+        assert httpx.post(url + "/api/v1/auth/login", json={"token": "guess-4"}).status_code == 401
+        r = httpx.get(version, headers={"Authorization": "Bearer guess-5"})
         assert r.status_code == 429 and 0 < int(r.headers["retry-after"]) <= 60
         # past the limit even the right token is not checked (else guessing would go on), nor the sign-in form
         assert httpx.get(version, headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 429
         assert httpx.post(url + "/api/v1/auth/login", json={"token": TOKEN}).status_code == 429
         assert httpx.get(version).status_code == 401  # no credentials: not a guess, the usual answer
+        assert httpx.get(version, headers=signed_in).status_code == 200  # a signed-in browser is not locked out
+        assert httpx.get(version, headers={"Cookie": "invokeai_session=forged"}).status_code == 401
     with serve(tmp_path, "--no-queue-processor", **env) as url:  # a restart keeps the sign-out
         assert httpx.get(url + "/api/v1/app/version", headers=cookie).status_code == 401
         assert httpx.get(url + "/api/v1/app/version", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200

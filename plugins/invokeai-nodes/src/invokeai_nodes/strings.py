@@ -35,10 +35,6 @@ class NodeCanceledError(RuntimeError):
     """The session was canceled while the node worked."""
 
 
-def _check_string(node: str, field: str, value: str, context: InvocationContext | None = None) -> None:
-    check_length(node, field, len(value), context)
-
-
 @invocation("string_join", title="Join Strings", tags=["string", "join"], category="strings", version="1.0.0")
 class StringJoinInvocation(BaseInvocation):
     """Joins strings with a separator. Connect a `collect` node to join the outputs of several nodes."""
@@ -75,7 +71,7 @@ class StringSplitInvocation(BaseInvocation):
         return self
 
     def _check(self, context: InvocationContext | None = None) -> None:
-        _check_string("string_split", "string", self.string, context)
+        check_length("string_split", "string", len(self.string), context)
         if self.delimiter:
             parts = self.string.count(self.delimiter) + 1
             count = parts if self.max_splits < 0 else min(parts, self.max_splits + 1)
@@ -111,7 +107,7 @@ class StringReplaceInvocation(BaseInvocation):
     @model_validator(mode="after")
     def _check_regex(self) -> Self:
         check_when_built(self, self._compile, needs=("search_string",))
-        check_when_built(self, lambda: _check_string("string_replace", "string", self.string), needs=("string",))
+        check_when_built(self, lambda: check_length("string_replace", "string", len(self.string)), needs=("string",))
         return self
 
     def _compile(self) -> Any:
@@ -137,7 +133,7 @@ class StringReplaceInvocation(BaseInvocation):
         return pattern
 
     def invoke(self, context: InvocationContext) -> StringOutput:
-        _check_string("string_replace", "string", self.string, context)
+        check_length("string_replace", "string", len(self.string), context)
         pattern = self._compile()
         limit = limits(context)
         budget = limit.string_length - len(self.string)  # how much the replacements may add
@@ -200,7 +196,6 @@ class DynamicPromptInvocation(BaseInvocation):
         its value), so a prompt is at most len(template) * (1 + uses of `${`) characters, and a
         variable defined from another one could double at every level, so that is refused."""
         node = "dynamic_prompt"
-        _check_string(node, "prompt", self.prompt, context)
         check_items(node, "max_prompts", self.max_prompts, context)
         if _nested_variable(self.prompt):
             raise InvalidInputError(

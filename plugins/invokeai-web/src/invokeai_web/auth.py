@@ -11,10 +11,11 @@ cookie that every later same-origin request (fetches, images, the Socket.IO hand
   if someone kept a copy. Revoked ids are kept until the cookie would have expired anyway, in
   `<root>/web_signouts.json`, so they survive a restart and every server on the same root honours
   them (each re-reads the file when it changes).
-* **Wrong guesses are throttled.** Each client address may present a wrong token (header, cookie,
+* **Wrong guesses are throttled.** Each client address may present a wrong token (header,
   Socket.IO `auth` or the sign-in form) `auth_failures_per_minute` times in a sliding minute; past
-  that, every request of that address that carries a credential gets 429 with `Retry-After`, right
-  or wrong, so guessing is as slow as the limit. Requests without credentials are not guesses.
+  that, every request of that address that carries a token gets 429 with `Retry-After`, right or
+  wrong, so guessing is as slow as the limit. Requests without a token are not guesses, and a
+  signed-in cookie still works meanwhile (it cannot be guessed, so checking it reveals nothing).
 * `SameSite=Strict` keeps other sites' pages from riding on the cookie, on top of the guard's
   `Origin` check.
 """
@@ -24,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import os
 import secrets
 import threading
@@ -32,6 +34,8 @@ from collections import OrderedDict, deque
 from http.cookies import CookieError, SimpleCookie
 from pathlib import Path
 from typing import Any
+
+logger = logging.getLogger("invokeai.web.auth")
 
 COOKIE_NAME = "invokeai_session"
 COOKIE_MAX_AGE = 7 * 24 * 3600
@@ -134,8 +138,12 @@ class Gate:
             self._revoked[sid] = float(value.split(".")[1])
             if self.signouts is not None:
                 tmp = self.signouts.with_name(f".{self.signouts.name}.{secrets.token_hex(4)}.tmp")
-                tmp.write_text(json.dumps(self._revoked), encoding="utf-8")
-                os.replace(tmp, self.signouts)
+                try:
+                    tmp.write_text(json.dumps(self._revoked), encoding="utf-8")
+                    os.replace(tmp, self.signouts)
+                except OSError:  # revoked in this process still; other processes see it after a retry
+                    logger.exception("cannot record the sign-out in %s", self.signouts)
+                    tmp.unlink(missing_ok=True)
                 self._seen = _stamp(self.signouts)
 
     def _reload(self) -> None:
@@ -157,30 +165,29 @@ class Gate:
     def check(
         self, client: str, *, authorization: str | None, cookie: str | None, auth: Any = None
     ) -> tuple[bool, float]:
-        """`(ok, retry_after)`: whether the request carries the token (header, a signed-in cookie or
-        a Socket.IO `auth` payload); `retry_after` > 0 when its address is throttled (not checked)."""
+        """`(ok, retry_after)`: whether the request carries the token (header or Socket.IO `auth`
+        payload) or a signed-in cookie; `retry_after` > 0 when its address is throttled and its
+        token was not checked. Cookies cannot be guessed (a random id, signed), so they are always
+        checked and a stale one never counts as a guess: a signed-in browser keeps working."""
         if not self.token:
             return True, 0.0
         presented = _credentials(authorization, cookie, auth)
-        if not presented:
+        if any(self._cookie_id(value) is not None for kind, value in presented if kind == "cookie"):
+            return True, 0.0
+        tokens = [value for kind, value in presented if kind == "token"]
+        if not tokens:
             return False, 0.0
         wait = self.throttle.retry_after(client)
         if wait > 0:
             return False, wait
-        ok = any(self._valid(kind, value) for kind, value in presented)
-        if not ok:
-            self.throttle.failed(client)
-        return ok, 0.0
+        if any(_same(value, self.token) for value in tokens):
+            return True, 0.0
+        self.throttle.failed(client)
+        return False, 0.0
 
     def check_token(self, client: str, token: str) -> tuple[bool, float]:
-        """The sign-in form's check of a typed token, throttled like every other credential."""
+        """The sign-in form's check of a typed token, throttled like every other token."""
         return self.check(client, authorization=None, cookie=None, auth={"token": token})
-
-    def _valid(self, kind: str, value: str) -> bool:
-        assert self.token
-        if kind == "cookie":
-            return self._cookie_id(value) is not None
-        return _same(value, self.token)
 
 
 def _stamp(path: Path) -> tuple[int, int] | None:
