@@ -182,7 +182,7 @@ def attacks(api: Any) -> list[tuple[str, Callable[[], str]]]:
             lambda: create(one({"id": "s", "type": "string_split", "string": "a," * 20 * 2**20})),
         ),
         ("output cache: 40 results of 1 MB", cache_flood),
-        ("GET a 6 MiB session 20 times", big_session_reads),
+        ("GET a 12-result session 20 times", big_session_reads),
         ("priority 2**63, prepend at the top", priorities),
     ]
 
