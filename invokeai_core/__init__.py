@@ -20,7 +20,7 @@ from invokeai_core.version import __version__
 if TYPE_CHECKING:
     from invokeai_core.batch import Batch, BatchDatum
     from invokeai_core.cli.state import CliError, CliState, pass_state
-    from invokeai_core.config import InvokeAIConfig, load_config
+    from invokeai_core.config import InvokeAIConfig, LimitsConfig, load_config
     from invokeai_core.context import InvocationContext
     from invokeai_core.errors import (
         BatchError,
@@ -126,7 +126,7 @@ _PUBLIC: dict[str, tuple[str, ...]] = {
     "invokeai_core.registry": ("NodeRegistry",),
     "invokeai_core.cli.state": ("CliError", "CliState", "pass_state"),
     # running graphs
-    "invokeai_core.config": ("InvokeAIConfig", "load_config"),
+    "invokeai_core.config": ("InvokeAIConfig", "LimitsConfig", "load_config"),
     "invokeai_core.invoker": ("Invoker",),
     "invokeai_core.graph": ("Edge", "EdgeConnection", "Graph", "node_json"),
     "invokeai_core.session": ("NodeError", "Session", "parse_prepared_id", "prepared_id"),
@@ -257,6 +257,7 @@ __all__ = [
     "InvokeAIError",
     "Invoker",
     "IterateCollectError",
+    "LimitsConfig",
     "MissingInputError",
     "ModelLoadCompleteEvent",
     "ModelLoadStartedEvent",

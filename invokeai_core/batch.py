@@ -41,7 +41,9 @@ class Batch(BaseModel):
     graph: dict[str, Any] = Field(description="The graph JSON to expand")
     data: list[list[BatchDatum]] = Field(default_factory=list, description="Zipped groups, combined as a product")
     runs: int = Field(default=1, ge=1, description="How many times to repeat the whole expansion")
-    priority: int = Field(default=0, description="Queue priority (higher runs first)")
+    priority: int = Field(
+        default=0, ge=-(2**31), le=2**31 - 1, description="Queue priority (higher runs first), a 32-bit integer"
+    )
 
     def count(self) -> int:
         """How many sessions `expand` yields, without building them."""

@@ -48,6 +48,40 @@ class ServicesConfig(BaseModel):
         return {k: str(v) for k, v in self.model_dump().items()}
 
 
+class LimitsConfig(BaseModel):
+    """`[limits]`: how much work one node may do, checked before the work. A graph that asks for more is
+    refused before anything runs (422 on the API, exit status 2 on the CLI) naming the node and field;
+    a value that only arrives through an edge fails that node, with the same message."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    collection_items: int = Field(
+        default=100_000, ge=1, description="The most items a collection node (range, string_split, ...) may produce"
+    )
+    string_length: int = Field(
+        default=1_000_000, ge=1, description="The most characters a string node may take or produce"
+    )
+    integer_bits: int = Field(
+        default=4096,
+        ge=64,
+        le=14_000,
+        description="The most bits an integer result may have (4096 bits is about 1,233 digits)",
+    )
+    image_pixels: int = Field(
+        default=40_000_000, ge=1, description="The most pixels (width x height) an image node may create"
+    )
+    regex_seconds: float = Field(
+        default=1.0, gt=0, description="The longest a regular expression may run on one string (then the node fails)"
+    )
+    output_mb: float = Field(
+        default=16.0, gt=0, le=512, description="The largest node output, in MiB of JSON (a larger one fails the node)"
+    )
+
+    @property
+    def output_bytes(self) -> int:
+        return int(self.output_mb * 1024 * 1024)
+
+
 class PluginsConfig(BaseModel):
     """`[plugins]`: a blocklist, plus one table of settings per plugin (`[plugins.s3]`)."""
 
@@ -64,6 +98,11 @@ class InvokeAIConfig(BaseModel):
     root: Path = Field(default_factory=default_root, description="The root folder (data, images, database)")
     log_level: str = Field(default="info", description="debug, info, warning or error")
     cache_size: int = Field(default=512, ge=0, description="Output cache entries (0 disables the cache)")
+    cache_max_mb: float = Field(
+        default=256.0,
+        ge=0,
+        description="Output cache size in MiB of resident memory (least recently used evicted first; 0 disables)",
+    )
     objects_memory_items: int = Field(default=64, ge=0, description="Objects kept in memory before spilling to disk")
     queue_workers: int = Field(default=1, ge=1, description="Worker threads of the session and queue processors")
     max_queue_size: int = Field(default=10000, ge=1, description="The most pending items a queue may hold")
@@ -82,6 +121,7 @@ class InvokeAIConfig(BaseModel):
     db_busy_timeout: float = Field(
         default=5.0, gt=0, description="Seconds to wait for another process's lock on the database before failing"
     )
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
     services: ServicesConfig = Field(default_factory=ServicesConfig)
     plugins: PluginsConfig = Field(default_factory=PluginsConfig)
 

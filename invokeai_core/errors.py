@@ -145,3 +145,7 @@ class PluginError(InvokeAIError):
 
 class SessionNotFoundError(InvokeAIError):
     """No session with that id."""
+
+
+class OutputTooLargeError(InvokeAIError):
+    """A node produced an output larger than `limits.output_mb` (it fails that node; nothing is stored)."""

@@ -73,7 +73,10 @@ def _pydantic_error(e: ValidationError, node_id: str, cls: type[BaseInvocation])
     if err.get("type") == "extra_forbidden":
         known = ", ".join(cls.input_fields()) or "none"
         return NodeFieldError(f"unknown field (fields of '{cls.invocation_type}': {known})", node_id, field)
-    return NodeFieldError(f"{err.get('msg', 'invalid value')} (got {err.get('input')!r})", node_id, field)
+    got = repr(err.get("input"))
+    if len(got) > 200:  # a 40 MiB string must not come back whole in the error
+        got = f"{got[:160]}... ({len(got)} characters)"
+    return NodeFieldError(f"{err.get('msg', 'invalid value')} (got {got})", node_id, field)
 
 
 class Graph:
@@ -181,7 +184,7 @@ class Graph:
         # (`None` in a required input, the "not set yet" placeholder, is dropped by the node's own
         # before-validator, which also drops `type`: nothing else to copy here)
         try:
-            return node_cls.model_validate(body)
+            return node_cls.model_validate(body, context=self.registry.validation_context)
         except ValidationError as e:
             raise _pydantic_error(e, str(node_id), node_cls) from None
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from invokeai_core.context import InvocationContext
-from invokeai_core.errors import SessionNotFoundError
+from invokeai_core.errors import OutputTooLargeError, SessionNotFoundError
 from invokeai_core.events import (
     InvocationCompleteEvent,
     InvocationErrorEvent,
@@ -58,6 +58,17 @@ def _node_event_fields(
         "source_node_id": prepared.source_node_id,
         "invocation_type": type(prepared.invocation).invocation_type,
     }
+
+
+def _check_output_size(node_id: str, type_id: str, output: BaseInvocationOutput, limit: int) -> None:
+    """Fail a node whose output is too large to store and serve (`limits.output_mb`), before it is
+    recorded, so its session and queue item fail consistently."""
+    size = len(output.model_dump_json())
+    if size > limit:
+        raise OutputTooLargeError(
+            f"node '{node_id}' ({type_id}) produced an output of {size / 2**20:.1f} MiB, more than "
+            f"limits.output_mb ({limit / 2**20:g} MiB)"
+        )
 
 
 class _Run:
@@ -407,6 +418,7 @@ class Invoker:
                         f"node '{prepared.id}' ({type_id}) returned {type(output).__name__}, "
                         f"but its invoke() is declared to return {cls.output_class.__name__}"
                     )
+                _check_output_size(prepared.id, type_id, output, self.config.limits.output_bytes)
                 if key is not None:
                     cache.save(key, output)
         except Exception as e:

@@ -6,6 +6,7 @@ import time, so a node module that is imported but not registered by a loaded pl
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,9 +32,13 @@ class OutputEntry:
 class NodeRegistry:
     """Node types by type id, output types by type id."""
 
-    def __init__(self) -> None:
+    def __init__(self, validation_context: Mapping[str, Any] | None = None) -> None:
         self._nodes: dict[str, NodeEntry] = {}
         self._outputs: dict[str, OutputEntry] = {}
+        #: Passed to pydantic as `context` whenever a node of this registry is parsed from JSON, so
+        #: a node's validators can read `info.context["config"]` (the host's configuration: limits,
+        #: plugin settings) without any process-wide lookup.
+        self.validation_context: Mapping[str, Any] | None = validation_context
 
     # -- registration -------------------------------------------------------------------------
     def check(self, cls: type[BaseInvocation], plugin: str) -> None:

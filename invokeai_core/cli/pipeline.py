@@ -302,7 +302,10 @@ class PipelineBuilder:
         linked_explicitly = {dfield for _, _, dfield, _ in links}
 
         # auto-links from the previous segment, computed on a scratch copy with only explicit values set
-        base = graph.parse_node({"id": node_id, "type": type_id, **explicit})
+        try:
+            base = graph.parse_node({"id": node_id, "type": type_id, **explicit})
+        except GraphError as e:  # a rule of the node's own (a limit, high > low, ...)
+            raise CliError(f"{type_id}: {e}") from None
         auto: list[Edge] = []
         if previous is not None:
             scratch = graph.copy()

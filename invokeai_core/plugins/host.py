@@ -372,7 +372,7 @@ class PluginHost:
                 from invokeai_core.registry import NodeRegistry
 
                 self.load()
-                registry = NodeRegistry()
+                registry = NodeRegistry(validation_context={"config": self.config})
                 self._registry = registry
                 self._run_register_invocations(registry)
             return self._registry

@@ -259,6 +259,19 @@ def check_item_ids(item_ids: Any) -> list[int]:
     return ids
 
 
+#: Queue priorities are stored as SQLite's 64-bit signed integers.
+PRIORITY_STORE_MAX = 2**63 - 1
+
+
+def prepend_priority(top: int | None, priority: int) -> int:
+    """The priority of a prepended batch: above `top` (the highest pending priority of its queue,
+    None if none) and at least its own. At the store's maximum it stays there (equal priorities run
+    in enqueue order) instead of overflowing."""
+    if top is None or top < priority:
+        return priority
+    return min(top + 1, PRIORITY_STORE_MAX)
+
+
 class QueueItem(BaseModel):
     item_id: int
     queue_id: str
@@ -283,11 +296,6 @@ class ExpandedItem:
     session_id: str
     graph: dict[str, Any]
     field_values: list[dict[str, Any]]
-
-
-def prepend_priority(top: int | None, priority: int) -> int:
-    """The priority that puts a prepended batch above every pending item (`top` is their highest)."""
-    return max(priority - 1, top if top is not None else priority - 1) + 1
 
 
 class EnqueueResult(BaseModel):

@@ -85,7 +85,12 @@ class ImageService:
     def collect_orphans(self, *, min_age: float = 300.0) -> builtins.list[str]:
         """Delete image files that have no record and are older than `min_age` seconds (a younger
         one may be a save in progress in another process). Returns their names. A no-op for stores
-        that cannot list their files."""
+        that cannot list their files. Temporary files of saves a crash interrupted go too."""
+        sweep = getattr(self.files, "remove_stale_temp_files", None)
+        if callable(sweep):
+            stale = sweep(min_age=min_age)
+            if stale:
+                logger.info("removed %d temporary file(s) of interrupted image saves", len(stale))
         names = self.files.list_names()
         if not names:
             return []

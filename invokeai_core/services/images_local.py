@@ -116,6 +116,23 @@ class LocalImageFileStorage(ImageFileStorageBase):
             return []
         return sorted(p.name for p in self.images_dir.iterdir() if p.is_file() and not p.name.startswith("."))
 
+    def remove_stale_temp_files(self, *, min_age: float) -> list[str]:
+        """Delete the temporary files (`.*.tmp`) of saves that a crash interrupted, older than
+        `min_age` seconds (a younger one may be a save in progress in another process)."""
+        removed = []
+        now = time.time()
+        for folder in (self.images_dir, self.thumbnails_dir):
+            if not folder.is_dir():
+                continue
+            for p in folder.glob(".*.tmp"):
+                try:
+                    if now - p.stat().st_mtime >= min_age:
+                        p.unlink()
+                        removed.append(p.name)
+                except OSError:
+                    continue  # gone meanwhile, or not ours to delete
+        return removed
+
     def age_seconds(self, image_name: str) -> float | None:
         try:
             return time.time() - self._paths(image_name)[0].stat().st_mtime

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import copy
 import itertools
+import sys
 import threading
 import uuid
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel
 
 from invokeai_core.errors import SessionNotFoundError
 from invokeai_core.services.base import (
@@ -160,44 +163,82 @@ class MemorySessionStorage(SessionStorageBase):
 
 
 class MemoryOutputCache(OutputCacheBase):
-    """An LRU of node outputs, `cache_size` entries (0 disables it)."""
+    """An LRU of node outputs, bounded by `cache_size` entries and by `cache_max_mb` of memory (the
+    estimated resident size of each output); 0 for either disables it. An output larger than a
+    quarter of the byte budget is never cached, so one huge result cannot flush everything else."""
 
-    def __init__(self, config: InvokeAIConfig | None = None, *, size: int | None = None) -> None:
+    def __init__(
+        self, config: InvokeAIConfig | None = None, *, size: int | None = None, max_bytes: int | None = None
+    ) -> None:
         self.size = size if size is not None else (config.cache_size if config is not None else 512)
-        self._data: OrderedDict[str, BaseInvocationOutput] = OrderedDict()
+        if max_bytes is None:
+            max_bytes = int((config.cache_max_mb if config is not None else 256) * 1024 * 1024)
+        self.max_bytes = max_bytes
+        self._data: OrderedDict[str, tuple[BaseInvocationOutput, int]] = OrderedDict()
         self._lock = threading.Lock()
+        self.bytes = 0
         self.hits = 0
         self.misses = 0
 
     @property
     def enabled(self) -> bool:
-        return self.size > 0
+        return self.size > 0 and self.max_bytes > 0
 
     def get(self, key: str) -> BaseInvocationOutput | None:
         with self._lock:
-            value = self._data.get(key)
-            if value is None:
+            entry = self._data.get(key)
+            if entry is None:
                 self.misses += 1
                 return None
             self._data.move_to_end(key)
             self.hits += 1
-            return value
+            return entry[0]
 
     def save(self, key: str, output: BaseInvocationOutput) -> None:
-        if self.size <= 0:
+        if not self.enabled:
             return
+        nbytes = resident_size(output)
         with self._lock:
-            self._data[key] = output
-            self._data.move_to_end(key)
-            while len(self._data) > self.size:
-                self._data.popitem(last=False)
+            old = self._data.pop(key, None)
+            if old is not None:
+                self.bytes -= old[1]
+            if nbytes * 4 > self.max_bytes:
+                return
+            self._data[key] = (output, nbytes)
+            self.bytes += nbytes
+            while len(self._data) > self.size or self.bytes > self.max_bytes:
+                _, (_, evicted) = self._data.popitem(last=False)
+                self.bytes -= evicted
 
     def clear(self) -> None:
         with self._lock:
             self._data.clear()
+            self.bytes = 0
 
     def __len__(self) -> int:
         return len(self._data)
+
+
+def resident_size(value: Any) -> int:
+    """About how many bytes of memory `value` holds (objects, strings and numbers counted once each,
+    with containers and pydantic models followed), the measure of the output cache's byte budget."""
+    seen: set[int] = set()
+    total = 0
+    stack = [value]
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        total += sys.getsizeof(obj)
+        if isinstance(obj, dict):
+            stack.extend(obj.keys())
+            stack.extend(obj.values())
+        elif isinstance(obj, list | tuple | set | frozenset):
+            stack.extend(obj)
+        elif isinstance(obj, BaseModel):
+            stack.append(obj.__dict__)
+    return total
 
 
 class MemorySessionQueue(SessionQueueBase):

@@ -158,18 +158,34 @@ def test_hook_register_routes(extra_routes: None, server: Any) -> None:
 def test_diffusers_adds_its_models_routes(server: Any, tmp_path: Any) -> None:
     if "diffusers" not in server.invoker.host.plugins or server.invoker.host.plugins["diffusers"].status != "loaded":
         pytest.skip("invokeai-diffusers is not installed")
+    models = server.invoker.config.root / "models"
+    models.mkdir(exist_ok=True)
     with server.client() as http:
         assert http.get("/models").json() == []
-        r = http.post("/models", json={"path": str(tmp_path / "missing")})
+        r = http.post("/models", json={"path": str(models / "missing")})
         assert r.status_code == 422 and "no such file" in r.json()["detail"]
         r = http.post("/models", json={"path": "bad\x00path"})
         assert r.status_code == 422
-        garbage = tmp_path / "garbage.safetensors"
+        garbage = models / "garbage.safetensors"
         garbage.write_bytes(b"\x00" * 64)
         r = http.post("/models", json={"path": str(garbage)})
         assert r.status_code == 422 and "not a readable safetensors file" in r.json()["detail"]
+        assert http.post("/models", json={"path": "garbage.safetensors"}).status_code == 422  # under models/
         r = http.post("/models", json={"path": str(garbage), "prediction_type": "x0"})
         assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "prediction_type"]
+        # Outside the model folders: the same 403 whether the path exists or not, and what it is stays unsaid.
+        outside = tmp_path / "elsewhere.safetensors"
+        outside.write_bytes(b"\x00" * 64)
+        answers = [
+            http.post("/models", json={"path": p})
+            for p in (str(outside), str(tmp_path / "missing"), "/etc/passwd", "../../etc", str(models / ".." / "x"))
+        ]
+        assert {r.status_code for r in answers} == {403}
+        assert len({r.text for r in answers}) == 1 and "model folders" in answers[0].json()["detail"]
+        r = http.post("/models", json={"path": str(models / "x"), "config": "/etc"})
+        assert r.status_code == 403 and r.json()["detail"].startswith("config:")
+        r = http.post("/models", json={"path": "~nosuchuser/x"})
+        assert r.status_code == 422
         assert http.delete("/models/nope").status_code == 404
         assert http.get("/models/nope").status_code == 404
         assert "/api/v1/models" in http.get(server.url + "/openapi.json").json()["paths"]

@@ -39,6 +39,27 @@ def _manager(request: Request) -> ModelManager:
     return manager
 
 
+def _api_path(manager: ModelManager, raw: str, field: str) -> str:
+    """`raw` as an absolute path inside the folders the API may install from (`api_model_folders`;
+    relative paths are taken under the models folder); 403 otherwise, without saying whether it
+    exists or what it is. `api_any_path` lifts the fence."""
+    if manager.settings.api_any_path:
+        return raw
+    if "\x00" in raw or raw.startswith("~"):
+        raise HTTPException(422, f"{field}: give an absolute path, or one relative to the models folder")
+    try:
+        resolved = (manager.models_dir / raw).resolve()  # an absolute `raw` replaces models_dir
+    except (OSError, RuntimeError):
+        resolved = None
+    if resolved is None or not any(resolved.is_relative_to(f) for f in manager.api_folders()):
+        raise HTTPException(
+            403,
+            f"{field}: the API installs models only from the server's model folders (plugins.diffusers."
+            "models_dir and api_model_folders); use `invokeai models add` on the server for other paths",
+        )
+    return str(resolved)
+
+
 def build_router() -> APIRouter:
     router = APIRouter(prefix="/models", tags=["models"])
 
@@ -49,15 +70,17 @@ def build_router() -> APIRouter:
     @router.post("", status_code=201, response_model=ModelRecord, summary="Install a model")
     def add_model(request: Request, body: ModelAdd) -> ModelRecord:
         """Install a model from a diffusers folder or a single-file checkpoint on the server (recorded in
-        place, never copied, nothing downloaded). 422 says why a path cannot be installed; 409 if the
-        name is taken."""
+        place, never copied, nothing downloaded), inside the server's model folders (403 elsewhere).
+        422 says why a path cannot be installed; 409 if the name is taken."""
         manager = _manager(request)
+        path = _api_path(manager, body.path, "path")
+        config = _api_path(manager, body.config, "config") if body.config is not None else None
         try:
             return manager.add(
-                body.path,
+                path,
                 name=body.name,
                 description=body.description,
-                config=body.config,
+                config=config,
                 prediction_type=body.prediction_type,
             )
         except ModelInstallError as e:

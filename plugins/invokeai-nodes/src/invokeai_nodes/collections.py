@@ -5,9 +5,10 @@ from __future__ import annotations
 import random
 from typing import Self
 
-from pydantic import model_validator
+from pydantic import ValidationInfo, model_validator
 
 from invokeai_core import BaseInvocation, InputField, InvocationContext, invocation
+from invokeai_nodes.limits import check_items
 from invokeai_nodes.primitives import IntegerCollectionOutput
 from invokeai_nodes.validation import InvalidInputError, NonZeroInt, check_when_built
 
@@ -20,7 +21,18 @@ class RangeInvocation(BaseInvocation):
     stop: int = InputField(default=10, description="The end (exclusive)")
     step: NonZeroInt = InputField(default=1, description="The step (not zero; negative counts down)")
 
+    @model_validator(mode="after")
+    def _check_size(self, info: ValidationInfo) -> Self:
+        check_when_built(self, info, self._check, needs=("stop",))
+        return self
+
+    def _check(self, context: InvocationContext | None = None) -> None:
+        span = self.stop - self.start
+        count = max(0, -(-span // self.step))  # ceil(span / step), exact for any integers
+        check_items("range", "stop", count, context)
+
     def invoke(self, context: InvocationContext) -> IntegerCollectionOutput:
+        self._check(context)
         return IntegerCollectionOutput(collection=list(range(self.start, self.stop, self.step)))
 
 
@@ -38,7 +50,13 @@ class RangeOfSizeInvocation(BaseInvocation):
     size: int = InputField(default=1, ge=0, description="How many values")
     step: int = InputField(default=1, description="The step")
 
+    @model_validator(mode="after")
+    def _check_size(self, info: ValidationInfo) -> Self:
+        check_when_built(self, info, lambda: check_items("range_of_size", "size", self.size), needs=("size",))
+        return self
+
     def invoke(self, context: InvocationContext) -> IntegerCollectionOutput:
+        check_items("range_of_size", "size", self.size, context)
         return IntegerCollectionOutput(collection=[self.start + i * self.step for i in range(self.size)])
 
 
@@ -59,8 +77,9 @@ class RandomRangeInvocation(BaseInvocation):
     seed: int = InputField(default=0, description="The seed")
 
     @model_validator(mode="after")
-    def _check_bounds(self) -> Self:
-        check_when_built(self, self._check, needs=("low", "high"))
+    def _check_bounds(self, info: ValidationInfo) -> Self:
+        check_when_built(self, info, self._check, needs=("low", "high"))
+        check_when_built(self, info, lambda: check_items("random_range", "size", self.size), needs=("size",))
         return self
 
     def _check(self) -> None:
@@ -69,6 +88,7 @@ class RandomRangeInvocation(BaseInvocation):
 
     def invoke(self, context: InvocationContext) -> IntegerCollectionOutput:
         self._check()
+        check_items("random_range", "size", self.size, context)
         rng = random.Random(self.seed)
         return IntegerCollectionOutput(collection=[rng.randrange(self.low, self.high) for _ in range(self.size)])
 

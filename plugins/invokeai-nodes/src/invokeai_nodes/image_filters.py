@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal, Self
 
-from pydantic import model_validator
+from pydantic import ValidationInfo, model_validator
 
 from invokeai_core import BaseInvocation, ImageField, InputField, invocation
 from invokeai_nodes.image_io import image_output, load_image
@@ -98,8 +98,8 @@ class ImageInverseLerpInvocation(BaseInvocation):
     max: int = InputField(default=255, ge=0, le=255, description="The value that becomes 255 (greater than min)")
 
     @model_validator(mode="after")
-    def _check_range(self) -> Self:
-        check_when_built(self, self._check, needs=("min", "max"))
+    def _check_range(self, info: ValidationInfo) -> Self:
+        check_when_built(self, info, self._check, needs=("min", "max"))
         return self
 
     def _check(self) -> None:

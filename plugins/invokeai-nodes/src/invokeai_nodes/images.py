@@ -6,14 +6,17 @@ Every image is read and written through `context.images` (see `image_io`); Pillo
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, Self
+
+from pydantic import ValidationInfo, model_validator
 
 from invokeai_core import BaseInvocation, ImageField, InputField, invocation
 from invokeai_nodes.fields import ColorField
 from invokeai_nodes.image_io import image_output, image_record, load_image
 from invokeai_nodes.image_outputs import ImageOutput
+from invokeai_nodes.limits import check_pixels
 from invokeai_nodes.pil import MAX_SIZE, ResampleMode, check_size, editable, has_alpha, resample_filter
-from invokeai_nodes.validation import InvalidInputError
+from invokeai_nodes.validation import InvalidInputError, check_when_built
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -37,8 +40,20 @@ class BlankImageInvocation(BaseInvocation):
         description="The fill color (gray for L/LA modes; alpha only for RGBA/LA)",
     )
 
+    @model_validator(mode="after")
+    def _check_pixels(self, info: ValidationInfo) -> Self:
+        check_when_built(
+            self,
+            info,
+            lambda: check_pixels("blank_image", "height", self.width, self.height),
+            needs=("width", "height"),
+        )
+        return self
+
     def invoke(self, context: InvocationContext) -> ImageOutput:
         from PIL import Image as PILImage
+
+        check_pixels("blank_image", "height", self.width, self.height, context)
 
         image = PILImage.new("RGBA", (self.width, self.height), self.color.as_tuple())
         return image_output(context, image if self.mode == "RGBA" else image.convert(self.mode))
@@ -53,7 +68,15 @@ class ImageResizeInvocation(BaseInvocation):
     height: int = InputField(default=512, ge=1, le=MAX_SIZE, description="The new height in pixels")
     resample_mode: ResampleMode = InputField(default="bicubic", description=_RESAMPLE_DESCRIPTION)
 
+    @model_validator(mode="after")
+    def _check_pixels(self, info: ValidationInfo) -> Self:
+        check_when_built(
+            self, info, lambda: check_pixels("img_resize", "height", self.width, self.height), needs=("width", "height")
+        )
+        return self
+
     def invoke(self, context: InvocationContext) -> ImageOutput:
+        check_pixels("img_resize", "height", self.width, self.height, context)
         image = load_image(context, self.image, "image")
         resized = image.resize((self.width, self.height), resample=resample_filter(self.resample_mode))
         return image_output(context, resized)
@@ -70,7 +93,7 @@ class ImageScaleInvocation(BaseInvocation):
     def invoke(self, context: InvocationContext) -> ImageOutput:
         image = load_image(context, self.image, "image")
         width, height = int(image.width * self.scale_factor), int(image.height * self.scale_factor)
-        check_size("img_scale", width, height)
+        check_size("img_scale", "scale_factor", width, height, context)
         return image_output(context, image.resize((width, height), resample=resample_filter(self.resample_mode)))
 
 
@@ -140,7 +163,7 @@ class ImagePasteInvocation(BaseInvocation):
         else:
             left, top = min(0, self.x), min(0, self.y)
             right, bottom = max(base.width, self.x + image.width), max(base.height, self.y + image.height)
-        check_size("img_paste", right - left, bottom - top)
+        check_size("img_paste", "x", right - left, bottom - top, context)
         grows = (left, top, right, bottom) != (0, 0, base.width, base.height)
         mode = _result_mode(base, image, alpha=grows or has_alpha(base) or has_alpha(image))
         canvas = PILImage.new(mode, (right - left, bottom - top))  # zeros: transparent where it grew

@@ -8,45 +8,83 @@ from __future__ import annotations
 
 import math as _math
 import random
-from typing import Literal, Self
+from typing import ClassVar, Literal, Self
 
-from pydantic import model_validator
+from pydantic import ValidationInfo, model_validator
 
 from invokeai_core import BaseInvocation, InputField, InvocationContext, invocation
+from invokeai_nodes.limits import check_bits
 from invokeai_nodes.primitives import FloatOutput, IntegerOutput
 from invokeai_nodes.validation import InvalidInputError, check_when_built
 
 
+def result_bits(op: str, a: int, b: int) -> int:
+    """An upper bound of the bit length of `a <op> b`, computed without doing the operation."""
+    bits = max(a.bit_length(), b.bit_length())
+    if op in ("add", "sub"):
+        return bits + 1
+    if op == "mul":
+        return a.bit_length() + b.bit_length()
+    if op == "exp":
+        return 1 if abs(a) <= 1 or b <= 0 else int(b * _math.log2(abs(a))) + 1
+    return bits  # div, mod, abs, min, max never grow
+
+
+def check_result_bits(node: BaseInvocation, op: str, context: InvocationContext | None = None) -> None:
+    """Refuse an operation whose result would pass `limits.integer_bits`, naming the larger input."""
+    a, b = getattr(node, "a"), getattr(node, "b")  # noqa: B009 (every integer math node has a and b)
+    field = "b" if op == "exp" or b.bit_length() > a.bit_length() else "a"
+    check_bits(type(node).invocation_type, field, result_bits(op, a, b), context)
+
+
+class _BoundedIntegerMath(BaseInvocation):
+    """The bit-length check of the two-input integer nodes (`bounded_op` names their operation)."""
+
+    bounded_op: ClassVar[str] = "add"
+
+    @model_validator(mode="after")
+    def _check_bits(self, info: ValidationInfo) -> Self:
+        check_when_built(self, info, lambda: check_result_bits(self, self.bounded_op), needs=("a", "b"))
+        return self
+
+
 @invocation("add", title="Add Integers", tags=["math", "add"], category="math", version="1.0.0")
-class AddInvocation(BaseInvocation):
+class AddInvocation(_BoundedIntegerMath):
     """Adds two integers."""
 
     a: int = InputField(default=0, description="The first number")
     b: int = InputField(default=0, description="The second number")
 
     def invoke(self, context: InvocationContext) -> IntegerOutput:
+        check_result_bits(self, "add", context)
         return IntegerOutput(value=self.a + self.b)
 
 
 @invocation("sub", title="Subtract Integers", tags=["math", "subtract"], category="math", version="1.0.0")
-class SubtractInvocation(BaseInvocation):
+class SubtractInvocation(_BoundedIntegerMath):
     """Subtracts b from a."""
+
+    bounded_op = "sub"
 
     a: int = InputField(default=0, description="The first number")
     b: int = InputField(default=0, description="The number to subtract")
 
     def invoke(self, context: InvocationContext) -> IntegerOutput:
+        check_result_bits(self, "sub", context)
         return IntegerOutput(value=self.a - self.b)
 
 
 @invocation("mul", title="Multiply Integers", tags=["math", "multiply"], category="math", version="1.0.0")
-class MultiplyInvocation(BaseInvocation):
+class MultiplyInvocation(_BoundedIntegerMath):
     """Multiplies two integers."""
+
+    bounded_op = "mul"
 
     a: int = InputField(default=0, description="The first number")
     b: int = InputField(default=0, description="The second number")
 
     def invoke(self, context: InvocationContext) -> IntegerOutput:
+        check_result_bits(self, "mul", context)
         return IntegerOutput(value=self.a * self.b)
 
 
@@ -75,12 +113,18 @@ class IntegerMathInvocation(BaseInvocation):
     a: int = InputField(default=0, description="The first number")
     b: int = InputField(default=0, description="The second number")
 
+    @model_validator(mode="after")
+    def _check_bits(self, info: ValidationInfo) -> Self:
+        check_when_built(self, info, lambda: check_result_bits(self, self.operation), needs=("a", "b"))
+        return self
+
     def invoke(self, context: InvocationContext) -> IntegerOutput:
         a, b, op = self.a, self.b, self.operation
         if op in ("div", "mod") and b == 0:
             raise ZeroDivisionError(f"integer_math: '{op}' by zero (input 'b' is 0)")
         if op == "exp" and b < 0:
             raise ValueError(f"integer_math: 'exp' needs a non-negative exponent, got b={b}")
+        check_result_bits(self, op, context)
         result = {
             "add": lambda: a + b,
             "sub": lambda: a - b,
@@ -172,8 +216,8 @@ class RandomIntInvocation(BaseInvocation):
     seed: int | None = InputField(default=None, description="Seed (None: a fresh random value each run)")
 
     @model_validator(mode="after")
-    def _check_bounds(self) -> Self:
-        check_when_built(self, self._check, needs=("low", "high"))
+    def _check_bounds(self, info: ValidationInfo) -> Self:
+        check_when_built(self, info, self._check, needs=("low", "high"))
         return self
 
     def _check(self) -> None:

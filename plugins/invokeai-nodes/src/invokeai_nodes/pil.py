@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Literal
 if TYPE_CHECKING:
     from PIL.Image import Image
 
+    from invokeai_core import InvocationContext
+
 #: Resampling filters, from fastest to best quality for downscaling.
 ResampleMode = Literal["nearest", "box", "bilinear", "hamming", "bicubic", "lanczos"]
 
@@ -56,7 +58,11 @@ def editable(image: Image) -> Image:
     return image.convert("RGBA" if has_alpha(image) else "RGB")
 
 
-def check_size(node: str, width: int, height: int) -> None:
-    """Refuse a computed size that is empty or larger than `MAX_SIZE` (a node error naming both)."""
+def check_size(node: str, field: str, width: int, height: int, context: InvocationContext) -> None:
+    """Refuse a computed size that is empty, larger than `MAX_SIZE` on a side, or more pixels than
+    `limits.image_pixels` (a node error naming the input that chose it)."""
+    from invokeai_nodes.limits import check_pixels
+
     if not (1 <= width <= MAX_SIZE and 1 <= height <= MAX_SIZE):
         raise ValueError(f"{node}: the result would be {width}x{height} pixels; each side must be 1..{MAX_SIZE}")
+    check_pixels(node, field, width, height, context)

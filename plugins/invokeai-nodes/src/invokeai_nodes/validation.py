@@ -11,11 +11,16 @@
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ValidationError
+from pydantic import AfterValidator, BaseModel, ValidationError, ValidationInfo
 from pydantic_core import InitErrorDetails, PydanticCustomError
+
+#: The configuration of the graph being built (pydantic's validation context), while a
+#: `check_when_built` check runs: the limits those checks compare against.
+building_config: contextvars.ContextVar[Any] = contextvars.ContextVar("building_config", default=None)
 
 
 class InvalidInputError(ValueError):
@@ -28,15 +33,20 @@ class InvalidInputError(ValueError):
         super().__init__(f"{node}: input '{field}': {reason}")
 
 
-def check_when_built(model: BaseModel, check: Callable[[], Any], needs: tuple[str, ...]) -> None:
+def check_when_built(model: BaseModel, info: ValidationInfo, check: Callable[[], Any], needs: tuple[str, ...]) -> None:
     """Run `check` while a node is validated, turning an `InvalidInputError` into a pydantic error
     located at its field (so the graph reports "node 'n', field 'high': ...").
+
+    `info` is the validator's `ValidationInfo`: the graph passes the configuration it is built under
+    as pydantic's validation context, and the check reads its limits from there.
 
     Skipped unless every field in `needs` was given a value: a field left at its default may be fed
     by an edge that is added after the node, and its default must not get the node refused.
     """
     if not set(needs) <= model.model_fields_set:
         return
+    config = (info.context or {}).get("config") if isinstance(info.context, dict) else None
+    token = building_config.set(config)
     try:
         check()
     except InvalidInputError as e:
@@ -44,6 +54,8 @@ def check_when_built(model: BaseModel, check: Callable[[], Any], needs: tuple[st
             type=PydanticCustomError("invalid_input", e.reason), loc=(e.field,), input=getattr(model, e.field, None)
         )
         raise ValidationError.from_exception_data(type(model).__name__, [error]) from None
+    finally:
+        building_config.reset(token)
 
 
 def _not_zero(value: int) -> int:

@@ -75,6 +75,7 @@ def create_app(invoker: Invoker, settings: WebSettings, *, manage_invoker: bool 
     from fastapi import FastAPI
     from starlette.concurrency import run_in_threadpool
 
+    from invokeai_web.auth import Gate
     from invokeai_web.errors import install_error_handlers
     from invokeai_web.events import EventBridge, LocalFanout
     from invokeai_web.openapi import install_openapi
@@ -83,6 +84,9 @@ def create_app(invoker: Invoker, settings: WebSettings, *, manage_invoker: bool 
     from invokeai_web.sockets import SOCKETIO_PATH, create_socket_server
 
     bridge = EventBridge(invoker.services.events)
+    gate = Gate(
+        settings.access_token, settings.auth_failures_per_minute, signouts=invoker.config.root / "web_signouts.json"
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -112,6 +116,7 @@ def create_app(invoker: Invoker, settings: WebSettings, *, manage_invoker: bool 
     api.state.invoker = invoker
     api.state.settings = settings
     api.state.bridge = bridge
+    api.state.gate = gate
     api.state.api_prefix = API_PREFIX
     install_error_handlers(api)
     for module in (sessions, queue, images, nodes, system, auth):
@@ -123,10 +128,10 @@ def create_app(invoker: Invoker, settings: WebSettings, *, manage_invoker: bool 
 
         api.mount("/", StaticFiles(directory=STATIC_DIR, html=True), name="ui")
 
-    sio = create_socket_server(settings, bridge)
+    sio = create_socket_server(settings, bridge, gate)
     bridge.fanout = LocalFanout(sio, backlog_limit=settings.client_backlog)
     asgi: Any = socketio.ASGIApp(sio, other_asgi_app=api, socketio_path=SOCKETIO_PATH)
-    asgi = GuardMiddleware(asgi, settings, socketio_path=SOCKETIO_MOUNT)
+    asgi = GuardMiddleware(asgi, settings, gate, socketio_path=SOCKETIO_MOUNT)
     if settings.cors_origins:
         from starlette.middleware.cors import CORSMiddleware
 

@@ -8,9 +8,10 @@ through the `InvokerDep` dependency, which reads `app.state.invoker`; plugins' r
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Response
+from pydantic_core import to_json
 
 from invokeai_core import Invoker
 from invokeai_web.settings import WebSettings
@@ -38,6 +39,15 @@ def get_settings(request: Request) -> WebSettings:
 def get_bridge(request: Request) -> EventBridge:
     bridge: EventBridge = request.app.state.bridge
     return bridge
+
+
+def rendered(data: Any, status_code: int = 200) -> Response:
+    """`data` as a JSON response, encoded by the calling (worker) thread.
+
+    FastAPI encodes what a route returns on the event loop, where a large session or graph would
+    stall every other client (Socket.IO included); routes that may answer with a lot of JSON return
+    this instead (their `response_model` still documents the shape)."""
+    return Response(to_json(data), status_code=status_code, media_type="application/json")
 
 
 InvokerDep = Annotated[Invoker, Depends(get_invoker)]

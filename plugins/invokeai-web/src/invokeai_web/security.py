@@ -9,7 +9,10 @@
   re-binds its own domain name to 127.0.0.1 (DNS rebinding) is refused with 421.
 * **Cross-site requests.** A browser request whose `Origin` is neither this server nor one of
   `cors_origins` is refused with 403, so a page elsewhere cannot post forms or uploads to a local
-  server (CORS alone only hides the responses).
+  server (CORS alone only hides the responses). `Origin: null` (a sandboxed iframe, a `file://`
+  page, a cross-site redirect) names no site at all, so a server without a token refuses it too
+  on every request that could change something (any method but GET/HEAD/OPTIONS, and Socket.IO).
+* **Guessing the token** is throttled per client address (429, see `invokeai_web.auth`).
 * **Body size.** A request body over `max_upload_mb` gets 413, whether it declares its length or
   streams it.
 """
@@ -18,11 +21,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable, MutableMapping
+from math import ceil
 from typing import Any
 from urllib.parse import urlsplit
 
 from invokeai_web import API_PREFIX
-from invokeai_web.auth import authenticated, is_public
+from invokeai_web.auth import Gate, client_address, is_public
 from invokeai_web.settings import WebSettings, is_loopback
 
 #: The sign-in routes, reachable without the token.
@@ -33,6 +37,14 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+#: Methods that never change anything on this server.
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def too_many_failures(wait: float) -> str:
+    return f"too many wrong access tokens from this address; try again in {ceil(wait)} s"
 
 
 class _BodyTooLarge(Exception):
@@ -75,9 +87,10 @@ async def send_json_error(
 class GuardMiddleware:
     """See the module docstring."""
 
-    def __init__(self, app: ASGIApp, settings: WebSettings, *, socketio_path: str = "/socket.io/") -> None:
+    def __init__(self, app: ASGIApp, settings: WebSettings, gate: Gate, *, socketio_path: str = "/socket.io/") -> None:
         self.app = app
         self.settings = settings
+        self.gate = gate
         self.token = settings.access_token
         self.limit = settings.max_upload_bytes
         self.origins = {o.rstrip("/") for o in settings.cors_origins}
@@ -91,13 +104,23 @@ class GuardMiddleware:
             if host is not None and not is_loopback(_host_name(host)):
                 return 421, f"this server answers to loopback host names only, not {host!r}"
         origin = headers.get("origin")
-        if origin is not None and origin != "null":
+        if origin == "null":
+            changes = scope["type"] == "websocket" or scope.get("method") not in SAFE_METHODS
+            if not self.token and (changes or self._is_socketio(scope)):
+                return 403, (
+                    "requests from an opaque origin (Origin: null: a sandboxed frame or a file:// page) may not "
+                    "change this server; open the web UI from the server itself"
+                )
+        elif origin is not None:
             origin = origin.rstrip("/")
             if origin not in self.origins and "*" not in self.origins:
                 parts = urlsplit(origin)
                 if parts.netloc != headers.get("host", ""):
                     return 403, f"cross-origin requests from {origin} are not allowed (see plugins.web.cors_origins)"
         return None
+
+    def _is_socketio(self, scope: Scope) -> bool:
+        return bool((scope.get("path", "") + "/").startswith(self.socketio_path))
 
     @staticmethod
     def _open(scope: Scope) -> bool:
@@ -111,15 +134,21 @@ class GuardMiddleware:
             return
         headers = _headers(scope)
         refusal = self._refusal(scope, headers)
-        is_socketio = (scope.get("path", "") + "/").startswith(self.socketio_path)
-        if refusal is None and self.token and not is_socketio and not self._open(scope):
-            if not authenticated(self.token, authorization=headers.get("authorization"), cookie=headers.get("cookie")):
+        extra: list[tuple[bytes, bytes]] = []
+        if refusal is None and self.token and not self._is_socketio(scope) and not self._open(scope):
+            ok, wait = self.gate.check(
+                client_address(scope), authorization=headers.get("authorization"), cookie=headers.get("cookie")
+            )
+            if wait > 0:
+                refusal = (429, too_many_failures(wait))
+                extra = [(b"retry-after", str(ceil(wait)).encode())]
+            elif not ok:
                 refusal = (401, "missing or invalid access token (send 'Authorization: Bearer TOKEN')")
+                extra = [(b"www-authenticate", b"Bearer")]
         if refusal is not None:
             if kind == "websocket":
                 await send({"type": "websocket.close", "code": 1008, "reason": refusal[1][:120]})
                 return
-            extra = [(b"www-authenticate", b"Bearer")] if refusal[0] == 401 else []
             await send_json_error(send, refusal[0], refusal[1], extra)
             return
         if kind == "websocket":

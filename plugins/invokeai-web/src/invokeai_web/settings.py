@@ -4,6 +4,8 @@
     host = "127.0.0.1"        # bind address; anything but a loopback address needs access_token
     port = 9090               # 0 picks a free port (printed at start)
     access_token = ""         # when set, every request needs `Authorization: Bearer <token>`
+                              # (16+ characters when host is not a loopback address)
+    auth_failures_per_minute = 10  # wrong tokens one client address may try a minute (then 429)
     cors_origins = []         # browser origins allowed to call the API (CORS is off when empty)
     max_upload_mb = 50        # the largest request body (image uploads included): 413 past it
     max_image_pixels = 40000000  # uploads with more pixels are refused (decompression bombs)
@@ -34,6 +36,9 @@ class WebSettings(BaseModel):
     port: int = Field(default=9090, ge=0, le=65535, description="TCP port; 0 picks a free one")
     access_token: str | None = Field(
         default=None, description="Bearer token every request must carry (required off loopback)"
+    )
+    auth_failures_per_minute: int = Field(
+        default=10, ge=1, description="Wrong tokens one client address may present per minute before 429"
     )
     cors_origins: list[str] = Field(default_factory=list, description="Allowed browser origins (CORS off if empty)")
     max_upload_mb: float = Field(default=50.0, gt=0, description="The largest request body, in MiB")
@@ -72,12 +77,25 @@ class WebSettings(BaseModel):
         return is_loopback(self.host)
 
     def check_bind(self) -> None:
-        """Refuse to expose the API beyond this machine without an access token."""
-        if not self.is_loopback and not self.access_token:
+        """Refuse to expose the API beyond this machine without a strong enough access token."""
+        if self.is_loopback:
+            return
+        from invokeai_web.auth import MIN_TOKEN_LENGTH
+
+        how = (
+            "Set plugins.web.access_token (e.g. INVOKEAI_PLUGINS__WEB__ACCESS_TOKEN) to a random string of at "
+            f"least {MIN_TOKEN_LENGTH} characters, such as the output of "
+            "`python -c 'import secrets; print(secrets.token_urlsafe(24))'`, or bind 127.0.0.1"
+        )
+        if not self.access_token:
             raise ConfigError(
                 f"refusing to bind {self.host}: the API would be reachable from other machines without "
-                "authentication. Set plugins.web.access_token (e.g. INVOKEAI_PLUGINS__WEB__ACCESS_TOKEN) "
-                "or bind 127.0.0.1"
+                f"authentication. {how}"
+            )
+        if len(self.access_token) < MIN_TOKEN_LENGTH:
+            raise ConfigError(
+                f"refusing to bind {self.host}: plugins.web.access_token has {len(self.access_token)} characters, "
+                f"too few to resist guessing from other machines. {how}"
             )
 
     def public_dict(self) -> dict[str, Any]:

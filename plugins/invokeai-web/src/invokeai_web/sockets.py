@@ -24,10 +24,12 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from invokeai_core import QUEUE_ID_RE
-from invokeai_web.auth import authenticated
+from invokeai_web.auth import client_address
 from invokeai_web.events import queue_room, session_room
+from invokeai_web.security import too_many_failures
 
 if TYPE_CHECKING:
+    from invokeai_web.auth import Gate
     from invokeai_web.events import EventBridge
     from invokeai_web.settings import WebSettings
 
@@ -46,7 +48,7 @@ def _extract(data: Any, key: str) -> Any:
     return data
 
 
-def create_socket_server(settings: WebSettings, bridge: EventBridge) -> Any:
+def create_socket_server(settings: WebSettings, bridge: EventBridge, gate: Gate) -> Any:
     """The `socketio.AsyncServer` with the subscription handlers."""
     import socketio
 
@@ -62,12 +64,15 @@ def create_socket_server(settings: WebSettings, bridge: EventBridge) -> Any:
 
     @sio.event
     async def connect(sid: str, environ: dict[str, Any], auth: Any = None) -> None:
-        if not authenticated(
-            settings.access_token,
+        ok, wait = gate.check(
+            client_address(environ.get("asgi.scope", environ)),
             authorization=environ.get("HTTP_AUTHORIZATION"),
             cookie=environ.get("HTTP_COOKIE"),
             auth=auth,
-        ):
+        )
+        if wait > 0:
+            raise socketio.exceptions.ConnectionRefusedError(too_many_failures(wait))
+        if not ok:
             raise socketio.exceptions.ConnectionRefusedError("unauthorized: a valid access token is required")
         rooms_of[sid] = set()
 

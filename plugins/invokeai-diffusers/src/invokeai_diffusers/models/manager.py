@@ -34,6 +34,14 @@ class ModelInstallError(InvokeAIError):
     """A model cannot be installed (the message says why)."""
 
 
+def _resolved(path: str | Path) -> Path:
+    """`path` with `~` expanded, made absolute; a `~user` that does not exist is a ModelInstallError."""
+    try:
+        return Path(path).expanduser().resolve()
+    except RuntimeError as e:  # "Could not determine home directory", a symlink loop
+        raise ModelInstallError(f"{str(path)[:200]!r}: {e}") from None
+
+
 class ModelManager:
     """Installed models and their loaded components."""
 
@@ -44,6 +52,11 @@ class ModelManager:
         self.models_dir = self.settings.models_dir or (Path(root) / "models")
         self.records = ModelRecordStore(self.models_dir / "models.json")
         self._cache: ModelCache | None = None
+
+    def api_folders(self) -> list[Path]:
+        """The folders the HTTP API may install models from: models_dir and `api_model_folders`."""
+        root = Path(self.config.root) if self.config is not None else Path.cwd()
+        return [p.resolve() for p in (self.models_dir, *(root / f for f in self.settings.api_model_folders))]
 
     @property
     def cache(self) -> ModelCache:
@@ -79,7 +92,7 @@ class ModelManager:
         `config` is a diffusers folder (configs only, no weights needed) for a checkpoint whose shapes
         differ from the shipped config of its base; `prediction_type` overrides the scheduler's.
         """
-        source = Path(path).expanduser().resolve()
+        source = _resolved(path)
         if not source.exists():
             raise ModelInstallError(f"{source}: no such file or folder")
         try:
@@ -90,7 +103,7 @@ class ModelManager:
         if config is not None:
             if found.format != "checkpoint":
                 raise ModelInstallError(f"{source}: --config is for single-file checkpoints; a folder has its own")
-            config_path = Path(config).expanduser().resolve()
+            config_path = _resolved(config)
             if not (config_path / "model_index.json").is_file():
                 raise ModelInstallError(f"--config {config_path}: not a diffusers config folder (no model_index.json)")
             config_dir = str(config_path)

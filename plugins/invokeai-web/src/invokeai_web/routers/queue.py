@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Path, Query
+from fastapi import APIRouter, HTTPException, Path, Query, Response
 from pydantic import BaseModel, Field
 
 from invokeai_core import (
@@ -23,7 +23,7 @@ from invokeai_core import (
     QueueStatus,
     QueueStatusCounts,
 )
-from invokeai_web.dependencies import InvokerDep
+from invokeai_web.dependencies import InvokerDep, rendered
 from invokeai_web.openapi import GRAPH_REF, schema_ref
 
 router = APIRouter(prefix="/queue/{queue_id}", tags=["queue"])
@@ -156,16 +156,20 @@ def list_items(
 
 
 @router.get("/i/{item_id}", response_model=QueueItemOut, summary="Get a queue item")
-def get_item(invoker: InvokerDep, queue_id: QueueId, item_id: ItemId) -> QueueItem:
-    return _item_of(invoker, queue_id, item_id)
+def get_item(invoker: InvokerDep, queue_id: QueueId, item_id: ItemId) -> Response:
+    return _item_json(_item_of(invoker, queue_id, item_id))
+
+
+def _item_json(item: QueueItem) -> Response:
+    return rendered(item.model_dump(mode="json", include=set(QueueItemOut.model_fields)))
 
 
 @router.put("/i/{item_id}/cancel", response_model=QueueItemOut, summary="Cancel a queue item")
-def cancel_item(invoker: InvokerDep, queue_id: QueueId, item_id: ItemId) -> QueueItem:
+def cancel_item(invoker: InvokerDep, queue_id: QueueId, item_id: ItemId) -> Response:
     """Cancel a pending or running item (a running session stops at its next step)."""
     _item_of(invoker, queue_id, item_id)
     invoker.queue.cancel_items([item_id])
-    return invoker.queue.get_item(item_id)
+    return _item_json(invoker.queue.get_item(item_id))
 
 
 @router.put("/cancel_by_batch_ids", response_model=ItemIdsResult, summary="Cancel batches")

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Path, Query
+from fastapi import APIRouter, Body, Path, Query, Response
 from pydantic import BaseModel, Field
 
 from invokeai_core import Edge, Page, Session, SessionError, SessionSummary
-from invokeai_web.dependencies import InvokerDep
+from invokeai_web.dependencies import InvokerDep, rendered
 from invokeai_web.openapi import ANY_INVOCATION_REF, ANY_OUTPUT_REF, GRAPH_REF, schema_ref
 
 router = APIRouter(prefix="/sessions", tags=["sessions"])
@@ -63,11 +63,11 @@ def session_json(session: Session) -> dict[str, Any]:
 
 
 @router.post("", status_code=201, response_model=SessionOut, summary="Create a session")
-def create_session(invoker: InvokerDep, graph: Annotated[GraphJson | None, Body()] = None) -> dict[str, Any]:
+def create_session(invoker: InvokerDep, graph: Annotated[GraphJson | None, Body()] = None) -> Response:
     """Create a session, empty or from a graph (the JSON of a `Graph`). The graph is validated as a
     whole (types, edges, cycles, iterate/collect); required inputs may still be missing, since nodes
     and edges can be appended before it runs."""
-    return session_json(invoker.create_session(graph))
+    return rendered(session_json(invoker.create_session(graph)), 201)
 
 
 @router.get("", response_model=Page[SessionSummary], summary="List sessions")
@@ -82,8 +82,8 @@ def list_sessions(
 
 
 @router.get("/{session_id}", response_model=SessionOut, summary="Get a session")
-def get_session(invoker: InvokerDep, session_id: SessionId) -> dict[str, Any]:
-    return session_json(invoker.get_session(session_id))
+def get_session(invoker: InvokerDep, session_id: SessionId) -> Response:
+    return rendered(session_json(invoker.get_session(session_id)))
 
 
 @router.post("/{session_id}/nodes", status_code=201, response_model=NodeAdded, summary="Append a node")
