@@ -189,13 +189,13 @@ class QueueProcessor:
         while not self._stopping.wait(self.poll_interval):
             for item in self.running:
                 try:
-                    current = self.queue.get_item(item.item_id)
+                    status = self.queue.get_status(item.item_id)
                 except QueueItemNotFoundError:
                     continue
                 except Exception:
                     logger.exception("checking queue item %s failed", item.item_id)
                     continue
-                if current.status == "canceled" and not self.invoker.is_canceled(item.session_id):
+                if status == "canceled" and not self.invoker.is_canceled(item.session_id):
                     self._cancel_session(item.session_id)
 
     def _on_event(self, event: EventBase) -> None:
@@ -237,7 +237,7 @@ class QueueProcessor:
             except Exception as e:
                 self._fail(item, type(e).__name__, f"the item's session cannot be built: {e}")
                 return
-            if queue.get_item(item.item_id).status != "in_progress":
+            if queue.get_status(item.item_id) != "in_progress":
                 return  # canceled between being taken and starting
             session = invoker.run_session(session.id, queue_id=item.queue_id, item_id=item.item_id)
             self._record_outcome(item, session)
@@ -265,8 +265,7 @@ class QueueProcessor:
                 expected="in_progress",
             )
         elif status == "canceled":
-            current = queue.get_item(item.item_id)
-            if current.status != "in_progress":
+            if queue.get_status(item.item_id) != "in_progress":
                 return  # canceled by a user: already recorded
             if self._stopping.is_set():
                 queue.recover_interrupted(

@@ -178,9 +178,9 @@ def test_one_database_file_in_the_root_folder_in_wal_mode(tmp_path: Path):
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
     assert {c: db.schema_version(c) for c in ("sessions", "image_records", "queue")} == {
-        "sessions": 2,
-        "image_records": 1,
-        "queue": 1,
+        "sessions": 3,
+        "image_records": 2,
+        "queue": 2,
     }
 
 
@@ -461,7 +461,7 @@ def test_a_version_1_database_is_migrated_and_its_sessions_keep_growing(tmp_path
         )
     old.close()
     store = SqliteSessionStorage(db=SqliteDatabase(path), registry=registry)
-    assert store.db.schema_version("sessions") == 2
+    assert store.db.schema_version("sessions") == len(sqlite_sessions.MIGRATIONS)
     loaded = store.get(session.id)
     assert list(loaded.graph.nodes) == ["n0", "n1"]
     loaded.add_node({"id": "later", "type": "contract_add"})

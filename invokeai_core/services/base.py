@@ -457,6 +457,11 @@ class SessionQueueBase(ABC):
     def get_item(self, item_id: int) -> QueueItem:
         """Raises `QueueItemNotFoundError` (a `KeyError`) if unknown."""
 
+    def get_status(self, item_id: int) -> QueueStatus:
+        """An item's status alone (the processor polls it for cancels from other processes): stores
+        override it to skip loading the item's graph."""
+        return self.get_item(item_id).status
+
     @abstractmethod
     def set_status(
         self,

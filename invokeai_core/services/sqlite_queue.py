@@ -1,7 +1,8 @@
 """The session queue in the SQLite database (`queue = "sqlite"`, the default).
 
-Items live in `queue_items` (the graph JSON of each session to run, its status, priority, errors and
-times); paused queues in `queue_state`. Taking the next item is one `UPDATE ... RETURNING` on the
+Items live in `queue_items` (the session to run, its status, priority, errors and times) with each
+item's graph JSON apart in `queue_graphs` (a status change never rewrites the graph); paused queues in
+`queue_state`. Taking the next item is one `UPDATE ... RETURNING` on the
 `(status, priority DESC, item_id)` index, so it is atomic across threads and processes: no item is
 handed out twice. Item ids come from `AUTOINCREMENT` and are never reused, so cursors stay valid
 after items are pruned. Every change is one transaction: a batch is enqueued whole or not at all,
@@ -74,7 +75,23 @@ def _v1(conn: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS = [_v1]
+def _v2(conn: sqlite3.Connection) -> None:
+    """Each item's graph moves out of its row into `queue_graphs`: SQLite rewrites a whole row on
+    update, so every status change (taken, finished, canceled) rewrote the graph with it, and a queue
+    of large graphs paid their size for every change. The row keeps what changes."""
+    conn.execute(
+        """
+        CREATE TABLE queue_graphs (
+            item_id INTEGER PRIMARY KEY REFERENCES queue_items (item_id) ON DELETE CASCADE,
+            graph TEXT NOT NULL
+        )
+        """
+    )
+    conn.execute("INSERT INTO queue_graphs (item_id, graph) SELECT item_id, graph FROM queue_items")
+    conn.execute("ALTER TABLE queue_items DROP COLUMN graph")
+
+
+MIGRATIONS = [_v1, _v2]
 
 _FIELDS = (
     "item_id",
@@ -92,7 +109,12 @@ _FIELDS = (
     "started_at",
     "completed_at",
 )
-_COLUMNS = ", ".join(_FIELDS)
+#: An item's columns, its graph joined from `queue_graphs`.
+_SELECT = (
+    "SELECT "
+    + ", ".join("g.graph" if f == "graph" else f"q.{f}" for f in _FIELDS)
+    + " FROM queue_items q JOIN queue_graphs g ON g.item_id = q.item_id"
+)
 _CHUNK = 500  # ids per `IN (...)`, well under SQLite's variable limit
 
 
@@ -101,6 +123,15 @@ def _item(row: Sequence[Any]) -> QueueItem:
     data["field_values"] = json.loads(data["field_values"])
     data["graph"] = json.loads(data["graph"])
     return QueueItem.model_validate(data)
+
+
+def _load(conn: sqlite3.Connection, ids: Iterable[int]) -> list[QueueItem]:
+    """The items with these ids (those that exist), by id."""
+    items: list[QueueItem] = []
+    for chunk in _chunks(list(ids)):
+        rows = conn.execute(f"{_SELECT} WHERE q.item_id IN ({_marks(len(chunk))})", chunk).fetchall()
+        items += [_item(r) for r in rows]
+    return sorted(items, key=lambda i: i.item_id)
 
 
 def _chunks(values: list[Any]) -> Iterable[list[Any]]:
@@ -140,10 +171,8 @@ class SqliteSessionQueue(SessionQueueBase):
         self, queue_id: str, batch: Batch, items: list[ExpandedItem], *, prepend: bool
     ) -> tuple[int, list[int]]:
         now = utcnow()
-        rows = [
-            (queue_id, batch.batch_id, i.session_id, json.dumps(i.field_values), json.dumps(i.graph), now)
-            for i in items
-        ]
+        rows = [(queue_id, batch.batch_id, i.session_id, json.dumps(i.field_values), now) for i in items]
+        graphs = [json.dumps(i.graph) for i in items]
         with self.db.transaction() as conn:
             pending = conn.execute(
                 "SELECT count(*) FROM queue_items WHERE queue_id = ? AND status = 'pending'", (queue_id,)
@@ -160,9 +189,12 @@ class SqliteSessionQueue(SessionQueueBase):
             first = max(int(last), int(seq[0]) if seq else 0) + 1
             ids = list(range(first, first + len(rows)))
             conn.executemany(
-                "INSERT INTO queue_items (item_id, queue_id, batch_id, session_id, priority, field_values, graph, "
-                "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [(i, q, b, s, priority, fv, g, c) for i, (q, b, s, fv, g, c) in zip(ids, rows, strict=True)],
+                "INSERT INTO queue_items (item_id, queue_id, batch_id, session_id, priority, field_values, "
+                "created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(i, q, b, s, priority, fv, c) for i, (q, b, s, fv, c) in zip(ids, rows, strict=True)],
+            )
+            conn.executemany(
+                "INSERT INTO queue_graphs (item_id, graph) VALUES (?, ?)", list(zip(ids, graphs, strict=True))
             )
         return priority, ids
 
@@ -170,29 +202,36 @@ class SqliteSessionQueue(SessionQueueBase):
     def dequeue(self) -> QueueItem | None:
         with self.db.transaction() as conn:
             rows = conn.execute(
-                f"""
+                """
                 UPDATE queue_items SET status = 'in_progress', started_at = ?
                 WHERE item_id = (
                     SELECT item_id FROM queue_items
                     WHERE status = 'pending'
                       AND queue_id NOT IN (SELECT queue_id FROM queue_state WHERE paused = 1)
                     ORDER BY priority DESC, item_id ASC LIMIT 1)
-                RETURNING {_COLUMNS}
+                RETURNING item_id
                 """,
                 (utcnow(),),
             ).fetchall()
-        if not rows:
-            return None
-        item = _item(rows[0])
+            if not rows:
+                return None
+            item = _load(conn, [rows[0][0]])[0]
         self._emit_status([item])
         return item
 
     def get_item(self, item_id: int) -> QueueItem:
         with self.db.read() as conn:
-            row = conn.execute(f"SELECT {_COLUMNS} FROM queue_items WHERE item_id = ?", (item_id,)).fetchone()
+            row = conn.execute(f"{_SELECT} WHERE q.item_id = ?", (item_id,)).fetchone()
         if row is None:
             raise QueueItemNotFoundError([item_id])
         return _item(row)
+
+    def get_status(self, item_id: int) -> QueueStatus:
+        with self.db.read() as conn:
+            row = conn.execute("SELECT status FROM queue_items WHERE item_id = ?", (item_id,)).fetchone()
+        if row is None:
+            raise QueueItemNotFoundError([item_id])
+        return row[0]
 
     def set_status(
         self,
@@ -223,15 +262,13 @@ class SqliteSessionQueue(SessionQueueBase):
         if expected is not None:
             args.append(expected)
         with self.db.transaction() as conn:
-            rows = conn.execute(
-                f"UPDATE queue_items SET {', '.join(sets)} WHERE {where} RETURNING {_COLUMNS}", args
-            ).fetchall()
-            if not rows:
-                row = conn.execute(f"SELECT {_COLUMNS} FROM queue_items WHERE item_id = ?", (item_id,)).fetchone()
-                if row is None:
-                    raise QueueItemNotFoundError([item_id])
-                return _item(row)
-        item = _item(rows[0])
+            changed = conn.execute(f"UPDATE queue_items SET {', '.join(sets)} WHERE {where}", args).rowcount
+            found = _load(conn, [item_id])
+            if not found:
+                raise QueueItemNotFoundError([item_id])
+            item = found[0]
+            if not changed:
+                return item
         self._emit_status([item])
         return item
 
@@ -251,11 +288,11 @@ class SqliteSessionQueue(SessionQueueBase):
         self, conn: sqlite3.Connection, sql: str, ids: list[int], args: Sequence[Any] = ()
     ) -> list[QueueItem]:
         """Run `sql` (with `{ids}` for an id list) over `ids` in chunks; the changed items by id order."""
-        changed: list[QueueItem] = []
+        changed: list[int] = []
         for chunk in _chunks(ids):
-            rows = conn.execute(sql.format(ids=_marks(len(chunk))) + f" RETURNING {_COLUMNS}", [*args, *chunk])
-            changed += [_item(r) for r in rows.fetchall()]
-        return sorted(changed, key=lambda i: i.item_id)
+            rows = conn.execute(sql.format(ids=_marks(len(chunk))) + " RETURNING item_id", [*args, *chunk])
+            changed += [r[0] for r in rows.fetchall()]
+        return _load(conn, changed)
 
     # -- cancel, retry ----------------------------------------------------------------------------
     def cancel_items(self, item_ids: list[int]) -> list[int]:
@@ -293,16 +330,16 @@ class SqliteSessionQueue(SessionQueueBase):
             unknown = [b for b in wanted if b not in known]
             if unknown:
                 raise BatchNotFoundError(f"no items of batch {', '.join(unknown)} in the queue '{queue_id}'")
-            changed: list[QueueItem] = []
+            ids: list[int] = []
             now = utcnow()
             for chunk in _chunks(wanted):
                 rows = conn.execute(
                     f"UPDATE queue_items SET status = 'canceled', completed_at = ? WHERE queue_id = ? AND batch_id IN "
-                    f"({_marks(len(chunk))}) AND status IN ('pending', 'in_progress') RETURNING {_COLUMNS}",
+                    f"({_marks(len(chunk))}) AND status IN ('pending', 'in_progress') RETURNING item_id",
                     [now, queue_id, *chunk],
                 ).fetchall()
-                changed += [_item(r) for r in rows]
-        changed.sort(key=lambda i: i.item_id)
+                ids += [r[0] for r in rows]
+            changed = _load(conn, ids)
         self._emit_status(changed)
         return [i.item_id for i in changed]
 
@@ -311,10 +348,10 @@ class SqliteSessionQueue(SessionQueueBase):
         with self.db.transaction() as conn:
             rows = conn.execute(
                 "UPDATE queue_items SET status = 'canceled', completed_at = ? "
-                f"WHERE queue_id = ? AND status = 'pending' RETURNING {_COLUMNS}",
+                "WHERE queue_id = ? AND status = 'pending' RETURNING item_id",
                 (utcnow(), queue_id),
             ).fetchall()
-        changed = sorted((_item(r) for r in rows), key=lambda i: i.item_id)
+            changed = _load(conn, [r[0] for r in rows])
         self._emit_status(changed)
         return [i.item_id for i in changed]
 
@@ -328,13 +365,15 @@ class SqliteSessionQueue(SessionQueueBase):
                 if statuses[item_id] not in ("failed", "canceled"):
                     continue
                 cur = conn.execute(
-                    "INSERT INTO queue_items (queue_id, batch_id, session_id, priority, field_values, graph, "
-                    "created_at) SELECT queue_id, batch_id, ?, priority, field_values, graph, ? "
-                    "FROM queue_items WHERE item_id = ?",
+                    "INSERT INTO queue_items (queue_id, batch_id, session_id, priority, field_values, created_at) "
+                    "SELECT queue_id, batch_id, ?, priority, field_values, ? FROM queue_items WHERE item_id = ?",
                     (uuid.uuid4().hex, now, item_id),
                 )
-                row = conn.execute(f"SELECT {_COLUMNS} FROM queue_items WHERE item_id = ?", (cur.lastrowid,)).fetchone()
-                new_items.append(_item(row))
+                conn.execute(
+                    "INSERT INTO queue_graphs (item_id, graph) SELECT ?, graph FROM queue_graphs WHERE item_id = ?",
+                    (cur.lastrowid, item_id),
+                )
+                new_items += _load(conn, [int(cur.lastrowid or 0)])
         self._emit_status(new_items)
         return [i.item_id for i in new_items]
 
@@ -359,26 +398,25 @@ class SqliteSessionQueue(SessionQueueBase):
         self, queue_id: str, *, cursor: int | None = None, limit: int = 50, status: QueueStatus | None = None
     ) -> list[QueueItem]:
         check_queue_id(queue_id)
-        where: list[str] = ["queue_id = ?"]
+        where: list[str] = ["q.queue_id = ?"]
         args: list[Any] = [queue_id]
         if status is not None:
             if status not in QUEUE_STATUSES:
                 raise QueueError(f"unknown queue item status {status!r} (one of {', '.join(QUEUE_STATUSES)})")
-            where.append("status = ?")
+            where.append("q.status = ?")
             args.append(status)
         with self.db.read() as conn:
             if cursor is not None:
                 anchor = conn.execute("SELECT priority FROM queue_items WHERE item_id = ?", (cursor,)).fetchone()
                 if anchor is not None:
                     # strictly after the cursor in queue order (priority DESC, item_id ASC)
-                    where.append("(priority < ? OR (priority = ? AND item_id > ?))")
+                    where.append("(q.priority < ? OR (q.priority = ? AND q.item_id > ?))")
                     args += [anchor[0], anchor[0], cursor]
                 else:  # the cursor item is gone (pruned): order by id alone
-                    where.append("item_id > ?")
+                    where.append("q.item_id > ?")
                     args.append(cursor)
             rows = conn.execute(
-                f"SELECT {_COLUMNS} FROM queue_items WHERE {' AND '.join(where)} "
-                "ORDER BY priority DESC, item_id ASC LIMIT ?",
+                f"{_SELECT} WHERE {' AND '.join(where)} ORDER BY q.priority DESC, q.item_id ASC LIMIT ?",
                 [*args, max(0, limit)],
             ).fetchall()
         return [_item(r) for r in rows]
@@ -440,15 +478,16 @@ class SqliteSessionQueue(SessionQueueBase):
             else:
                 ids = list(dict.fromkeys(check_item_ids(item_ids)))
             if requeue:
-                changed = []
+                requeued: list[int] = []
                 for item_id in ids:
                     rows = conn.execute(
                         "UPDATE queue_items SET status = 'pending', started_at = NULL, completed_at = NULL, "
                         "session_id = CASE WHEN ? THEN ? ELSE session_id END "
-                        f"WHERE item_id = ? AND status = 'in_progress' RETURNING {_COLUMNS}",
+                        "WHERE item_id = ? AND status = 'in_progress' RETURNING item_id",
                         (int(new_sessions), uuid.uuid4().hex, item_id),
                     ).fetchall()
-                    changed += [_item(r) for r in rows]
+                    requeued += [r[0] for r in rows]
+                changed = _load(conn, requeued)
             else:
                 changed = self._update_returning(
                     conn,

@@ -1,8 +1,9 @@
 """Sessions in the SQLite database (`sessions = "sqlite"`, the default), persisted as they run.
 
 Persisting is incremental, so a long session stays linear, whether it runs or is built node by
-node: a session row holds the graph as first saved and a summary (status, node count, node types for
-the text query, how many results are stored); nodes and edges added later are rows of
+node: a session row holds a summary (status, node count, node types for the text query, how many
+results are stored) and `session_graphs` the graph as first saved (apart, so that updating the summary
+after every node never rewrites the graph); nodes and edges added later are rows of
 `session_graph_appends` (graphs are append-only), each executed node copy is one row of
 `session_results`, in history order, and errors are rows of `session_errors`. `save` appends only
 the nodes, edges and results not stored yet (it rewrites the whole graph only for another object of
@@ -97,7 +98,23 @@ def _v2(conn: sqlite3.Connection) -> None:
         conn.execute(f"ALTER TABLE sessions ADD COLUMN {column} INTEGER NOT NULL DEFAULT -1")
 
 
-MIGRATIONS = [_v1, _v2]
+def _v3(conn: sqlite3.Connection) -> None:
+    """The graph moves out of the session's row into `session_graphs`: every node's completion updates
+    the row (status, how many results), and SQLite rewrites a whole row on update, so a graph kept in
+    it made each node cost as much as the graph (quadratic sessions). The row is now a small summary."""
+    conn.execute(
+        """
+        CREATE TABLE session_graphs (
+            session_id TEXT PRIMARY KEY REFERENCES sessions (id) ON DELETE CASCADE,
+            graph TEXT NOT NULL
+        )
+        """
+    )
+    conn.execute("INSERT INTO session_graphs (session_id, graph) SELECT id, graph FROM sessions")
+    conn.execute("ALTER TABLE sessions DROP COLUMN graph")
+
+
+MIGRATIONS = [_v1, _v2, _v3]
 
 
 class _Mark:
@@ -218,16 +235,15 @@ class SqliteSessionStorage(SessionStorageBase):
         graph = session.graph
         conn.execute(
             """
-            INSERT INTO sessions (id, graph, status, node_count, node_types, canceled, history_len,
+            INSERT INTO sessions (id, status, node_count, node_types, canceled, history_len,
                                   created_at, updated_at, graph_nodes, graph_edges, graph_appends)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)
-            ON CONFLICT (id) DO UPDATE SET graph = excluded.graph, node_count = excluded.node_count,
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)
+            ON CONFLICT (id) DO UPDATE SET node_count = excluded.node_count,
                 node_types = excluded.node_types, graph_nodes = excluded.graph_nodes,
                 graph_edges = excluded.graph_edges, graph_appends = 0
             """,
             (
                 session.id,
-                json.dumps(graph.to_dict()),
                 session.status,
                 len(graph.nodes),
                 _node_types({n.invocation_type for n in graph.nodes.values()}),
@@ -238,6 +254,11 @@ class SqliteSessionStorage(SessionStorageBase):
                 len(graph.nodes),
                 len(graph.edges),
             ),
+        )
+        conn.execute(
+            "INSERT INTO session_graphs (session_id, graph) VALUES (?, ?) "
+            "ON CONFLICT (session_id) DO UPDATE SET graph = excluded.graph",
+            (session.id, json.dumps(graph.to_dict())),
         )
         conn.execute("DELETE FROM session_graph_appends WHERE session_id = ?", (session.id,))
 
@@ -318,7 +339,8 @@ class SqliteSessionStorage(SessionStorageBase):
         """The stored session's JSON and how many graph appends its row counts."""
         with self.db.read() as conn:
             row = conn.execute(
-                "SELECT graph, canceled, created_at, updated_at, graph_appends FROM sessions WHERE id = ?",
+                "SELECT g.graph, s.canceled, s.created_at, s.updated_at, s.graph_appends "
+                "FROM sessions s JOIN session_graphs g ON g.session_id = s.id WHERE s.id = ?",
                 (session_id,),
             ).fetchone()
             if row is None:

@@ -83,7 +83,44 @@ def list_sessions(
 
 @router.get("/{session_id}", response_model=SessionOut, summary="Get a session")
 def get_session(invoker: InvokerDep, session_id: SessionId) -> Response:
-    return rendered(session_json(invoker.get_session(session_id)))
+    """The whole session, streamed a few hundred nodes and results at a time (encoded off the event
+    loop), so a session of 100,000 nodes is never one document in memory. To page through a long
+    session's results instead, use `GET /sessions/{id}/results`."""
+    from starlette.responses import StreamingResponse
+
+    session = invoker.get_session(session_id)
+    return StreamingResponse(session.json_chunks(with_status=True), media_type="application/json")
+
+
+class ResultOut(BaseModel):
+    node_id: str = Field(description="The prepared node id (`node`, or `node#i` under an iterate)")
+    source_node_id: str = Field(description="The graph's node id")
+    output: OutputJson
+
+
+class ResultsPage(BaseModel):
+    """Results in the order they completed (the session's history)."""
+
+    items: list[ResultOut]
+    offset: int
+    limit: int
+    total: int = Field(description="How many results the session has")
+
+
+@router.get("/{session_id}/results", response_model=ResultsPage, summary="Page through a session's results")
+def get_results(
+    invoker: InvokerDep,
+    session_id: SessionId,
+    offset: Annotated[int, Query(ge=0, le=10**9, description="Position in the history")] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> Response:
+    session = invoker.get_session(session_id)
+    page = session.results_page(offset, limit)
+    items = [
+        {"node_id": pid, "source_node_id": pid.partition("#")[0], "output": out.model_dump(mode="json")}
+        for pid, out in page
+    ]
+    return rendered({"items": items, "offset": offset, "limit": limit, "total": len(session.history)})
 
 
 @router.post("/{session_id}/nodes", status_code=201, response_model=NodeAdded, summary="Append a node")

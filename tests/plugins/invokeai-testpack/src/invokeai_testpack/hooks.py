@@ -17,6 +17,7 @@ def register_invocations(register: Callable[[Any], None]) -> None:
         nodes.TpScaleInvocation,
         nodes.TpSleepInvocation,
         nodes.TpFailInvocation,
+        nodes.TpTallyInvocation,
         nodes.TpGradientInvocation,
     ):
         register(cls)

@@ -66,6 +66,20 @@ class TpSleepInvocation(BaseInvocation):
         return TpNumberOutput(value=self.value)
 
 
+@invocation("tp_tally", title="Tally", category="testpack", version="1.0.0", use_cache=False)
+class TpTallyInvocation(BaseInvocation):
+    """Adds one to its value and appends its node id to a log file: a record of every run, which a
+    crash test compares with what the session committed."""
+
+    value: float = InputField(default=0.0, description="The value")
+    log: str = InputField(description="The file to append the node id to")
+
+    def invoke(self, context: InvocationContext) -> TpNumberOutput:
+        with open(self.log, "a", encoding="utf-8") as f:
+            f.write(context.node_id + "\n")
+        return TpNumberOutput(value=self.value + 1)
+
+
 @invocation("tp_fail", title="Fail", category="testpack", version="1.0.0")
 class TpFailInvocation(BaseInvocation):
     """Always raises."""
