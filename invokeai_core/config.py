@@ -121,6 +121,14 @@ class InvokeAIConfig(BaseModel):
     db_busy_timeout: float = Field(
         default=5.0, gt=0, description="Seconds to wait for another process's lock on the database before failing"
     )
+    session_commit_ms: float = Field(
+        default=50.0,
+        ge=0,
+        le=10_000,
+        description="Group commit of node results: the SQLite session store commits the nodes completed within "
+        "this many milliseconds (or 256 of them) in one transaction; a crash re-runs at most those. 0 commits "
+        "every node on its own",
+    )
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     services: ServicesConfig = Field(default_factory=ServicesConfig)
     plugins: PluginsConfig = Field(default_factory=PluginsConfig)

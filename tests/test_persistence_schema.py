@@ -17,7 +17,7 @@ from invokeai_core.services import sqlite_image_records, sqlite_queue, sqlite_se
 from invokeai_core.services.sqlite_db import SqliteDatabase
 from invokeai_core.services.sqlite_image_records import SqliteImageRecordStorage
 from invokeai_core.services.sqlite_queue import SqliteSessionQueue
-from invokeai_core.services.sqlite_sessions import SqliteSessionStorage
+from invokeai_core.services.sqlite_sessions import COMMIT_BATCH, SqliteSessionStorage
 from invokeai_core.testing.contracts import contract_node_registry, run_in_store
 
 DATA = REPO / "tests" / "data"
@@ -127,3 +127,50 @@ def test_a_database_written_by_version_0_1_migrates_with_nothing_lost(tmp_path: 
 
 def expected_value(expected: dict[str, Any], sid: str, node: str) -> int:
     return int(expected["sessions"][sid]["results"][node]["value"])
+
+
+def test_group_commit_writes_a_window_of_nodes_in_one_transaction_and_loses_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    store = SqliteSessionStorage(path=path, registry=contract_node_registry(), commit_ms=60_000)  # no timer here
+    session = _chain(600)
+    store.save(session)
+    statements: list[str] = []
+    store.db._conn.set_trace_callback(statements.append)  # type: ignore[attr-defined]
+    assert run_in_store(store, session, limit=300) == 300
+    store.db._conn.set_trace_callback(None)  # type: ignore[attr-defined]
+    commits = [s for s in statements if s.strip().upper().startswith("COMMIT")]
+    assert len(commits) == 300 // COMMIT_BATCH  # one transaction per batch, not per node
+
+    def committed() -> int:
+        with sqlite3.connect(path) as conn:
+            return int(conn.execute("SELECT history_len FROM sessions WHERE id = ?", (session.id,)).fetchone()[0])
+
+    assert committed() == COMMIT_BATCH  # the rest waits for the window
+    store.flush(session.id)
+    assert committed() == 300
+    run_in_store(store, session, limit=10)
+    store.db.close()  # an orderly close commits what is pending
+    assert committed() == 310
+    other = SqliteSessionStorage(db=SqliteDatabase(path), registry=contract_node_registry())
+    assert [k[0] for k in other.get(session.id).history] == [f"n{i}" for i in range(310)]
+
+
+def test_group_commit_commits_within_its_window_without_being_asked(tmp_path: Path) -> None:
+    import time
+
+    path = tmp_path / "s.db"
+    store = SqliteSessionStorage(path=path, registry=contract_node_registry(), commit_ms=20)
+    session = _chain(5)
+    store.save(session)
+    run_in_store(store, session, limit=3)
+    deadline = time.monotonic() + 30
+    while True:  # the commit thread commits them ~20 ms later (no bound asserted: a shared machine)
+        with sqlite3.connect(path) as conn:
+            if conn.execute("SELECT history_len FROM sessions").fetchone()[0] == 3:
+                break
+        assert time.monotonic() < deadline, "the pending results were never committed"
+        time.sleep(0.01)
+    run_in_store(store, session)
+    store.save(session)  # a save (the Invoker saves a finished session) writes what is pending at once
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT history_len, status FROM sessions").fetchone() == (5, "completed")

@@ -361,7 +361,7 @@ def _chain(registry: NodeRegistry, n: int) -> Session:
 
 def test_each_completed_node_is_one_small_write_not_the_whole_session(tmp_path: Path):
     registry = contract_node_registry()
-    store = SqliteSessionStorage(path=tmp_path / "s.db", registry=registry)
+    store = SqliteSessionStorage(path=tmp_path / "s.db", registry=registry, commit_ms=0)  # each node on its own
     session = _chain(registry, 60)
     store.save(session)
     statements: list[str] = []
@@ -419,7 +419,7 @@ def test_a_session_built_node_by_node_is_appended_not_rewritten(tmp_path: Path):
     assert not [s for s in statements if "INSERT INTO sessions" in s]
 
     # another process (its own connection) reads the same graph back, and runs it
-    other = SqliteSessionStorage(db=SqliteDatabase(path), registry=registry)
+    other = SqliteSessionStorage(db=SqliteDatabase(path), registry=registry, commit_ms=0)  # commits each node
     loaded = other.get(session.id)
     assert loaded.graph.to_dict() == session.graph.to_dict()
     assert other.list().items[0].nodes == 300

@@ -185,8 +185,12 @@ class SessionStorageBase(ABC):
         """Store the whole session (insert or replace)."""
 
     def node_completed(self, session: Session, prepared_id: str) -> None:
-        """Persist one node's completion. Stores override this to write incrementally."""
+        """Persist one node's completion. Stores override this to write incrementally (O(1) per node,
+        never the whole session); they may group-commit nodes, then `flush` commits them."""
         self.save(session)
+
+    def flush(self, session_id: str | None = None) -> None:  # noqa: B027 - optional, nothing buffered here
+        """Commit what the store buffers of one session (or of all), so other processes see it."""
 
     @abstractmethod
     def get(self, session_id: str) -> Session:

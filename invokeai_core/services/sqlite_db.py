@@ -80,6 +80,7 @@ class SqliteDatabase:
         self._lock = threading.RLock()
         self._depth = 0
         self.closed = False
+        self._before_close: list[weakref.WeakMethod[Callable[[], None]]] = []
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -215,7 +216,17 @@ class SqliteDatabase:
             row = conn.execute("SELECT version FROM schema_versions WHERE component = ?", (component,)).fetchone()
         return int(row[0]) if row else 0
 
+    def before_close(self, commit: Callable[[], None]) -> None:
+        """Call `commit` (a bound method, held weakly) when the database is closed, before it is:
+        a store that buffers writes (group commit) loses nothing on an orderly close."""
+        self._before_close.append(weakref.WeakMethod(commit))
+
     def close(self) -> None:
+        if not self.closed:  # outside the lock: a store commits with its own lock, then this one
+            for ref in self._before_close:
+                commit = ref()
+                if commit is not None:
+                    commit()
         with self._lock:
             if not self.closed:
                 self.closed = True

@@ -18,16 +18,18 @@ written so far are the same object, so an append is never lost to a stale copy.
 
 from __future__ import annotations
 
+import atexit
 import json
 import sqlite3
 import threading
+import time
 import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from invokeai_core.errors import SessionNotFoundError
 from invokeai_core.services.base import Page, SessionStorageBase, SessionSummary
-from invokeai_core.services.sqlite_db import SqliteDatabase
+from invokeai_core.services.sqlite_db import DatabaseError, SqliteDatabase
 
 if TYPE_CHECKING:
     from invokeai_core.config import InvokeAIConfig
@@ -135,6 +137,38 @@ class _Mark:
         return self.graph() is session.graph and self.version == session.graph.version
 
 
+#: Pending results of one session committed together at most (see `node_completed`).
+COMMIT_BATCH = 256
+
+#: Every store of this process, so pending results are committed when the interpreter exits normally.
+_STORES: weakref.WeakSet[SqliteSessionStorage] = weakref.WeakSet()
+
+
+@atexit.register
+def _flush_all_at_exit() -> None:
+    for store in list(_STORES):
+        try:
+            store.flush()
+        except Exception:  # pragma: no cover - a closed database at exit: nothing more can be done
+            pass
+
+
+class _Pending:
+    """Results of one session completed but not committed yet, with its summary as of the last."""
+
+    __slots__ = ("rows", "session", "status", "updated_at")
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.rows: list[tuple[str, int, str, str]] = []
+        self.status = ""
+        self.updated_at = ""
+
+    def add(self, row: tuple[str, int, str, str], status: str, updated_at: str) -> None:
+        self.rows.append(row)
+        self.status, self.updated_at = status, updated_at
+
+
 def _node_types(types: set[str]) -> str:
     return _SEP + _SEP.join(sorted(types)) + _SEP
 
@@ -150,6 +184,7 @@ class SqliteSessionStorage(SessionStorageBase):
         db: SqliteDatabase | None = None,
         registry: NodeRegistry | None = None,
         runtime: ServiceRuntime | None = None,
+        commit_ms: float | None = None,
     ) -> None:
         if db is None:
             db = SqliteDatabase.open(path) if path is not None else SqliteDatabase.for_config(config)
@@ -158,6 +193,14 @@ class SqliteSessionStorage(SessionStorageBase):
         self.db.migrate("sessions", MIGRATIONS)
         #: The node registry sessions are parsed against.
         self.registry = runtime.registry if runtime is not None else registry
+        #: Seconds a completed node's result may wait to be committed with others (0: at once).
+        self.commit_interval = (config.session_commit_ms if config is not None else 50.0) / 1000
+        if commit_ms is not None:
+            self.commit_interval = commit_ms / 1000
+        self._pending: dict[str, _Pending] = {}
+        self._flusher: threading.Thread | None = None
+        _STORES.add(self)  # committed at a normal exit too (see `_flush_all_at_exit`)
+        self.db.before_close(self.flush)
         self._live: weakref.WeakValueDictionary[str, Session] = weakref.WeakValueDictionary()
         self._marks: weakref.WeakKeyDictionary[Session, _Mark] = weakref.WeakKeyDictionary()
         self._lock = threading.RLock()
@@ -165,6 +208,7 @@ class SqliteSessionStorage(SessionStorageBase):
     # -- writing ----------------------------------------------------------------------------------
     def save(self, session: Session) -> None:
         with self._lock, self.db.transaction() as conn:
+            self._pending.pop(session.id, None)  # the write below stores every result it held
             self._write(conn, session)
             self._live[session.id] = session
 
@@ -297,27 +341,72 @@ class SqliteSessionStorage(SessionStorageBase):
         )
 
     def node_completed(self, session: Session, prepared_id: str) -> None:
-        """Append the one new result (and the status) in a small transaction; O(1) per node."""
+        """Persist one node's result: O(1), never the session. Results are group-committed: the ones
+        completed within `session_commit_ms` (or `COMMIT_BATCH` of them) go to the database in one
+        transaction, so a crash can only lose (and re-run) nodes that completed in that window; what
+        committed never runs again. `save`, `delete`, `flush` and `stop` commit what is pending."""
         n = len(session.history)
         with self._lock:
             mark = self._marks.get(session)
-            if mark is None or mark.history_len != n - 1 or not mark.graph_is(session) or n == 0:
+            pending = self._pending.get(session.id)
+            waiting = len(pending.rows) if pending is not None else 0
+            if mark is None or mark.history_len + waiting != n - 1 or not mark.graph_is(session) or n == 0:
                 self.save(session)
                 return
             key = session.history[-1]
-            with self.db.transaction() as conn:
-                cur = conn.execute(
-                    "UPDATE sessions SET status = ?, history_len = ?, updated_at = ? WHERE id = ? AND history_len = ?",
-                    (session.status, n, session.updated_at, session.id, n - 1),
-                )
-                if cur.rowcount != 1:  # the database disagrees (written elsewhere): write it all
-                    self._write(conn, session)
+            row = (session.id, n - 1, prepared_id, session.results[key].model_dump_json())
+            if pending is None:
+                pending = self._pending[session.id] = _Pending(session)
+            pending.add(row, session.status, session.updated_at)
+            if self.commit_interval <= 0 or len(pending.rows) >= COMMIT_BATCH:
+                self._flush(session.id)
+            elif self._flusher is None:
+                self._flusher = threading.Thread(target=self._flush_later, name="invokeai-session-commits", daemon=True)
+                self._flusher.start()
+
+    def flush(self, session_id: str | None = None) -> None:
+        """Commit the pending results of one session (or of all)."""
+        with self._lock:
+            for sid in [session_id] if session_id is not None else list(self._pending):
+                self._flush(sid)
+
+    def stop(self) -> None:
+        """The Invoker stopped: commit what is pending."""
+        self.flush()
+
+    def _flush_later(self) -> None:
+        """The group-commit thread: commits pending results at most `commit_interval` after they
+        arrived, and exits when nothing is pending (the next result starts it again)."""
+        while True:
+            time.sleep(self.commit_interval)
+            with self._lock:
+                try:
+                    self.flush()
+                except DatabaseError:  # closed under us (the Invoker stopped): nothing left to commit to
+                    self._pending.clear()
+                if not self._pending:
+                    self._flusher = None
                     return
-                conn.execute(
-                    "INSERT INTO session_results (session_id, seq, node_id, output) VALUES (?, ?, ?, ?)",
-                    (session.id, n - 1, prepared_id, session.results[key].model_dump_json()),
-                )
-            mark.history_len = n
+
+    def _flush(self, session_id: str) -> None:
+        pending = self._pending.pop(session_id, None)
+        if pending is None or not pending.rows:
+            return
+        session = pending.session
+        mark = self._marks.get(session)
+        first = pending.rows[0][1]
+        with self.db.transaction() as conn:
+            cur = conn.execute(
+                "UPDATE sessions SET status = ?, history_len = ?, updated_at = ? WHERE id = ? AND history_len = ?",
+                (pending.status, first + len(pending.rows), pending.updated_at, session_id, first),
+            )
+            if cur.rowcount != 1 or mark is None:  # the database disagrees (written elsewhere): write it all
+                self._write(conn, session)
+                return
+            conn.executemany(
+                "INSERT INTO session_results (session_id, seq, node_id, output) VALUES (?, ?, ?, ?)", pending.rows
+            )
+        mark.history_len = first + len(pending.rows)
 
     # -- reading ----------------------------------------------------------------------------------
     def get(self, session_id: str) -> Session:
@@ -376,6 +465,7 @@ class SqliteSessionStorage(SessionStorageBase):
 
     def delete(self, session_id: str) -> None:
         with self._lock, self.db.transaction() as conn:
+            self._pending.pop(session_id, None)
             conn.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
             self._live.pop(session_id, None)
 

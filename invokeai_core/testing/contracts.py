@@ -479,6 +479,8 @@ class SessionStoreContract(_WithRegistry):
         raise NotImplementedError
 
     def fresh(self, store: SessionStorageBase) -> SessionStorageBase:
+        """The store as another process sees it once this one committed what it buffers (`flush`)."""
+        store.flush()
         return self.reopen(store) if self.persistent else store
 
     def test_save_get_delete(self, store: SessionStorageBase, contract_registry: NodeRegistry) -> None:
