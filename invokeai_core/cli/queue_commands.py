@@ -213,9 +213,8 @@ def queue_enqueue(
             data["runs"] = runs
         if priority is not None:
             data["priority"] = priority
-    queue = _invoker(state).services.queue
     with _bad_input():
-        result = queue.enqueue_batch(queue_id, data, prepend=prepend)
+        result = _invoker(state).enqueue_batch(queue_id, data, prepend=prepend)
     if as_json:
         _echo_json(result.model_dump())
         return

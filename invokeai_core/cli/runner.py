@@ -20,6 +20,7 @@ import click
 
 from invokeai_core.cli.pipeline import Built, Pipeline, PipelineBuilder, hoist_options
 from invokeai_core.cli.state import CliError
+from invokeai_core.errors import GraphError
 
 if TYPE_CHECKING:
     from invokeai_core.graph import Graph
@@ -191,7 +192,13 @@ class CliSession:
             segments, hoisted = self._hoist(builder, segments)
             if hoisted:
                 self._apply_run_options(hoisted)
-        return builder.build(pipeline, segments), resolver
+        built = builder.build(pipeline, segments)
+        try:  # the nodes' own checks against the services (an installed model ...), before any upload
+            self.invoker.preflight(built.nodes, built.edges)
+        except GraphError as e:
+            node = builder.graph.nodes.get(e.node_id or "")
+            raise CliError(f"{node.invocation_type}: {e}" if node is not None else str(e)) from None
+        return built, resolver
 
     def _hoist(self, builder: PipelineBuilder, segments: list[list[str]]) -> tuple[list[list[str]], list[str]]:
         out: list[list[str]] = []
