@@ -177,7 +177,9 @@ class CliSession:
 
         session = self.session()
         if session is not None and session.status in ("failed", "canceled"):
-            raise CliError(f"session {session.id} has {session.status}; type `new` to start a fresh session")
+            raise CliError(
+                f"session {session.id} {session.status}, so it takes no more lines; type `new` to start a fresh session"
+            )
         resolver = ImageResolver(self.invoker.services)
         builder = PipelineBuilder(
             self.commands,
@@ -266,7 +268,10 @@ class CliSession:
         if with_status and not self.options.as_json:
             click.echo(f"session {session.id}: {session.status}")
         elif session.status in ("failed", "canceled") and not self.options.as_json:
-            click.echo(f"session {session.id}: {session.status} (type `new` to start a fresh session)", err=True)
+            click.echo(
+                f"session {session.id} {session.status}: later lines are refused until `new` starts a fresh session",
+                err=True,
+            )
         return 0 if session.status == "completed" else 1
 
     def execute(self, pipeline: Pipeline, *, hoist: bool = False, with_status: bool = False) -> int:
