@@ -440,3 +440,39 @@ def test_models_are_added_and_removed_from_the_ui(page: Any, ui_url: str) -> Non
     expect(table).not_to_contain_text("demo-copy")
     expect(table).to_contain_text("demo-sd")
     pg.console_problems.clear()  # the browser logs the refused install (422) as a failed load
+
+
+def test_the_api_docs_render_with_no_network(browser: Any, ui_url: str) -> None:
+    """/docs (Swagger UI) and /redoc (ReDoc) load every asset from this server: a browser that may
+    reach nothing else renders both."""
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    elsewhere: list[str] = []
+
+    def only_this_server(route: Any) -> None:
+        if route.request.url.startswith(ui_url + "/"):
+            route.continue_()
+        else:
+            elsewhere.append(route.request.url)
+            route.abort()
+
+    context.route("**/*", only_this_server)
+    pg = context.new_page()
+    problems: list[str] = []
+    pg.on("console", lambda m: problems.append(f"console.{m.type}: {m.text}") if m.type == "error" else None)
+    pg.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+    pg.set_default_timeout(30_000)
+    expect = sync_api.expect
+    try:
+        pg.goto(ui_url + "/docs")
+        expect(pg.locator(".swagger-ui .info .title")).to_contain_text("invokeai-core")
+        expect(pg.locator(".swagger-ui .opblock-tag", has_text="sessions")).to_be_visible()
+        pg.locator(".swagger-ui .opblock-summary-path", has_text="/api/v1/app/version").first.wait_for()
+        shot(pg, "api-docs")
+        pg.goto(ui_url + "/redoc")
+        expect(pg.locator("h1", has_text="invokeai-core")).to_be_visible()
+        expect(pg.locator("[data-item-id]", has_text="Enqueue a batch").first).to_be_attached()
+        shot(pg, "api-redoc")
+    finally:
+        context.close()
+    assert elsewhere == [], f"the docs reached outside the server: {elsewhere}"
+    assert not problems, "errors in the browser console:\n" + "\n".join(problems)
