@@ -185,6 +185,32 @@ def test_generate_shows_progress_and_the_image_lands_in_the_gallery(page: Any) -
     expect(pg.get_by_test_id("gallery-count")).not_to_have_text("0 images")
 
 
+def test_a_canceled_generation_says_so_plainly(page: Any) -> None:
+    """After Cancel the screen shows the canceled state, not the earlier image as if it were the result."""
+    pg = page
+    expect = sync_api.expect
+    for name, value in (("steps", "2"), ("width", "64"), ("height", "64")):
+        pg.get_by_test_id(name).fill(value)
+    pg.get_by_test_id("invoke").click()
+    expect(pg.get_by_test_id("progress-text")).to_have_text("Completed · 1/1 done", timeout=120_000)
+    expect(pg.get_by_test_id("result")).to_be_visible()
+    pg.get_by_test_id("steps").fill("1000")
+    pg.get_by_test_id("invoke").click()
+    pg.get_by_test_id("preview").wait_for(timeout=60_000)  # running
+    expect(pg.get_by_test_id("progress-text")).to_contain_text("0/1 done · step ")
+    pg.get_by_test_id("cancel").click()
+    expect(pg.get_by_test_id("progress-text")).to_have_text("Canceled · 0/1 done · 1 canceled", timeout=60_000)
+    progress = pg.get_by_test_id("progress")
+    expect(progress).to_have_attribute("data-state", "canceled")
+    expect(progress).to_have_attribute("aria-valuenow", "0")
+    note = pg.get_by_test_id("run-note")
+    expect(note).to_have_text("Canceled: this run made no image. Earlier results are below.")
+    expect(pg.get_by_test_id("result")).to_have_count(0)  # the earlier image is not shown as this run's
+    expect(pg.locator(".strip img")).to_have_count(1)
+    expect(pg.get_by_test_id("cancel")).to_be_disabled()
+    shot(pg, "generate-canceled")
+
+
 def test_queue_and_plugins_screens(page: Any) -> None:
     pg = page
     expect = sync_api.expect
@@ -300,6 +326,22 @@ def test_workflow_editor_builds_connects_and_runs_a_graph(page: Any, tmp_path: P
     pg.get_by_test_id("gallery-item").first.click()
     pg.get_by_test_id("load-workflow").click()
     expect(pg.get_by_test_id("graph-size")).to_contain_text("3 nodes · 2 edges")
+
+
+def test_workflow_editor_preselects_the_only_model_and_labels_choices(page: Any) -> None:
+    pg = page
+    expect = sync_api.expect
+    pg.get_by_role("tab", name="Workflow").click()
+    canvas = pg.get_by_test_id("canvas")
+    canvas.wait_for()
+    pg.get_by_test_id("palette-search").fill("txt2img")
+    pg.get_by_test_id("palette-txt2img").drag_to(canvas, target_position={"x": 80, "y": 60})
+    node = pg.get_by_test_id("node-txt2img_1")
+    expect(node.get_by_label("Model", exact=True)).to_have_value("demo-sd")  # the only model installed
+    scheduler = node.locator(".inv-field", has=pg.get_by_label("Scheduler", exact=True))
+    expect(scheduler.locator(".inv-type")).to_have_text("choice")
+    expect(node.locator(".inv-type", has_text="Literal[")).to_have_count(0)
+    shot(pg, "workflow-txt2img")
 
 
 def test_failed_requests_and_an_unreachable_server_are_explained(page: Any) -> None:
