@@ -296,6 +296,21 @@ def test_the_guides_nodes_run_through_the_invoker(
         invokeai_run_graph({"nodes": {"l": {"id": "l", "type": "guide_lerp", "b": 1, "t": 2}}, "edges": []})
 
 
+def test_the_guides_preflight_example_refuses_a_missing_image_before_anything_runs(
+    guide_module: Callable[[str], types.ModuleType],
+    invokeai_register_nodes: Callable[..., Any],
+    invokeai_run_graph: Callable[..., GraphRun],
+    invokeai_invoker: Invoker,
+) -> None:
+    example = guide_module("class ImageNameInvocation")
+    invokeai_register_nodes(example.ImageNameInvocation)
+    with pytest.raises(GraphError, match="node 'n', field 'name': no image named 'ghost'"):
+        invokeai_invoker.create_session({"nodes": {"n": {"id": "n", "type": "guide_image_name", "name": "ghost"}}})
+    photo = invokeai_invoker.services.image_service.create(Image.new("RGB", (4, 4))).image_name
+    run = invokeai_run_graph({"nodes": {"n": {"id": "n", "type": "guide_image_name", "name": photo}}, "edges": []})
+    assert run["n"].value == photo
+
+
 def test_the_guides_slow_node_reports_progress_and_stops_when_canceled(
     guide_module: Callable[[str], types.ModuleType],
     invokeai_register_nodes: Callable[..., Any],
