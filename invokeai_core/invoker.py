@@ -44,6 +44,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("invokeai.invoker")
 
+
+def _has_preflight(node: BaseInvocation) -> bool:
+    return type(node).preflight is not BaseInvocation.preflight
+
+
 _STOP = object()
 
 
@@ -262,7 +267,7 @@ class Invoker:
             for group in groups:  # each value a batch substitutes, on a copy of its node
                 for node_id, field, values in group:
                     node = graph.nodes[node_id]
-                    if type(node).preflight is not BaseInvocation.preflight:
+                    if _has_preflight(node):
                         self.preflight([node.model_copy(update={field: v}) for v in values])
         except GraphError as e:
             raise BatchError(e.reason, e.node_id, e.field) from None
@@ -272,7 +277,7 @@ class Invoker:
         """Run `BaseInvocation.preflight(services)` of the nodes that define it (checks that need a
         service, such as "this model is installed") before they are stored or run. A `GraphError` about
         an input the node was not given a value for, or that one of `edges` feeds, is ignored."""
-        todo = [n for n in nodes if type(n).preflight is not BaseInvocation.preflight]
+        todo = [n for n in nodes if _has_preflight(n)]
         if not todo:
             return
         fed = {(e.destination.node_id, e.destination.field) for e in edges}

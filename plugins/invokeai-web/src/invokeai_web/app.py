@@ -32,8 +32,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger("invokeai.web")
 
 STATIC_DIR = Path(__file__).parent / "static"
-#: `make_server`'s "uvicorn's own logging configuration" default.
-uvicorn_default: Any = object()
 SOCKETIO_MOUNT = "/socket.io/"
 
 DESCRIPTION = """\
@@ -177,13 +175,13 @@ def socket_url(sock: socket.socket) -> str:
 
 
 def make_server(
-    app: Any, *, log_level: str = "warning", access_log: bool | None = None, log_config: Any = uvicorn_default
+    app: Any, *, log_level: str = "warning", access_log: bool | None = None, own_logging: bool = False
 ) -> Any:
-    """A uvicorn server for `app` (not started). Access lines by default only at debug; `log_config=None`
-    leaves uvicorn's handlers to the caller (`configure_logging`)."""
+    """A uvicorn server for `app` (not started). Access lines by default only at debug; with
+    `own_logging` uvicorn installs no handlers of its own (`configure_logging` does)."""
     import uvicorn
 
-    kwargs = {} if log_config is uvicorn_default else {"log_config": log_config}
+    kwargs: dict[str, Any] = {"log_config": None} if own_logging else {}
     config = uvicorn.Config(
         app,
         log_level=log_level,
@@ -203,10 +201,10 @@ def configure_logging(log_level: str) -> None:
     level = getattr(logging, log_level.upper())
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+    handler.invokeai_serve = True  # type: ignore[attr-defined]  # replaced, not doubled, by a second call
     for name in ("invokeai", "uvicorn"):
         target = logging.getLogger(name)
         target.handlers = [h for h in target.handlers if not getattr(h, "invokeai_serve", False)]
-        handler.invokeai_serve = True  # type: ignore[attr-defined]
         target.addHandler(handler)
         target.setLevel(level)
         target.propagate = False
@@ -266,7 +264,7 @@ def serve(
     settings.check_bind()
     sock = bind_socket(settings.host, settings.port)
     app = create_app(invoker, settings)
-    server = make_server(app, log_level=log_level, access_log=log_level in ("debug", "info"), log_config=None)
+    server = make_server(app, log_level=log_level, access_log=log_level in ("debug", "info"), own_logging=True)
     configure_logging(log_level)
     unsubscribe = log_sessions(invoker.services.events)
     url = socket_url(sock)
