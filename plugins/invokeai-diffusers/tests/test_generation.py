@@ -159,7 +159,7 @@ def test_bad_inputs_name_the_field(manager: Any, invokeai_run_graph: Any, invoke
         invokeai_run_graph(txt2img(width=100))
     assert err.value.node_id == "t" and err.value.field == "width"
     with pytest.raises(NodeFieldError, match="'tiny-sdxl' is an SDXL model: use sdxl_model_loader"):
-        invokeai_run_graph({"nodes": {"m": {"id": "m", "type": "main_model_loader", "model": "tiny-sdxl"}}, "edges": []})
+        invokeai_run_graph({"nodes": {"m": {"id": "m", "type": "main_model_loader", "model": "tiny-sdxl"}}})
     from PIL import Image
 
     images = invokeai_invoker.services.image_service
