@@ -185,7 +185,7 @@ def test_generate_shows_progress_and_the_image_lands_in_the_gallery(page: Any) -
     expect(pg.get_by_test_id("gallery-count")).not_to_have_text("0 images")
 
 
-def test_a_canceled_generation_says_so_plainly(page: Any) -> None:
+def test_a_canceled_generation_says_so_plainly(page: Any, ui_url: str) -> None:
     """After Cancel the screen shows the canceled state, not the earlier image as if it were the result."""
     pg = page
     expect = sync_api.expect
@@ -209,6 +209,7 @@ def test_a_canceled_generation_says_so_plainly(page: Any) -> None:
     expect(pg.locator(".strip img")).to_have_count(1)
     expect(pg.get_by_test_id("cancel")).to_be_disabled()
     shot(pg, "generate-canceled")
+    assert pg.request.put(ui_url + "/api/v1/queue/default/prune").ok  # the queue test starts from no history
 
 
 def test_queue_and_plugins_screens(page: Any) -> None:
