@@ -107,6 +107,7 @@ if TYPE_CHECKING:
         prepend_priority,
         utcnow,
     )
+    from invokeai_core.services.container import Services
     from invokeai_core.session import NodeError, Session, parse_prepared_id, prepared_id
 
 #: Each public name and the module it lives in, imported when the name is first used.
@@ -133,6 +134,7 @@ _PUBLIC: dict[str, tuple[str, ...]] = {
     "invokeai_core.batch": ("Batch", "BatchDatum"),
     # services: what a store implements and is built with
     "invokeai_core.runtime": ("ServiceRuntime",),
+    "invokeai_core.services.container": ("Services",),
     "invokeai_core.services.base": (
         "DEFAULT_QUEUE_ID",
         "FINISHED",
@@ -284,6 +286,7 @@ __all__ = [
     "ServiceRegistrar",
     "ServiceRuntime",
     "ServiceUnavailableError",
+    "Services",
     "Session",
     "SessionCanceledEvent",
     "SessionCompleteEvent",

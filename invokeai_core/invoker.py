@@ -13,11 +13,11 @@ import hashlib
 import logging
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from invokeai_core.context import InvocationContext
-from invokeai_core.errors import OutputTooLargeError, SessionNotFoundError
+from invokeai_core.errors import GraphError, OutputTooLargeError, SessionNotFoundError
 from invokeai_core.events import (
     InvocationCompleteEvent,
     InvocationErrorEvent,
@@ -29,12 +29,13 @@ from invokeai_core.events import (
     SessionStartedEvent,
 )
 from invokeai_core.graph import Edge, Graph
-from invokeai_core.session import NodeError, PreparedInvocation, PrepareError, Session
+from invokeai_core.invocations.baseinvocation import BaseInvocation
+from invokeai_core.session import NodeError, PreparedInvocation, PrepareError, Session, _parse_graph_parts
 
 if TYPE_CHECKING:
     from invokeai_core.batch import Batch
     from invokeai_core.config import InvokeAIConfig
-    from invokeai_core.invocations.baseinvocation import BaseInvocation, BaseInvocationOutput
+    from invokeai_core.invocations.baseinvocation import BaseInvocationOutput
     from invokeai_core.plugins.host import PluginHost
     from invokeai_core.queue_processor import QueueProcessor
     from invokeai_core.registry import NodeRegistry
@@ -42,6 +43,11 @@ if TYPE_CHECKING:
     from invokeai_core.services.container import Services
 
 logger = logging.getLogger("invokeai.invoker")
+
+
+def _has_preflight(node: BaseInvocation) -> bool:
+    return type(node).preflight is not BaseInvocation.preflight
+
 
 _STOP = object()
 
@@ -184,6 +190,8 @@ class Invoker:
         one place sessions are made: `invoke`, the queue processor and the applications use it."""
         if isinstance(graph, dict):
             graph = Graph.from_dict(graph, self.registry)
+        if graph is not None:
+            self.preflight(graph.nodes.values(), graph.edges)
         session = Session(graph if graph is not None else Graph(self.registry), id=session_id)
         self.services.sessions.save(session)
         return session
@@ -195,13 +203,20 @@ class Invoker:
         self, session_id: str, node: BaseInvocation | dict[str, Any], *, link_previous: bool = False
     ) -> BaseInvocation:
         session = self.get_session(session_id)
+        node = session.graph.parse_node(node)
+        self.preflight([node])  # auto-links only feed inputs given no value
         added = session.add_node(node, link_previous=link_previous)
         self.services.sessions.save(session)
         return added
 
     def add_nodes(self, session_id: str, graph: Graph | dict[str, Any]) -> None:
         session = self.get_session(session_id)
-        session.add_graph(graph)
+        if isinstance(graph, Graph):
+            nodes, edges = list(graph.nodes.values()), list(graph.edges)
+        else:
+            nodes, edges = _parse_graph_parts(session.graph, graph)
+        self.preflight(nodes, edges)
+        session.add_graph({"nodes": {n.id: n for n in nodes}, "edges": edges})
         self.services.sessions.save(session)
 
     def add_edge(self, session_id: str, edge: Edge | dict[str, Any]) -> Edge:
@@ -259,7 +274,36 @@ class Invoker:
 
     def enqueue_batch(self, queue_id: str, batch: Batch | dict[str, Any], *, prepend: bool = False) -> EnqueueResult:
         """Expand a batch into the queue; the queue processor (if started) runs the items."""
-        return self.services.queue.enqueue_batch(queue_id, batch, prepend=prepend)
+        from invokeai_core.errors import BatchError
+        from invokeai_core.services.base import coerce_batch
+
+        checked = coerce_batch(batch)
+        graph, groups = checked.validated(self.registry)
+        try:
+            self.preflight(graph.nodes.values(), graph.edges)
+            for group in groups:  # each value a batch substitutes, on a copy of its node
+                for node_id, field, values in group:
+                    node = graph.nodes[node_id]
+                    if _has_preflight(node):
+                        self.preflight([node.model_copy(update={field: v}) for v in values])
+        except GraphError as e:
+            raise BatchError(e.reason, e.node_id, e.field) from None
+        return self.services.queue.enqueue_batch(queue_id, checked, prepend=prepend)
+
+    def preflight(self, nodes: Iterable[BaseInvocation], edges: Iterable[Edge] = ()) -> None:
+        """Run `BaseInvocation.preflight(services)` of the nodes that define it (checks that need a
+        service, such as "this model is installed") before they are stored or run. A `GraphError` about
+        an input the node was not given a value for, or that one of `edges` feeds, is ignored."""
+        todo = [n for n in nodes if _has_preflight(n)]
+        if not todo:
+            return
+        fed = {(e.destination.node_id, e.destination.field) for e in edges}
+        for node in todo:
+            try:
+                node.preflight(self.services)
+            except GraphError as e:
+                if e.field in node.model_fields_set and (node.id, e.field) not in fed:
+                    raise
 
     def run_graph(self, graph: Graph | dict[str, Any], *, timeout: float | None = None) -> Session:
         """Create a session for `graph`, run all of it, and return it when done."""

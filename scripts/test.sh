@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Set everything up (scripts/setup.sh), then run the whole test suite: lint (ruff), types (mypy),
+# Set everything up (scripts/setup.sh --tests: with the test tools), then run the whole test suite: lint (ruff), types (mypy),
 # the kernel's tests, and each plugin's own tests on their own. Extra arguments go to every pytest run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-./scripts/setup.sh
+./scripts/setup.sh --tests
 export HF_HUB_OFFLINE=1
 unset INVOKEAI_ROOT INVOKEAI_LOAD_PLUGINS INVOKEAI_STRICT_PLUGINS INVOKEAI_CONFIG
 echo "== ruff"

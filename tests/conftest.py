@@ -43,7 +43,11 @@ def write_fake_plugin(
     meta += [f"Requires-Dist: {r}" for r in (requires or [])]
     (info / "METADATA").write_text("\n".join(meta) + "\n")
     (info / "entry_points.txt").write_text(f"[invokeai.plugins]\n{entry_name} = {module}\n")
-    (site / f"{module}.py").write_text(textwrap.dedent(source))
+    path = site / (module.replace(".", "/") + ".py")  # a dotted module lives in packages
+    for package in reversed(path.relative_to(site).parents[:-1]):
+        (site / package).mkdir(exist_ok=True)
+        (site / package / "__init__.py").touch()
+    path.write_text(textwrap.dedent(source))
 
 
 @pytest.fixture

@@ -45,10 +45,13 @@ class Echo(BaseInvocation):
     label: str = InputField(default="", max_length=8, description="A short label")
     ratio: float = InputField(default=0.5, ge=0, le=1, description="A ratio")
     text: str = InputField(default="", description="Text passed along")
+    join_with: str = InputField(default="/", max_length=1, description="The separator")
+    upper_case: bool = InputField(default=False, description="Upper-case the result")
 
     def invoke(self, context: InvocationContext) -> TextOut:
         parts = [self.mode, self.flavor.value, str(self.loud), str(self.counts), self.label, str(self.ratio), self.text]
-        return TextOut(text="/".join(parts))
+        text = self.join_with.join(parts)
+        return TextOut(text=text.upper() if self.upper_case else text)
 
 
 @invocation_output("clix_image_output")
@@ -223,6 +226,11 @@ def test_options_are_typed_from_the_fields(cli_root: Path, cli_env: dict[str, st
     assert data["results"]["1"]["text"] == "slow/mint/True/[1, 2]/hi/0.25/a b|c"
     defaults = run_json("clix_echo", root=cli_root, env=cli_env)
     assert defaults["results"]["1"]["text"] == "fast/vanilla/False/[]//0.5/"
+    # options are spelled with dashes, and also answer to the field's own name
+    for words in ("--join-with + --upper-case", "--join_with + --upper_case", "--join-with + --upper_case"):
+        assert run_json(f"clix_echo {words}", root=cli_root, env=cli_env)["results"]["1"]["text"] == (
+            "FAST+VANILLA+FALSE+[]++0.5+"
+        )
 
 
 def test_node_help_is_generated_and_matches_invokeai_nodes(cli_root: Path, cli_env: dict[str, str]) -> None:
@@ -234,6 +242,7 @@ def test_node_help_is_generated_and_matches_invokeai_nodes(cli_root: Path, cli_e
     assert "--flavor [vanilla|mint]" in text and "--loud / --no-loud" in text
     assert "--counts INTEGER" in text and "repeat the option" in text
     assert "--ratio FLOAT" in text and "[default: 0.5]" in text
+    assert "--join-with TEXT" in text and "--upper-case / --no-upper-case" in text and "_with" not in text
     assert "--link SOURCE FIELD DEST_FIELD" in text and "Outputs (clix_text_output):" in text
     nodes = run_cli("nodes", "clix_echo", root=cli_root, env=cli_env)
     assert nodes.returncode == 0

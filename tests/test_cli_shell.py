@@ -139,7 +139,9 @@ def test_errors_keep_the_shell_going_and_set_the_exit_status(cli_root: Path) -> 
     assert "No such option '--c'" in res.stderr and "Usage: add [OPTIONS]" in res.stderr
     assert "no node 5 back" in res.stderr
     assert "2: error: RuntimeError: boom" in res.stderr
-    assert "has failed; type `new`" in res.stderr  # the failed session takes no more nodes
+    # said once at the failure, and again for each line the failed session refuses
+    assert "failed: later lines are refused until `new` starts a fresh session" in res.stderr
+    assert "failed, so it takes no more lines; type `new` to start a fresh session" in res.stderr
     failed_only = shell(cli_root, "tp_fail")
     assert failed_only.returncode == 1
 
@@ -195,10 +197,11 @@ def test_completions(invokeai_register_nodes: Any, invokeai_invoker: Any) -> Non
     assert sh.completions("iterate ", "") == ["--collection ", "--help ", "--id ", "--link "]
     assert sh.completions("help ", "tp_sl") == ["tp_sleep "]
     assert sh.completions("default ", "fac") == ["factor "]
-    assert sh.completions("cli_smudge ", "--bl") == ["--blur_type "]  # not its --blur-type alias
-    assert sh.completions("cli_smudge --blur_type ", "") == ["gaussian ", "box "]  # choices
+    assert sh.completions("cli_smudge ", "--bl") == ["--blur-type "]  # not its --blur_type alias
+    assert sh.completions("cli_smudge --blur_type ", "") == ["gaussian ", "box "]  # choices, either spelling
+    assert sh.completions("cli_smudge --blur-type ", "") == ["gaussian ", "box "]
     assert sh.completions("cli_smudge ", "--") == [
-        "--blur_type ",
+        "--blur-type ",
         "--help ",
         "--id ",
         "--link ",
@@ -315,7 +318,7 @@ def test_terminal_interrupt_cancels_the_running_line(terminal: Any) -> None:
     os.kill(t.proc.pid, signal.SIGINT)
     out = t.expect("invoke> ")
     assert "canceled" in out
-    assert "has canceled; type `new`" in t.line("add --a 1")
+    assert "canceled, so it takes no more lines; type `new`" in t.line("add --a 1")
     t.line("new")
     assert "1 (add): value=1" in t.line("add --a 1")
     assert t.close() == 0

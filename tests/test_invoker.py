@@ -173,3 +173,53 @@ def test_an_empty_graph_completes_and_says_so(invokeai_invoker: Invoker) -> None
     session = invokeai_invoker.run_graph({"nodes": {}, "edges": []}, timeout=10)
     assert session.status == "completed"
     assert [e.status for e in events] == ["completed"]  # type: ignore[attr-defined]
+
+
+def test_preflight_refuses_bad_values_before_anything_is_stored_or_run(
+    invokeai_invoker: Invoker, invokeai_register_nodes: Any
+) -> None:
+    """`BaseInvocation.preflight(services)`: a node's check against the services (here: the image it
+    names exists) runs when a graph, a node or a batch arrives; values fed by edges or never given are
+    not checked (they are known only when the node runs)."""
+    import pytest
+    from nodes_for_tests import StrNode, StrOutput
+    from PIL import Image
+
+    from invokeai_core import BaseInvocation, InputField, InvocationContext, invocation
+    from invokeai_core.errors import BatchError, NodeFieldError
+    from invokeai_core.services.container import Services
+
+    @invocation("t_named_image", version="1.0.0")
+    class NamedImageNode(BaseInvocation):
+        name: str = InputField(default="", description="The name of a stored image")
+
+        def preflight(self, services: Services) -> None:
+            try:
+                services.image_service.get_record(self.name)
+            except KeyError:
+                raise NodeFieldError(f"no image named '{self.name}'", self.id, "name") from None
+
+        def invoke(self, context: InvocationContext) -> StrOutput:
+            return StrOutput(value=self.name)
+
+    invokeai_register_nodes(StrNode, NamedImageNode)
+    invoker = invokeai_invoker
+    stored = invoker.services.image_service.create(Image.new("RGB", (4, 4))).image_name
+    bad = {"id": "n", "type": "t_named_image", "name": "nope"}
+    with pytest.raises(NodeFieldError, match="node 'n', field 'name': no image named 'nope'"):
+        invoker.create_session(chain(bad))
+    fed = chain({"id": "s", "type": "t_str", "value": stored}, bad, edges=[("s", "value", "n", "name")])
+    assert invoker.run_graph(fed, timeout=30).status == "completed"  # the edge's value counts, not "nope"
+    unset = invoker.create_session(chain({"id": "n", "type": "t_named_image"}))  # "" is not checked
+    with pytest.raises(NodeFieldError, match="no image named 'nope'"):
+        invoker.add_node(unset.id, {**bad, "id": "m"})
+    with pytest.raises(NodeFieldError, match="no image named 'nope'"):
+        invoker.add_nodes(unset.id, chain({**bad, "id": "m"}))
+    assert list(invoker.get_session(unset.id).graph.nodes) == ["n"]
+    batch = {"graph": chain({**bad, "name": stored}), "data": [[{"node_path": "n", "field_name": "name"}]]}
+    batch["data"][0][0]["items"] = [stored, "ghost"]
+    with pytest.raises(BatchError, match="node 'n', field 'name': no image named 'ghost'"):
+        invoker.enqueue_batch("default", batch)
+    assert invoker.queue.status("default").total == 0
+    batch["data"][0][0]["items"] = [stored]
+    assert invoker.enqueue_batch("default", batch).enqueued == 1

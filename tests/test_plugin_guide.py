@@ -6,6 +6,8 @@
   plugin's own tests for plugin hooks).
 * Every Python example of the guide executes, its nodes run through the Invoker, and its image store
   passes the service contract tests.
+* The README's "Writing a node" example, installed as its own distribution with the entry point the
+  README shows, adds its node beside the standard pack's, which all keep working.
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ import __future__
 
 import inspect
 import json
+import os
 import re
 import sys
 import textwrap
+import tomllib
 import types
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,7 +27,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from conftest import REPO
+from conftest import REPO, run_cli, write_fake_plugin
 from PIL import Image
 
 from invokeai_core import hookimpl, hookspecs
@@ -292,6 +296,21 @@ def test_the_guides_nodes_run_through_the_invoker(
         invokeai_run_graph({"nodes": {"l": {"id": "l", "type": "guide_lerp", "b": 1, "t": 2}}, "edges": []})
 
 
+def test_the_guides_preflight_example_refuses_a_missing_image_before_anything_runs(
+    guide_module: Callable[[str], types.ModuleType],
+    invokeai_register_nodes: Callable[..., Any],
+    invokeai_run_graph: Callable[..., GraphRun],
+    invokeai_invoker: Invoker,
+) -> None:
+    example = guide_module("class ImageNameInvocation")
+    invokeai_register_nodes(example.ImageNameInvocation)
+    with pytest.raises(GraphError, match="node 'n', field 'name': no image named 'ghost'"):
+        invokeai_invoker.create_session({"nodes": {"n": {"id": "n", "type": "guide_image_name", "name": "ghost"}}})
+    photo = invokeai_invoker.services.image_service.create(Image.new("RGB", (4, 4))).image_name
+    run = invokeai_run_graph({"nodes": {"n": {"id": "n", "type": "guide_image_name", "name": photo}}, "edges": []})
+    assert run["n"].value == photo
+
+
 def test_the_guides_slow_node_reports_progress_and_stops_when_canceled(
     guide_module: Callable[[str], types.ModuleType],
     invokeai_register_nodes: Callable[..., Any],
@@ -379,3 +398,25 @@ def test_hook_register_routes(
         host.pm.hook.register_routes(app=app)
         response = TestClient(app).get("/api/v1/sunset/nodes")
     assert response.status_code == 200 and response.json() == ["tp_const"]
+
+
+def test_the_readmes_node_example_installs_beside_the_standard_nodes(tmp_path: Path) -> None:
+    section = (REPO / "README.md").read_text(encoding="utf-8").split("\n## Writing a node\n", 1)[1]
+    section = section.split("\n## ", 1)[0]
+    code = re.search(r"^```python\n(.*?)^```$", section, re.M | re.S)
+    pyproject = re.search(r"^```toml\n(.*?)^```$", section, re.M | re.S)
+    assert code is not None and pyproject is not None
+    project = tomllib.loads(pyproject.group(1))["project"]
+    ((entry_name, module),) = project["entry-points"]["invokeai.plugins"].items()
+    site = tmp_path / "site"
+    write_fake_plugin(site, "my-nodes", entry_name, module, code.group(1), requires=project["dependencies"])
+    env = {"PYTHONPATH": os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH", "")) if p)}
+    root = tmp_path / "root"
+    plugins = {p["name"]: p for p in json.loads(run_cli("plugins", "--json", root=root, env=env).stdout)}
+    assert plugins[entry_name]["status"] == "loaded" and plugins[entry_name]["nodes"] == ["mynodes_add"]
+    assert plugins["nodes"]["status"] == "loaded" and len(plugins["nodes"]["nodes"]) == 42
+    added = run_cli("run", "mynodes_add --a 2 --b 3", "--json", root=root, env=env)
+    assert added.returncode == 0, added.stderr
+    assert json.loads(added.stdout)["results"]["1"] == {"type": "mynodes_sum_output", "value": 5}
+    standard = run_cli("run", "blank_image --width 8 --height 8 | img_blur --radius 1", root=root, env=env)
+    assert standard.returncode == 0, standard.stderr

@@ -221,7 +221,7 @@ def test_invokeai_nodes_shows_its_node(invokeai: InvokeaiInEnv) -> None:
     assert re.search(rf"^{NODE}\s+Tpl Sunset Gradient\s+{SLUG}\s+{SLUG}\s+1\.0\.0$", listing.stdout, re.M)
     help_text = invokeai("nodes", NODE).stdout
     assert "A linear gradient from one color to another." in help_text
-    for option in ("--width", "--height", "--start_color", "--end_color", "--direction", "--bands"):
+    for option in ("--width", "--height", "--start-color", "--end-color", "--direction", "--bands"):
         assert option in help_text
     assert "[horizontal|vertical]" in help_text
     schema = json.loads(invokeai("nodes", NODE, "--json").stdout)

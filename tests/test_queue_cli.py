@@ -172,6 +172,25 @@ def test_a_locked_database_is_a_clear_error_naming_the_file(cli_root: Path) -> N
     ok("queue", "status", root=cli_root)
 
 
+def test_the_example_batch_file_expands_as_its_help_says(cli_root: Path) -> None:
+    """examples/batch.json: a group zipping two data times a group of two values, 6 items, the last
+    group varying fastest; `invokeai queue enqueue --help` documents the format."""
+    helped = " ".join(ok("queue", "enqueue", "--help", root=cli_root).split())
+    for words in ('"node_path": NODE_ID, "field_name": INPUT, "items": [VALUE, ...]', "zipped", "last group varying"):
+        assert words in helped
+    assert "examples/batch.json" in helped and "6 items" in helped
+    result = ok_json("queue", "enqueue", str(REPO / "examples" / "batch.json"), root=cli_root)
+    assert result["enqueued"] == 6
+    ok("queue", "process", "--until-empty", root=cli_root)
+    scaled = [
+        ok_json("sessions", "show", ok_json("queue", "show", str(i), root=cli_root)["session_id"], root=cli_root)[
+            "results"
+        ]["scaled"]["value"]
+        for i in result["item_ids"]
+    ]
+    assert scaled == [11, 1100, 22, 2200, 33, 3300]
+
+
 def test_help_lists_the_commands(cli_root: Path) -> None:
     out = ok("queue", "--help", root=cli_root)
     for name in (

@@ -203,7 +203,10 @@ def _run_graph_text(state: CliState, graph_file: str, text: str, options: Any) -
     invoker = state.invoker()
     with invoker:
         runner = CliSession(invoker, options)
-        runner.session_id = invoker.create_session(graph).id
+        try:
+            runner.session_id = invoker.create_session(graph).id
+        except InvokeAIError as e:
+            raise CliError(f"{graph_file}: {e}") from None
         session = runner.run()
         nodes = list(session.graph.nodes)
         if options.as_json:

@@ -153,15 +153,16 @@ class ChoiceOf(click.Choice):
 
 
 class FieldOption(click.Option):
-    """An input's option. `--cfg_scale` also answers to `--cfg-scale`; help shows the first only."""
+    """An input's option, with dashes like every other option (`--cfg-scale`), which also answers to
+    the field's own name (`--cfg_scale`); help shows the first only."""
 
     def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
-        opts = self.opts
-        self.opts = opts[:1]
+        opts, secondary = self.opts, self.secondary_opts
+        self.opts, self.secondary_opts = opts[:1], secondary[:1]
         try:
             return super().get_help_record(ctx)
         finally:
-            self.opts = opts
+            self.opts, self.secondary_opts = opts, secondary
 
 
 # -- type mapping ---------------------------------------------------------------------------------
@@ -212,9 +213,9 @@ def _scalar_type(tp: Any) -> tuple[Any, bool, bool]:
 
 def field_spec(name: str, annotation: Any) -> FieldSpec:
     flag = f"in-{name}" if name in RESERVED_FLAGS else name
-    flags = [f"--{flag}"]
+    flags = ["--" + flag.replace("_", "-")]
     if "_" in flag:
-        flags.append("--" + flag.replace("_", "-"))
+        flags.append(f"--{flag}")
     tp = _unwrap_optional(annotation)
     origin = get_origin(tp)
     if origin in (list, typing.List, tuple, set, frozenset) or tp in (list, tuple, set):  # noqa: UP006
@@ -317,10 +318,8 @@ class NodeCommand(click.Command):
         default = _default_text(info)
         param_decl = f"f_{spec.name}"
         if spec.is_bool:
-            on = spec.flags[0]
-            secondary = "--no-" + on[2:]
             return FieldOption(
-                [param_decl, f"{on}/{secondary}"],
+                [param_decl, *(f"{on}/--no-{on[2:]}" for on in spec.flags)],
                 default=None,
                 help=help_text.strip() + (f"  [default: {default}]" if default is not None else ""),
                 hidden=bool(extra.get("ui_hidden")),

@@ -252,7 +252,7 @@ class PipelineBuilder:
                 name = missing[0]
                 raise CliError(
                     f"node '{node.id}' ({node.invocation_type}): required input '{name}' is neither set nor "
-                    f"linked (give --{name} VALUE or --link SOURCE FIELD {name})"
+                    f"linked (give --{name.replace('_', '-')} VALUE or --link SOURCE FIELD {name})"
                 )
         return built
 
@@ -295,8 +295,8 @@ class PipelineBuilder:
             src_id = self._resolve_source(src_ref, link, node_id)
             if dfield in explicit:
                 raise CliError(
-                    f"{type_id} (node '{node_id}'): input '{dfield}' is given both as --{dfield} and by "
-                    f"--link {src_ref} {sfield} {dfield}; give one"
+                    f"{type_id} (node '{node_id}'): input '{dfield}' is given both as "
+                    f"--{dfield.replace('_', '-')} and by --link {src_ref} {sfield} {dfield}; give one"
                 )
             links.append((src_id, sfield, dfield, src_ref))
         linked_explicitly = {dfield for _, _, dfield, _ in links}

@@ -170,8 +170,24 @@ def queue_enqueue(
     priority: int | None,
     as_json: bool,
 ) -> None:
-    """Enqueue a batch: a JSON file {"graph": ..., "data": [...], "runs": N, "priority": P}, or a graph
-    file ({"nodes": ..., "edges": ...}) to run as is."""
+    """Enqueue a batch from a JSON file (or a graph file, run as is), all or nothing.
+
+    \b
+    A batch file (examples/batch.json):
+      {"graph":    a graph: {"nodes": {...}, "edges": [...]}, as `invokeai run -f` takes,
+       "data":     [GROUP, ...] (optional): each GROUP a list of
+                   {"node_path": NODE_ID, "field_name": INPUT, "items": [VALUE, ...]},
+       "runs":     N (optional, default 1): repeat the whole expansion,
+       "priority": P (optional, default 0): higher runs first,
+       "batch_id": ID (optional, default a new one)}
+
+    \b
+    Each item of a datum replaces that input of one copy of the graph (the input must not be fed by an
+    edge). The data of one group are zipped (equal lengths: the i-th items go together); groups are
+    combined as a product, the last group varying fastest; `runs` repeats it all. examples/batch.json
+    (a and b zipped over 3 values, times 2 scales) enqueues 3 x 2 = 6 items. Every value is checked
+    before anything is enqueued: a bad one names the node and the field, and nothing is enqueued.
+    """
     try:
         text = sys.stdin.read() if file == "-" else open(file, encoding="utf-8").read()
     except OSError as e:
@@ -187,9 +203,8 @@ def queue_enqueue(
             data["runs"] = runs
         if priority is not None:
             data["priority"] = priority
-    queue = state.invoker().services.queue
     with _bad_input():
-        result = queue.enqueue_batch(queue_id, data, prepend=prepend)
+        result = state.invoker().enqueue_batch(queue_id, data, prepend=prepend)
     if as_json:
         echo_json(result.model_dump())
         return

@@ -20,6 +20,7 @@ import click
 
 from invokeai_core.cli.pipeline import Built, Pipeline, PipelineBuilder, hoist_options
 from invokeai_core.cli.state import CliError
+from invokeai_core.errors import GraphError
 
 if TYPE_CHECKING:
     from invokeai_core.graph import Graph
@@ -176,7 +177,9 @@ class CliSession:
 
         session = self.session()
         if session is not None and session.status in ("failed", "canceled"):
-            raise CliError(f"session {session.id} has {session.status}; type `new` to start a fresh session")
+            raise CliError(
+                f"session {session.id} {session.status}, so it takes no more lines; type `new` to start a fresh session"
+            )
         resolver = ImageResolver(self.invoker.services)
         builder = PipelineBuilder(
             self.commands,
@@ -191,7 +194,13 @@ class CliSession:
             segments, hoisted = self._hoist(builder, segments)
             if hoisted:
                 self._apply_run_options(hoisted)
-        return builder.build(pipeline, segments), resolver
+        built = builder.build(pipeline, segments)
+        try:  # the nodes' own checks against the services (an installed model ...), before any upload
+            self.invoker.preflight(built.nodes, built.edges)
+        except GraphError as e:
+            node = builder.graph.nodes.get(e.node_id or "")
+            raise CliError(f"{node.invocation_type}: {e}" if node is not None else str(e)) from None
+        return built, resolver
 
     def _hoist(self, builder: PipelineBuilder, segments: list[list[str]]) -> tuple[list[list[str]], list[str]]:
         out: list[list[str]] = []
@@ -259,7 +268,10 @@ class CliSession:
         if with_status and not self.options.as_json:
             click.echo(f"session {session.id}: {session.status}")
         elif session.status in ("failed", "canceled") and not self.options.as_json:
-            click.echo(f"session {session.id}: {session.status} (type `new` to start a fresh session)", err=True)
+            click.echo(
+                f"session {session.id} {session.status}: later lines are refused until `new` starts a fresh session",
+                err=True,
+            )
         return 0 if session.status == "completed" else 1
 
     def execute(self, pipeline: Pipeline, *, hoist: bool = False, with_status: bool = False) -> int:

@@ -311,8 +311,8 @@ class Shell:
             return []
         if text.startswith("-") or not text:
             given = set(words[1:])
-            # one long flag per option (not the `--cfg-scale` alias of `--cfg_scale`), plus `--no-x`
-            longs = [[f for f in o.opts if f.startswith("--")][:1] + list(o.secondary_opts) for o in flags.values()]
+            # one long flag per option (not the `--cfg_scale` alias of `--cfg-scale`), plus `--no-x`
+            longs = [[f for f in o.opts if f.startswith("--")][:1] + list(o.secondary_opts)[:1] for o in flags.values()]
             primary = {f for group in longs for f in group}
             names = sorted(
                 f

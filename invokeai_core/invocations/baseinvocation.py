@@ -32,6 +32,7 @@ from invokeai_core.invocations.fields import field_extra
 
 if TYPE_CHECKING:
     from invokeai_core.context import InvocationContext
+    from invokeai_core.services.container import Services
 
 SEMVER = re.compile(
     r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
@@ -174,6 +175,13 @@ class BaseInvocation(BaseModel):
     def invoke(self, context: InvocationContext) -> BaseInvocationOutput:
         """Run the node. Subclasses implement this and annotate the return with their output class."""
         raise NotImplementedError
+
+    def preflight(self, services: Services) -> None:
+        """Optional: check this node's input values against the services (e.g. that a model name is
+        installed) before anything runs. The Invoker calls it when a graph or node is added to a session
+        and for each item of a batch at enqueue; raise `NodeFieldError(reason, self.id, field)` to refuse
+        the graph (exit status 2 in the CLI, 422 in the API). A complaint about an input that was not
+        given a value, or that an edge feeds, is ignored: that value is known only when the node runs."""
 
     @classmethod
     def input_fields(cls) -> dict[str, Any]:

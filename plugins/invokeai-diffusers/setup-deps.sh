@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Install this plugin's heavy, pinned dependencies with the given Python (called by scripts/setup.sh).
+# Install this plugin's heavy, pinned dependencies with the given Python (called by scripts/setup.sh):
+# requirements.txt pins torch==2.13.0 in the same command as everything that depends on it, so pip
+# never resolves another (multi-GB CUDA) torch.
 set -euo pipefail
 PY="${1:-python3}"
 cd "$(dirname "$0")"
-"$PY" -m pip --disable-pip-version-check -q install torch==2.13.0
 "$PY" -m pip --disable-pip-version-check -q install -r requirements.txt

@@ -21,12 +21,17 @@ def cli(*args: str, root: Path, input: str | None = None) -> subprocess.Complete
 def test_create_demo_then_generate_from_the_cli(tmp_path: Path) -> None:
     made = cli("models", "create-demo", root=tmp_path)
     assert made.returncode == 0, made.stderr
-    assert "images are noise" in made.stdout
+    assert "images are noise" in made.stdout and "torchvision" not in made.stderr
+    again = cli("models", "create-demo", root=tmp_path)
+    assert again.returncode == 0 and again.stdout.startswith("demo-sd (sd-1) is already installed at ")
     listed = json.loads(cli("models", "list", "--json", root=tmp_path).stdout)
     assert [(m["name"], m["base"], m["format"]) for m in listed] == [("demo-sd", "sd-1", "diffusers")]
     assert listed[0]["hash"].startswith("blake2b:") and listed[0]["size"] > 1_000_000
     shown = cli("models", "show", "demo-sd", root=tmp_path)
     assert shown.returncode == 0 and "sd-1" in shown.stdout
+    rows = [line.split(maxsplit=1) for line in shown.stdout.splitlines()]
+    assert dict(rows)["prediction_type"] == "-" and "None" not in shown.stdout
+    assert len({line.index(value) for line, (_, value) in zip(shown.stdout.splitlines(), rows, strict=True)}) == 1
     graph = {
         "nodes": {
             "t": {
@@ -45,6 +50,27 @@ def test_create_demo_then_generate_from_the_cli(tmp_path: Path) -> None:
     assert run.returncode == 0, run.stderr
     out = json.loads(run.stdout)
     assert out["status"] == "completed" and out["results"]["t"]["width"] == 64
+    assert "torchvision" not in run.stderr  # transformers' harmless fallback warning is silenced
+
+
+def test_an_unknown_model_is_bad_input_and_nothing_runs(tmp_path: Path) -> None:
+    assert cli("models", "create-demo", root=tmp_path).returncode == 0
+    hint = "unknown model 'demo-s' (did you mean 'demo-sd'? installed: demo-sd)"
+    res = cli("run", "txt2img --model demo-s --steps 1", root=tmp_path)
+    assert res.returncode == 2 and res.stdout == ""
+    assert res.stderr.startswith(f"invokeai: error: txt2img: node '1', field 'model': {hint}")
+    assert len(res.stderr.splitlines()) == 1
+    graph = {"nodes": {"m": {"id": "m", "type": "sdxl_model_loader", "model": "demo-sd"}}, "edges": []}
+    res = cli("run", "-f", "-", root=tmp_path, input=json.dumps(graph))
+    assert res.returncode == 2 and "field 'model': 'demo-sd' is a sd-1 model: use main_model_loader" in res.stderr
+    batch = {"graph": {"nodes": {"t": {"id": "t", "type": "txt2img", "model": "demo-sd"}}, "edges": []}}
+    batch["data"] = [[{"node_path": "t", "field_name": "model", "items": ["demo-sd", "ghost"]}]]
+    res = cli("queue", "enqueue", "-", root=tmp_path, input=json.dumps(batch))
+    assert res.returncode == 2 and "batch: node 't', field 'model': unknown model 'ghost'" in res.stderr
+    shell = cli("run", root=tmp_path, input="txt2img --model nosuch\n")
+    assert shell.returncode == 2 and "unknown model 'nosuch'" in shell.stderr
+    assert json.loads(cli("queue", "list", "--json", root=tmp_path).stdout) == []
+    assert not (tmp_path / "outputs" / "images").exists() or not any((tmp_path / "outputs" / "images").iterdir())
 
 
 def test_add_show_remove_and_refusals(tmp_path: Path, model_folders: Any) -> None:

@@ -23,7 +23,7 @@ def free_port() -> int:
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if REDIS_SERVER is None:
-        pytest.skip("redis-server is not installed (apt-get install -y redis-server; scripts/setup.sh does it as root)")
+        pytest.skip("redis-server is not installed (apt-get install -y redis-server, or scripts/setup.sh --tests)")
     port = free_port()
     work = tmp_path_factory.mktemp("redis")
     args = [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ def _env(root: Path, **extra: str) -> dict[str, str]:
 
 
 def _start(root: Path, *args: str, **env: str) -> tuple[subprocess.Popen[str], str]:
+    """`invokeai serve` on a free port, once it printed its start line (which names the UI and docs)."""
     proc = subprocess.Popen(
         [INVOKEAI, "serve", "--port", "0", *args],
         stdout=subprocess.PIPE,
@@ -37,6 +40,7 @@ def _start(root: Path, *args: str, **env: str) -> tuple[subprocess.Popen[str], s
         proc.kill()
         raise AssertionError(f"no start line: {line!r} {proc.stderr.read() if proc.stderr else ''}")
     url = line.split("serving on ", 1)[1].split()[0]
+    assert f"API docs: {url}/docs and {url}/redoc" in line
     return proc, url
 
 
@@ -55,6 +59,13 @@ def test_serve_runs_a_real_server_and_stops_on_sigint(tmp_path: Path) -> None:
         assert r.status_code == 201
         status = httpx.get(url + "/api/v1/queue/default/status", timeout=30).json()
         assert status["processor"]["started"] is True
+        batch = {"graph": {"nodes": {"n": {"id": "n", "type": "integer", "value": 5}}}}
+        r = httpx.post(url + "/api/v1/queue/default/enqueue_batch", json={"batch": batch}, timeout=30)
+        (item_id,) = r.json()["item_ids"]
+        deadline = time.monotonic() + 60
+        while httpx.get(f"{url}/api/v1/queue/default/i/{item_id}", timeout=30).json()["status"] != "completed":
+            assert time.monotonic() < deadline, "the queued item did not complete"
+            time.sleep(0.1)
     finally:
         proc.send_signal(signal.SIGINT)
         try:
@@ -62,9 +73,16 @@ def test_serve_runs_a_real_server_and_stops_on_sigint(tmp_path: Path) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             raise
-    assert rc == 0, proc.stderr.read() if proc.stderr else ""
+    log = proc.stderr.read() if proc.stderr else ""
+    assert rc == 0, log
     with pytest.raises(httpx.ConnectError):
         httpx.get(url + "/api/v1/app/version", timeout=5)
+    # the log on stderr: a line per request, per session start and finish, and the shutdown
+    assert re.search(r'INFO uvicorn\.access: 127\.0\.0\.1:\d+ - "GET /api/v1/app/version HTTP/1\.1" 200$', log, re.M)
+    assert re.search(rf"INFO invokeai\.web: session \w+ started \(queue default, item {item_id}\)$", log, re.M)
+    assert re.search(rf"session \w+ completed in [\d.]+ s \(queue default, item {item_id}\)$", log, re.M)
+    assert log.rstrip().endswith(f"INFO invokeai.web: stopped serving {url}"), log
+    assert "Uvicorn running" not in log and "Started server process" not in log  # uvicorn's chatter: debug only
 
 
 def test_serve_with_a_token_from_the_environment(tmp_path: Path) -> None:

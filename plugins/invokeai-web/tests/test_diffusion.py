@@ -47,3 +47,26 @@ async def test_cancel_a_running_diffusion_session(server: Any, watcher: Any, dem
         body = (await http.get(f"/sessions/{sid}")).json()
         assert body["status"] == "canceled" and body["results"] == {}
         assert (await http.get("/images")).json()["total"] == 0
+
+
+async def test_an_unknown_model_is_refused_before_anything_runs(server: Any, demo_model: str) -> None:
+    """A model name that is not installed is bad input, checked when the graph arrives: 422 naming the
+    node, the field and the models that exist; nothing is enqueued or stored."""
+    graph = {"nodes": {"t": {"id": "t", "type": "txt2img", "model": "demo-s", "width": 64, "height": 64}}}
+    async with server.async_client() as http:
+        r = await http.post("/queue/default/enqueue_batch", json={"batch": {"graph": graph}})
+        assert r.status_code == 422, r.text
+        (detail,) = r.json()["detail"]
+        assert (detail["node_id"], detail["field"], detail["loc"]) == ("t", "model", ["body", "t", "model"])
+        assert "unknown model 'demo-s'" in detail["msg"] and "did you mean 'demo-sd'?" in detail["msg"]
+        good = {"graph": {"nodes": {"t": {**graph["nodes"]["t"], "model": demo_model}}}}
+        data = [[{"node_path": "t", "field_name": "model", "items": [demo_model, "ghost"]}]]
+        r = await http.post("/queue/default/enqueue_batch", json={"batch": {**good, "data": data}})
+        assert r.status_code == 422 and "unknown model 'ghost'" in r.json()["detail"][0]["msg"]
+        assert (await http.get("/queue/default/status")).json()["queue"]["total"] == 0
+        r = await http.post("/sessions", json=graph)
+        assert r.status_code == 422 and r.json()["detail"][0]["field"] == "model"
+        sid = (await http.post("/sessions", json={"nodes": {}})).json()["id"]
+        r = await http.post(f"/sessions/{sid}/nodes", json={"id": "m", "type": "main_model_loader", "model": "x"})
+        assert r.status_code == 422 and "unknown model 'x'" in r.json()["detail"][0]["msg"]
+        assert (await http.get(f"/sessions/{sid}")).json()["graph"]["nodes"] == {}

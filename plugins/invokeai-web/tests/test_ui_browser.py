@@ -185,6 +185,33 @@ def test_generate_shows_progress_and_the_image_lands_in_the_gallery(page: Any) -
     expect(pg.get_by_test_id("gallery-count")).not_to_have_text("0 images")
 
 
+def test_a_canceled_generation_says_so_plainly(page: Any, ui_url: str) -> None:
+    """After Cancel the screen shows the canceled state, not the earlier image as if it were the result."""
+    pg = page
+    expect = sync_api.expect
+    for name, value in (("steps", "2"), ("width", "64"), ("height", "64")):
+        pg.get_by_test_id(name).fill(value)
+    pg.get_by_test_id("invoke").click()
+    expect(pg.get_by_test_id("progress-text")).to_have_text("Completed · 1/1 done", timeout=120_000)
+    expect(pg.get_by_test_id("result")).to_be_visible()
+    pg.get_by_test_id("steps").fill("1000")
+    pg.get_by_test_id("invoke").click()
+    pg.get_by_test_id("preview").wait_for(timeout=60_000)  # running
+    expect(pg.get_by_test_id("progress-text")).to_contain_text("0/1 done · step ")
+    pg.get_by_test_id("cancel").click()
+    expect(pg.get_by_test_id("progress-text")).to_have_text("Canceled · 0/1 done · 1 canceled", timeout=60_000)
+    progress = pg.get_by_test_id("progress")
+    expect(progress).to_have_attribute("data-state", "canceled")
+    expect(progress).to_have_attribute("aria-valuenow", "0")
+    note = pg.get_by_test_id("run-note")
+    expect(note).to_have_text("Canceled: this run made no image. Earlier results are below.")
+    expect(pg.get_by_test_id("result")).to_have_count(0)  # the earlier image is not shown as this run's
+    expect(pg.locator(".strip img")).to_have_count(1)
+    expect(pg.get_by_test_id("cancel")).to_be_disabled()
+    shot(pg, "generate-canceled")
+    assert pg.request.put(ui_url + "/api/v1/queue/default/prune").ok  # the queue test starts from no history
+
+
 def test_queue_and_plugins_screens(page: Any) -> None:
     pg = page
     expect = sync_api.expect
@@ -300,6 +327,22 @@ def test_workflow_editor_builds_connects_and_runs_a_graph(page: Any, tmp_path: P
     pg.get_by_test_id("gallery-item").first.click()
     pg.get_by_test_id("load-workflow").click()
     expect(pg.get_by_test_id("graph-size")).to_contain_text("3 nodes · 2 edges")
+
+
+def test_workflow_editor_preselects_the_only_model_and_labels_choices(page: Any) -> None:
+    pg = page
+    expect = sync_api.expect
+    pg.get_by_role("tab", name="Workflow").click()
+    canvas = pg.get_by_test_id("canvas")
+    canvas.wait_for()
+    pg.get_by_test_id("palette-search").fill("txt2img")
+    pg.get_by_test_id("palette-txt2img").drag_to(canvas, target_position={"x": 80, "y": 60})
+    node = pg.get_by_test_id("node-txt2img_1")
+    expect(node.get_by_label("Model", exact=True)).to_have_value("demo-sd")  # the only model installed
+    scheduler = node.locator(".inv-field", has=pg.get_by_label("Scheduler", exact=True))
+    expect(scheduler.locator(".inv-type")).to_have_text("choice")
+    expect(node.locator(".inv-type", has_text="Literal[")).to_have_count(0)
+    shot(pg, "workflow-txt2img")
 
 
 def test_failed_requests_and_an_unreachable_server_are_explained(page: Any) -> None:
@@ -440,3 +483,39 @@ def test_models_are_added_and_removed_from_the_ui(page: Any, ui_url: str) -> Non
     expect(table).not_to_contain_text("demo-copy")
     expect(table).to_contain_text("demo-sd")
     pg.console_problems.clear()  # the browser logs the refused install (422) as a failed load
+
+
+def test_the_api_docs_render_with_no_network(browser: Any, ui_url: str) -> None:
+    """/docs (Swagger UI) and /redoc (ReDoc) load every asset from this server: a browser that may
+    reach nothing else renders both."""
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    elsewhere: list[str] = []
+
+    def only_this_server(route: Any) -> None:
+        if route.request.url.startswith(ui_url + "/"):
+            route.continue_()
+        else:
+            elsewhere.append(route.request.url)
+            route.abort()
+
+    context.route("**/*", only_this_server)
+    pg = context.new_page()
+    problems: list[str] = []
+    pg.on("console", lambda m: problems.append(f"console.{m.type}: {m.text}") if m.type == "error" else None)
+    pg.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+    pg.set_default_timeout(30_000)
+    expect = sync_api.expect
+    try:
+        pg.goto(ui_url + "/docs")
+        expect(pg.locator(".swagger-ui .info .title")).to_contain_text("invokeai-core")
+        expect(pg.locator(".swagger-ui .opblock-tag", has_text="sessions")).to_be_visible()
+        pg.locator(".swagger-ui .opblock-summary-path", has_text="/api/v1/app/version").first.wait_for()
+        shot(pg, "api-docs")
+        pg.goto(ui_url + "/redoc")
+        expect(pg.locator("h1", has_text="invokeai-core")).to_be_visible()
+        expect(pg.locator("[data-item-id]", has_text="Enqueue a batch").first).to_be_attached()
+        shot(pg, "api-redoc")
+    finally:
+        context.close()
+    assert elsewhere == [], f"the docs reached outside the server: {elsewhere}"
+    assert not problems, "errors in the browser console:\n" + "\n".join(problems)

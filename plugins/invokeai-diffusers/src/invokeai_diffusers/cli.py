@@ -80,8 +80,9 @@ def show_model(ctx: click.Context, name: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
+    width = max(map(len, data))
     for key, value in data.items():
-        click.echo(f"{key:12} {value}")
+        click.echo(f"{key:{width}}  {'-' if value is None else value}")
 
 
 @models_group.command("add")
@@ -153,6 +154,11 @@ def create_demo(ctx: click.Context, sdxl: bool, name: str | None) -> None:
     """Build a small random-weight model offline and install it (its images are noise)."""
     from invokeai_diffusers.models.demo import DEMO_NOTE
 
-    record = _manager(ctx).create_demo(sdxl=sdxl, name=name)
+    manager = _manager(ctx)
+    installed = {r.name for r in manager.list()}
+    record = manager.create_demo(sdxl=sdxl, name=name)
+    if record.name in installed:
+        click.echo(f"{record.name} ({record.base}) is already installed at {record.path}: nothing to do")
+        return
     click.echo(f"installed {record.name} ({record.base}) at {record.path}")
     click.echo(DEMO_NOTE)

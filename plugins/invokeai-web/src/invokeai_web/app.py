@@ -2,7 +2,8 @@
 
     guard (token, host, origin, body size)  [CORS outside it when origins are configured]
       -> socketio.ASGIApp: /socket.io/ -> Socket.IO (rooms per session and queue)
-                           everything else -> FastAPI: /api/v1/..., /openapi.json, /docs, / (static UI)
+                           everything else -> FastAPI: /api/v1/..., /openapi.json, /docs, /redoc
+                                                       (assets under /docs-assets), / (static UI)
 
 `create_app(invoker, settings)` builds it around an Invoker; its lifespan starts the Invoker (with
 the queue processor unless `queue_processor = false`) and the event bridge, and stops both.
@@ -23,7 +24,7 @@ from invokeai_web import API_PREFIX, __version__
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
-    from invokeai_core import Invoker
+    from invokeai_core import EventServiceBase, Invoker
     from invokeai_web.events import EventBridge
     from invokeai_web.settings import WebSettings
 
@@ -76,6 +77,7 @@ def create_app(invoker: Invoker, settings: WebSettings, *, manage_invoker: bool 
     from starlette.concurrency import run_in_threadpool
 
     from invokeai_web.auth import Gate
+    from invokeai_web.docs import install_docs
     from invokeai_web.errors import install_error_handlers
     from invokeai_web.events import EventBridge, LocalFanout
     from invokeai_web.openapi import install_openapi
@@ -105,6 +107,8 @@ def create_app(invoker: Invoker, settings: WebSettings, *, manage_invoker: bool 
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # served by invokeai_web.docs, with local assets
+        redoc_url=None,
         openapi_tags=[
             {"name": "sessions", "description": "Build sessions node by node and run them"},
             {"name": "queue", "description": "The session queue: batches, items, pause/resume"},
@@ -123,6 +127,7 @@ def create_app(invoker: Invoker, settings: WebSettings, *, manage_invoker: bool 
         api.include_router(module.router, prefix=API_PREFIX)
     api.state.route_errors = add_plugin_routes(api, invoker)
     install_openapi(api, lambda: invoker.registry, SOCKETIO_MOUNT)
+    install_docs(api, api.title)
     if STATIC_DIR.is_dir():  # the web UI, when built into the package
         from starlette.staticfiles import StaticFiles
 
@@ -165,19 +170,59 @@ def socket_url(sock: socket.socket) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-def make_server(app: Any, *, log_level: str = "warning") -> Any:
-    """A uvicorn server for `app` (not started)."""
+def make_server(
+    app: Any, *, log_level: str = "warning", access_log: bool | None = None, own_logging: bool = False
+) -> Any:
+    """A uvicorn server for `app` (not started). Access lines by default only at debug; with
+    `own_logging` uvicorn installs no handlers of its own (`configure_logging` does)."""
     import uvicorn
 
+    kwargs: dict[str, Any] = {"log_config": None} if own_logging else {}
     config = uvicorn.Config(
         app,
         log_level=log_level,
-        access_log=log_level == "debug",
+        access_log=log_level == "debug" if access_log is None else access_log,
         lifespan="on",
         timeout_graceful_shutdown=5,
         ws_max_size=2**20,
+        **kwargs,
     )
     return uvicorn.Server(config)
+
+
+def configure_logging(log_level: str) -> None:
+    """`invokeai serve`'s log on stderr, one format for the server's and uvicorn's records: at info an
+    access line per request, a line per session start and finish, and the shutdown; uvicorn's own
+    start-up chatter only at debug."""
+    level = getattr(logging, log_level.upper())
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+    handler.invokeai_serve = True  # type: ignore[attr-defined]  # replaced, not doubled, by a second call
+    for name in ("invokeai", "uvicorn"):
+        target = logging.getLogger(name)
+        target.handlers = [h for h in target.handlers if not getattr(h, "invokeai_serve", False)]
+        target.addHandler(handler)
+        target.setLevel(level)
+        target.propagate = False
+    logging.getLogger("uvicorn.error").setLevel(level if level <= logging.DEBUG else max(level, logging.WARNING))
+    logging.getLogger("uvicorn.access").setLevel(level)
+
+
+def log_sessions(events: EventServiceBase) -> Callable[[], None]:
+    """Log one line when a session starts and one when it finishes (its status and how long it ran)."""
+    started: dict[str | None, float] = {}
+
+    def on_event(event: Any) -> None:
+        queued = f" (queue {event.queue_id}, item {event.item_id})" if event.item_id is not None else ""
+        if event.event_name == "session_started":
+            started[event.session_id] = event.timestamp
+            logger.info("session %s started%s", event.session_id, queued)
+            return
+        t0 = started.pop(event.session_id, None)
+        took = f" in {event.timestamp - t0:.2f} s" if t0 is not None else ""
+        logger.info("session %s %s%s%s", event.session_id, event.status, took, queued)
+
+    return events.subscribe(on_event, names=["session_started", "session_complete"])
 
 
 @contextlib.contextmanager
@@ -215,7 +260,9 @@ def serve(
     settings.check_bind()
     sock = bind_socket(settings.host, settings.port)
     app = create_app(invoker, settings)
-    server = make_server(app, log_level="warning" if log_level == "info" else log_level)
+    server = make_server(app, log_level=log_level, access_log=log_level in ("debug", "info"), own_logging=True)
+    configure_logging(log_level)
+    unsubscribe = log_sessions(invoker.services.events)
     url = socket_url(sock)
     original_startup = server.startup
 
@@ -230,7 +277,10 @@ def serve(
         server.run(sockets=[sock])
     finally:
         sock.close()
+        logger.info("shutting down: stopping the queue processor and the services")
         invoker.stop()
+        unsubscribe()
+        logger.info("stopped serving %s", url)
 
 
 class ServerThread:

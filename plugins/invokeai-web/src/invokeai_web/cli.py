@@ -84,7 +84,10 @@ def serve_command(
         raise _BadInput(f"cannot start: {e}") from None
 
     def ready(url: str) -> None:
-        click.echo(f"invokeai-web: serving on {url} (API docs: {url}/docs)", err=False)
+        from invokeai_web.app import STATIC_DIR
+
+        ui = f"web UI: {url}/" if (STATIC_DIR / "index.html").is_file() else "web UI not built"
+        click.echo(f"invokeai-web: serving on {url} ({ui}, API docs: {url}/docs and {url}/redoc)", err=False)
         sys.stdout.flush()
 
     try:

@@ -71,10 +71,14 @@ class ModelManager:
     def get(self, name: str) -> ModelRecord:
         record = self.records.get(name)
         if record is None:
-            known = ", ".join(r.name for r in self.list()) or "none installed"
+            import difflib
+
+            names = [r.name for r in self.list()]
+            close = difflib.get_close_matches(str(name), names, n=1)
+            hint = f"did you mean '{close[0]}'? " if close else ""
             raise UnknownModelError(
-                f"unknown model '{name}' (installed: {known}); see `invokeai models list`, "
-                "`invokeai models add PATH` or `invokeai models create-demo`"
+                f"unknown model '{name}' ({hint}installed: {', '.join(names) or 'none'}); see `invokeai models "
+                "list`, `invokeai models add PATH` or `invokeai models create-demo`"
             )
         return record
 

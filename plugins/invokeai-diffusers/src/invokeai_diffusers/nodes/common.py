@@ -6,19 +6,21 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from invokeai_core import (
+    BaseInvocation,
     BaseInvocationOutput,
     EventServiceBase,
     ImageField,
     InvokeAIError,
     ModelLoadCompleteEvent,
     ModelLoadStartedEvent,
+    NodeFieldError,
     OutputField,
     invocation_output,
 )
 from invokeai_diffusers.fields import LatentsField
 
 if TYPE_CHECKING:
-    from invokeai_core import InvocationContext
+    from invokeai_core import InvocationContext, Services
     from invokeai_diffusers.models.manager import ModelManager
     from invokeai_diffusers.models.records import ModelRecord
 
@@ -28,6 +30,7 @@ class DiffusionNodeError(InvokeAIError):
 
     def __init__(self, field: str, reason: str) -> None:
         self.field = field
+        self.reason = reason
         super().__init__(f"field '{field}': {reason}")
 
 
@@ -64,6 +67,31 @@ def record(context: InvocationContext, name: str, field: str) -> ModelRecord:
         return models(context).get(name)
     except InvokeAIError as e:
         raise DiffusionNodeError(field, str(e)) from None
+
+
+def preflight_model(node: BaseInvocation, services: Services, *, base: str | None = None) -> None:
+    """`BaseInvocation.preflight` of the nodes with a `model` input: an unknown model name (one of
+    another base when `base` is "sdxl" or "sd") is refused before anything runs, naming what exists."""
+    from invokeai_diffusers.models.manager import ModelManager
+
+    name = node.model  # type: ignore[attr-defined]
+    try:
+        found = services.get(ModelManager).get(name)
+    except InvokeAIError as e:
+        raise NodeFieldError(str(e), node.id, "model") from None
+    if base is not None:
+        try:
+            check_base(found, sdxl=base == "sdxl")
+        except DiffusionNodeError as e:
+            raise NodeFieldError(e.reason, node.id, "model") from None
+
+
+def check_base(found: ModelRecord, *, sdxl: bool) -> None:
+    """A model loader's own check: SDXL models go through sdxl_model_loader, the others main_model_loader."""
+    if sdxl and found.base != "sdxl":
+        raise DiffusionNodeError("model", f"'{found.name}' is a {found.base} model: use main_model_loader")
+    if not sdxl and found.base == "sdxl":
+        raise DiffusionNodeError("model", f"'{found.name}' is an SDXL model: use sdxl_model_loader")
 
 
 def load(context: InvocationContext, model: str, submodel: str, field: str) -> Any:

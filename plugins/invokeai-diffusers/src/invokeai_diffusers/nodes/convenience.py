@@ -7,7 +7,7 @@ cancellation come through `callback_on_step_end`.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from invokeai_core import BaseInvocation, ImageField, InputField, InvocationContext, invocation
 from invokeai_diffusers.nodes.common import (
@@ -16,6 +16,7 @@ from invokeai_diffusers.nodes.common import (
     check_size,
     generator,
     load,
+    preflight_model,
     raise_if_canceled,
     record,
     save_image,
@@ -23,6 +24,9 @@ from invokeai_diffusers.nodes.common import (
 )
 from invokeai_diffusers.nodes.conditioning import warn_if_truncated
 from invokeai_diffusers.schedulers import SchedulerName, install_scheduler, make_scheduler
+
+if TYPE_CHECKING:
+    from invokeai_core import Services
 
 SD_PARTS = ("unet", "vae", "text_encoder", "tokenizer")
 SDXL_PARTS = (*SD_PARTS, "text_encoder_2", "tokenizer_2")
@@ -68,6 +72,9 @@ class _GenerationFields(BaseInvocation):
     scheduler: SchedulerName = InputField(default="default", description="The sampler ('default': the model's own)")
     seed: int = InputField(default=0, ge=0, lt=2**32, description="The seed")
     gallery: bool = InputField(default=True, description="Show the image in the gallery (not intermediate)")
+
+    def preflight(self, services: Services) -> None:
+        preflight_model(self, services)
 
     def _common(self, context: InvocationContext, base: str, pipe: Any) -> dict[str, Any]:
         for text in (self.prompt, self.negative_prompt):

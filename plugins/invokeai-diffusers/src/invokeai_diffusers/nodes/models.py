@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from invokeai_core import (
     BaseInvocation,
     BaseInvocationOutput,
@@ -12,7 +14,10 @@ from invokeai_core import (
     invocation_output,
 )
 from invokeai_diffusers.fields import CLIPField, UNetField, VAEField
-from invokeai_diffusers.nodes.common import DiffusionNodeError, record
+from invokeai_diffusers.nodes.common import check_base, preflight_model, record
+
+if TYPE_CHECKING:
+    from invokeai_core import Services
 
 
 @invocation_output("model_loader_output")
@@ -40,10 +45,12 @@ class MainModelLoaderInvocation(BaseInvocation):
 
     model: str = InputField(description="The installed model's name (see `invokeai models list`)", ui_type="model")
 
+    def preflight(self, services: Services) -> None:
+        preflight_model(self, services, base="sd")
+
     def invoke(self, context: InvocationContext) -> ModelLoaderOutput:
         found = record(context, self.model, "model")
-        if found.base == "sdxl":
-            raise DiffusionNodeError("model", f"'{self.model}' is an SDXL model: use sdxl_model_loader")
+        check_base(found, sdxl=False)
         return ModelLoaderOutput(
             unet=UNetField(model=found.name), clip=CLIPField(model=found.name), vae=VAEField(model=found.name)
         )
@@ -55,10 +62,12 @@ class SDXLModelLoaderInvocation(BaseInvocation):
 
     model: str = InputField(description="The installed SDXL model's name", ui_type="model")
 
+    def preflight(self, services: Services) -> None:
+        preflight_model(self, services, base="sdxl")
+
     def invoke(self, context: InvocationContext) -> SDXLModelLoaderOutput:
         found = record(context, self.model, "model")
-        if found.base != "sdxl":
-            raise DiffusionNodeError("model", f"'{self.model}' is a {found.base} model: use main_model_loader")
+        check_base(found, sdxl=True)
         return SDXLModelLoaderOutput(
             unet=UNetField(model=found.name),
             clip=CLIPField(model=found.name),

@@ -69,5 +69,9 @@ describe("type compatibility (the kernel's rules on JSON-schema types)", () => {
     expect(typeName(T(opt(image)))).toBe("ImageField | None");
     expect(typeName(T(list(float)))).toBe("list[float]");
     expect(typeName(T({}))).toBe("Any");
+    const mode = { enum: ["fast", "slow"], type: "string" };
+    expect(typeName(T(mode))).toBe('Literal["fast", "slow"]');
+    expect(typeName(T(mode), true)).toBe("choice"); // the editor's label: the widget lists the values
+    expect(typeName(T(list(mode)), true)).toBe("list[choice]");
   });
 });

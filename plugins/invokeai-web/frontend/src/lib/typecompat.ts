@@ -119,8 +119,10 @@ export function areTypesCompatible(src: TypeDesc, dst: TypeDesc): boolean {
   return false;
 }
 
-/** A short readable name, like the kernel's `type_name`. */
-export function typeName(t: TypeDesc): string {
+/** A short readable name, like the kernel's `type_name`. With `brief` (the editor's field labels),
+ * a Literal reads "choice" instead of listing its values, which its widget shows. */
+export function typeName(t: TypeDesc, brief = false): string {
+  const name = (x: TypeDesc) => typeName(x, brief);
   switch (t.kind) {
     case "any":
       return "Any";
@@ -129,12 +131,12 @@ export function typeName(t: TypeDesc): string {
     case "ref":
       return t.name;
     case "literal":
-      return `Literal[${t.values.map((v) => JSON.stringify(v)).join(", ")}]`;
+      return brief ? "choice" : `Literal[${t.values.map((v) => JSON.stringify(v)).join(", ")}]`;
     case "array":
-      return t.tuple ? `tuple[${t.tuple.map(typeName).join(", ")}]` : `${t.set ? "set" : "list"}[${typeName(t.items)}]`;
+      return t.tuple ? `tuple[${t.tuple.map(name).join(", ")}]` : `${t.set ? "set" : "list"}[${name(t.items)}]`;
     case "object":
-      return `dict[str, ${typeName(t.values)}]`;
+      return `dict[str, ${name(t.values)}]`;
     case "union":
-      return t.members.map(typeName).join(" | ");
+      return t.members.map(name).join(" | ");
   }
 }

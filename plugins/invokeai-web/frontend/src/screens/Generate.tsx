@@ -1,21 +1,11 @@
 import { useEffect, useMemo, useRef, useState, type FormEvent } from "react";
 import { api, imagesInResult, thumbUrl, imageUrl, type GraphJson } from "../lib/api";
 import { recentEvents, useServerEvents, type ServerEvent } from "../lib/events";
+import { outcome, progressText, type Run } from "../lib/run";
 import { errorText, useStore } from "../store";
 
 const FALLBACK_SCHEDULERS = ["default", "ddim", "ddpm", "euler", "euler_a", "heun", "lms", "pndm", "dpmpp_2m", "dpmpp_2m_karras", "unipc"];
 const MAX_SEED = 2 ** 32 - 1;
-
-interface Run {
-  batchId: string;
-  itemIds: number[];
-  finished: Set<number>;
-  failed: number;
-  canceled: number;
-  step: number;
-  total: number;
-  preview: string | null;
-}
 
 export function Generate() {
   const { models, modelsError, templates, notify, img2img, setImg2img, setTab } = useStore();
@@ -57,10 +47,14 @@ export function Generate() {
     const r = runRef.current;
     if (!r || e.item_id == null || !r.itemIds.includes(e.item_id)) return;
     if (e.event === "invocation_progress") {
+      if (r.finished.has(e.item_id)) return; // a step that raced the cancel: the item is over
       put({ ...r, step: e.step ?? 0, total: e.total ?? 0, preview: e.image?.dataURL ?? r.preview });
     } else if (e.event === "invocation_complete" && e.source_node_id === "gen") {
       const names = imagesInResult(e.result);
-      if (names.length) setResults((old) => [...names, ...old].slice(0, 12));
+      if (names.length) {
+        setResults((old) => [...names, ...old].slice(0, 12));
+        put({ ...r, made: r.made + names.length });
+      }
     } else if (e.event === "queue_item_status_changed" && ["completed", "failed", "canceled"].includes(String(e.status))) {
       if (r.finished.has(e.item_id)) return;
       const finished = new Set(r.finished).add(e.item_id);
@@ -77,8 +71,13 @@ export function Generate() {
     }
   };
 
-  const active = run !== null && run.finished.size < run.itemIds.length;
-  const progress = run ? (run.finished.size + (run.total ? run.step / run.total : 0)) / run.itemIds.length : 0;
+  const state = run ? outcome(run) : null;
+  const active = state === "running";
+  // while running, finished items count (canceled ones too: nothing is left to do for them);
+  // once over, only what completed: a canceled run does not show a full bar
+  const doneCount = run ? run.finished.size - (active ? 0 : run.failed + run.canceled) : 0;
+  const progress = run ? (doneCount + (active && run.total ? run.step / run.total : 0)) / run.itemIds.length : 0;
+  const noImage = run !== null && !active && run.made === 0 && state !== "completed";
 
   async function invoke(ev: FormEvent) {
     ev.preventDefault();
@@ -111,7 +110,17 @@ export function Generate() {
     setBusy(true);
     try {
       const res = await api.enqueue(graph, [[{ node_path: "gen", field_name: "seed", items: seeds }]]);
-      put({ batchId: res.batch_id, itemIds: res.item_ids, finished: new Set(), failed: 0, canceled: 0, step: 0, total: 0, preview: null });
+      put({
+        batchId: res.batch_id,
+        itemIds: res.item_ids,
+        finished: new Set(),
+        failed: 0,
+        canceled: 0,
+        made: 0,
+        step: 0,
+        total: 0,
+        preview: null,
+      });
       recentEvents(res.item_ids).forEach((ev) => handleRef.current(ev)); // events that beat the response
     } catch (e) {
       notify(errorText(e), "error");
@@ -228,28 +237,30 @@ export function Generate() {
       <section className="gen-output card" aria-label="Progress and results">
         <div className="progress-wrap">
           <div
-            className="progress"
+            className={`progress ${state ?? ""}`}
             role="progressbar"
             aria-label="Generation progress"
             aria-valuemin={0}
             aria-valuemax={100}
             aria-valuenow={Math.round(progress * 100)}
+            aria-valuetext={run ? progressText(run) : "idle"}
+            data-state={state ?? "idle"}
             data-testid="progress"
           >
             <div className="progress-fill" style={{ width: `${progress * 100}%` }} />
           </div>
-          <span className="muted" data-testid="progress-text">
-            {run
-              ? `${run.finished.size}/${run.itemIds.length} done` +
-                (run.total ? ` · step ${run.step}/${run.total}` : "") +
-                (run.failed ? ` · ${run.failed} failed` : "") +
-                (run.canceled ? ` · ${run.canceled} canceled` : "")
-              : "idle"}
+          <span className={`run-text ${state ?? ""}`} data-testid="progress-text">
+            {run ? progressText(run) : "idle"}
           </span>
         </div>
         <div className="stage">
           {run?.preview && active ? (
             <img src={run.preview} alt="Live preview" className="preview" data-testid="preview" />
+          ) : noImage ? (
+            <p className={`run-note ${state}`} role="status" data-testid="run-note">
+              {state === "canceled" ? "Canceled" : "Failed"}: this run made no image.
+              {results.length > 0 && " Earlier results are below."}
+            </p>
           ) : results.length ? (
             <a href={imageUrl(results[0])} target="_blank" rel="noreferrer">
               <img src={imageUrl(results[0])} alt="Latest result" className="result" data-testid="result" />
@@ -258,9 +269,9 @@ export function Generate() {
             <p className="muted">Results appear here. Images also go to the gallery.</p>
           )}
         </div>
-        {results.length > 1 && (
+        {results.length > (noImage ? 0 : 1) && (
           <div className="strip">
-            {results.slice(1).map((n) => (
+            {results.slice(noImage ? 0 : 1).map((n) => (
               <img key={n} src={thumbUrl(n)} alt={n} width={64} height={64} />
             ))}
           </div>

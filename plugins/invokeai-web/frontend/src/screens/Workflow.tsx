@@ -147,6 +147,11 @@ function FieldWidget({ f, value, set }: { f: FieldTemplate; value: unknown; set:
   const { models } = useStore();
   const w = f.widget;
   const label = `${f.title}`;
+  // with one model installed, a model input starts on it (as the Generate screen does)
+  const only = w.kind === "model" && models?.length === 1 ? models[0].name : undefined;
+  useEffect(() => {
+    if (only !== undefined && (value === undefined || value === null || value === "")) set(only);
+  }, [only, value, set]);
   switch (w.kind) {
     case "number":
       return (
@@ -186,7 +191,7 @@ function FieldWidget({ f, value, set }: { f: FieldTemplate; value: unknown; set:
       );
     case "model":
       return (
-        <select className="nodrag" aria-label={label} value={String(value ?? "")} onChange={(e) => set(e.target.value)}>
+        <select className="nodrag" aria-label={label} value={String(value ?? only ?? "")} onChange={(e) => set(e.target.value)}>
           <option value="">choose a model…</option>
           {models?.map((m) => (
             <option key={m.name}>{m.name}</option>
@@ -255,7 +260,7 @@ const InvocationNode = memo(function InvocationNode({ id, data, selected }: Node
                 <span className="inv-label">
                   {f.title}
                   {f.required && !isConnected && !f.hasDefault ? <span className="req">*</span> : null}
-                  <span className="inv-type">{typeName(f.type)}</span>
+                  <span className="inv-type">{typeName(f.type, true)}</span>
                   {f.input !== "direct" && <ConnectControl nodeId={id} field={f.name} title={f.title} isConnected={isConnected} />}
                 </span>
                 {!isConnected && f.widget.kind !== "none" && (
@@ -268,7 +273,7 @@ const InvocationNode = memo(function InvocationNode({ id, data, selected }: Node
           {tpl.outputs.map((f) => (
             <div className="inv-out" key={f.name} title={typeName(f.type)}>
               <span className="inv-label">
-                <span className="inv-type">{typeName(f.type)}</span>
+                <span className="inv-type">{typeName(f.type, true)}</span>
                 {f.title}
               </span>
               <Handle type="source" position={Position.Right} id={f.name} className="port" />

@@ -66,8 +66,8 @@ def decode_upload(data: bytes, max_pixels: int) -> Any:
 
     try:
         image: Image.Image = Image.open(io.BytesIO(data))
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise HTTPException(415, f"not an image PIL can read: {e}") from None
+    except (UnidentifiedImageError, OSError, ValueError):
+        raise HTTPException(415, "the file is not an image (upload PNG, JPEG or WebP)") from None
     except Image.DecompressionBombError as e:
         raise HTTPException(413, str(e)) from None
     if image.format not in ALLOWED_FORMATS:

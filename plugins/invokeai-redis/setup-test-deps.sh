@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The plugin's tests need a real Redis server on 127.0.0.1: Debian's redis-server, installed when
-# missing and running as root (skipped with a message otherwise; the tests then skip, saying why).
-# redis-py itself is pinned in requirements/dev.txt. Called by scripts/setup.sh.
+# What the plugin's tests need besides Python packages: a real Redis server on 127.0.0.1, Debian's
+# redis-server, installed when missing and running as root (otherwise a message; the tests then skip,
+# saying why). redis-py itself is pinned in requirements/dev.txt. Called by `scripts/setup.sh --tests`.
 set -euo pipefail
 if ! command -v redis-server >/dev/null 2>&1; then
   if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
