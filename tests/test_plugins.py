@@ -203,3 +203,55 @@ def test_cli_reports_a_broken_plugin_and_still_runs(tmp_path: Path, cli_root: Pa
     strict = run_cli("plugins", root=cli_root, env={**env, "INVOKEAI_STRICT_PLUGINS": "1"})
     assert strict.returncode == 2
     assert "clibroken" in strict.stderr and strict.stderr.count("\n") == 1
+
+
+def test_a_new_pack_clashing_with_a_bundled_one_is_the_one_that_fails(tmp_path: Path, site: Path) -> None:
+    """The README's first example once named its node `add`: installed, it knocked out invokeai-nodes
+    (plugins loaded in name order). Bundled distributions load first, so the newcomer fails instead."""
+    src = NODE_SOURCE.format(prefix="fake_aaa", type_id="add") + (
+        "\n@hookimpl\ndef register_invocations(register):\n    register(Node)\n"
+    )
+    write_fake_plugin(site, "aaa-clash", "aaa", "fake_aaa_clash", src)  # sorts before "nodes"
+    host = make_host(tmp_path)
+    assert list(host.plugins).index("nodes") < list(host.plugins).index("aaa")
+    registry = host.registry
+    assert registry.entry("add").plugin == "nodes" and "blank_image" in registry
+    info = host.plugins["aaa"]
+    assert info.status == "failed" and "'add'" in (info.error or "")
+    assert "'nodes'" in (info.error or "") and "'aaa'" in (info.error or "")
+    assert "loaded first keeps the name" in (info.hint or "")
+    assert host.plugins["nodes"].status == "loaded" and len(host.plugins["nodes"].nodes) >= 40
+
+
+def test_among_other_plugins_the_one_installed_first_keeps_a_name(tmp_path: Path, site: Path) -> None:
+    import os
+
+    for dist, entry, module in (("aaa-late", "aaa_late", "fake_aaa_late"), ("zzz-early", "zzz_early", "fake_zzz")):
+        src = NODE_SOURCE.format(prefix=module, type_id="clash_node") + (
+            "\n@hookimpl\ndef register_invocations(register):\n    register(Node)\n"
+        )
+        write_fake_plugin(site, dist, entry, module, src)
+    os.utime(site / "zzz_early-0.1.0.dist-info", (1_000_000_000, 1_000_000_000))  # installed long before
+    host = make_host(tmp_path)
+    assert host.registry.entry("clash_node").plugin == "zzz_early"
+    late = host.plugins["aaa_late"]
+    assert late.status == "failed" and "zzz_early" in (late.error or "") and "aaa_late" in (late.error or "")
+
+
+def test_strict_mode_is_one_line_and_exit_2_wherever_the_plugin_fails(tmp_path: Path, cli_root: Path) -> None:
+    """A plugin whose register_invocations raises fails when the node registry is first needed (inside
+    the command): still one line and exit 2, the traceback only at log level debug."""
+    site = tmp_path / "site3"
+    src = (
+        "from invokeai_core import hookimpl\n"
+        "@hookimpl\ndef register_invocations(register):\n    raise RuntimeError('half broken')\n"
+    )
+    write_fake_plugin(site, "fake-late-broken", "latebroken", "fake_late_broken", src)
+    env = {"PYTHONPATH": str(site), "INVOKEAI_STRICT_PLUGINS": "1"}
+    for args in (["nodes"], ["run", "collect"], ["queue", "enqueue", "-"]):
+        res = run_cli(*args, root=cli_root, env=env, input='{"graph": {"nodes": {}, "edges": []}}')
+        assert res.returncode == 2, (args, res.stderr)
+        assert res.stderr.count("\n") == 1 and "Traceback" not in res.stderr, (args, res.stderr)
+        assert "latebroken" in res.stderr and "RuntimeError: half broken" in res.stderr
+    debug = run_cli("-o", "log_level=debug", "nodes", root=cli_root, env=env)
+    assert debug.returncode == 2 and "Traceback" in debug.stderr and "half broken" in debug.stderr

@@ -65,15 +65,32 @@ def build_cli(state: CliState) -> click.Group:
     return cli
 
 
-def main(argv: list[str] | None = None) -> Any:
-    args = list(sys.argv[1:] if argv is None else argv)
+def _debug(state: CliState) -> bool:
+    """Whether the log level is `debug` (then a plugin failure shows its traceback too)."""
     try:
-        state = CliState(preparse(args))
+        return state.config.log_level.lower() == "debug"
+    except Exception:
+        return False
+
+
+def main(argv: list[str] | None = None) -> Any:
+    from invokeai_core.errors import PluginError
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    state = CliState(preparse(args))
+    try:
         group = build_cli(state)
+        return group.main(args=args, prog_name="invokeai", obj=state)
     except CliError as e:
         e.show()
         sys.exit(e.exit_code)
-    return group.main(args=args, prog_name="invokeai", obj=state)
+    except PluginError as e:  # INVOKEAI_STRICT_PLUGINS=1 and a broken plugin, found at any point
+        if _debug(state):
+            import traceback
+
+            traceback.print_exc()
+        CliError(f"{e} (the traceback: -o log_level=debug)").show()
+        sys.exit(CliError.exit_code)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -71,6 +71,39 @@ def _truthy(value: str | None) -> bool:
     return (value or "").strip().lower() in ("1", "true", "yes", "on")
 
 
+#: The distributions of this repository: loaded before any other plugin, so a newly installed pack
+#: whose names clash with theirs is the one that fails (they keep working).
+BUNDLED_DISTRIBUTIONS = frozenset(
+    {"invokeai-nodes", "invokeai-diffusers", "invokeai-web", "invokeai-s3", "invokeai-redis"}
+)
+
+
+def installed_at(dist: metadata.Distribution | None) -> float:
+    """When a distribution was installed (its metadata folder's time; 0 when unknown)."""
+    path = getattr(dist, "_path", None)  # PathDistribution, what pip, uv and editable installs make
+    try:
+        return os.stat(path).st_mtime if path is not None else 0.0
+    except OSError:
+        return 0.0
+
+
+def load_order(ep: metadata.EntryPoint) -> tuple[int, float, str]:
+    """The order plugins load in, which decides clashes (the plugin loaded first keeps a node type,
+    service or command name): the bundled distributions first, then the others in the order they
+    were installed, then by entry-point name. So installing a new pack never knocks out a set of
+    nodes that was already working: the newcomer is the one marked failed, with both names."""
+    dist = ep.dist
+    name = (dist.name if dist is not None else "").lower().replace("_", "-")
+    return (0 if name in BUNDLED_DISTRIBUTIONS else 1, installed_at(dist), ep.name)
+
+
+#: What to do about two plugins that register the same name.
+CLASH_HINT = (
+    "the plugin loaded first keeps the name (the bundled plugins, then the others in the order they were "
+    "installed): rename it in the newer plugin, uninstall one, or block one in plugins.block"
+)
+
+
 def _check_node(registry: NodeRegistry, plugin: str, cls: type) -> None:
     registry.check(cls, plugin)
 
@@ -133,7 +166,7 @@ class PluginHost:
                 self.plugins[name] = info
                 self.pm.register(module, name=name)
             if self.discover:
-                for ep in sorted(metadata.entry_points(group=hookspecs.ENTRY_POINT_GROUP), key=lambda e: e.name):
+                for ep in sorted(metadata.entry_points(group=hookspecs.ENTRY_POINT_GROUP), key=load_order):
                     self._load_entry_point(ep)
             self._finish_registration()
             return self
@@ -356,8 +389,7 @@ class PluginHost:
             for item in items:
                 check(item)
         except Exception as e:
-            hint = "uninstall one of the two plugins, or block one in plugins.block"
-            self._mark_failed(self.plugins[name], str(e), hint)
+            self._mark_failed(self.plugins[name], str(e), CLASH_HINT)
             return False
         return True
 
@@ -482,9 +514,7 @@ class PluginHost:
             if clash is not None:
                 other = owners.get(clash, "invokeai-core")
                 self._mark_failed(
-                    self.plugins[name],
-                    f"its command '{clash}' is already added by plugin '{other}'",
-                    "uninstall one of the two plugins, or block one in plugins.block",
+                    self.plugins[name], f"its command '{clash}' is already added by plugin '{other}'", CLASH_HINT
                 )
                 continue
             for cmd_name, cmd in group.commands.items():
