@@ -9,6 +9,7 @@ they never touch services or plugin internals directly.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import queue
@@ -30,7 +31,7 @@ from invokeai_core.events import (
 )
 from invokeai_core.graph import Edge, Graph
 from invokeai_core.invocations.baseinvocation import BaseInvocation
-from invokeai_core.session import NodeError, PreparedInvocation, PrepareError, Session, _parse_graph_parts
+from invokeai_core.session import NodeError, PreparedInvocation, PrepareError, Session, parse_graph_parts
 
 if TYPE_CHECKING:
     from invokeai_core.batch import Batch
@@ -66,9 +67,18 @@ def _node_event_fields(
     }
 
 
+@functools.cache
+def _may_be_large(cls: type[BaseInvocationOutput]) -> bool:
+    """Whether an output class has a field whose size its values choose (numbers and flags do not:
+    integers are bounded by `limits.integer_bits`), so only those outputs are measured."""
+    return any(info.annotation not in (int, float, bool) for info in cls.output_fields().values())
+
+
 def _check_output_size(node_id: str, type_id: str, output: BaseInvocationOutput, limit: int) -> None:
     """Fail a node whose output is too large to store and serve (`limits.output_mb`), before it is
     recorded, so its session and queue item fail consistently."""
+    if not _may_be_large(type(output)):
+        return
     size = len(output.model_dump_json())
     if size > limit:
         raise OutputTooLargeError(
@@ -214,7 +224,7 @@ class Invoker:
         if isinstance(graph, Graph):
             nodes, edges = list(graph.nodes.values()), list(graph.edges)
         else:
-            nodes, edges = _parse_graph_parts(session.graph, graph)
+            nodes, edges = parse_graph_parts(session.graph, graph)
         self.preflight(nodes, edges)
         session.add_graph({"nodes": {n.id: n for n in nodes}, "edges": edges})
         self.services.sessions.save(session)

@@ -71,7 +71,7 @@ class NodeError(BaseModel):
         )
 
 
-def _parse_graph_parts(into: Graph, data: Any) -> tuple[list[BaseInvocation], list[Edge]]:
+def parse_graph_parts(into: Graph, data: Any) -> tuple[list[BaseInvocation], list[Edge]]:
     """The nodes and edges of graph JSON, parsed against `into`'s registry but not added (its edges
     may name nodes already in the session; they are checked when added)."""
     if not isinstance(data, dict):
@@ -155,7 +155,7 @@ class Session:
             nodes = list(graph.nodes.values())
             edges = list(graph.edges)
         else:
-            nodes, edges = _parse_graph_parts(self.graph, graph)
+            nodes, edges = parse_graph_parts(self.graph, graph)
         seen: set[str] = set()
         for n in nodes:
             if n.id in self.graph.nodes or n.id in seen:
