@@ -5,7 +5,8 @@ One server for the module: a temporary root with the demo model (`invokeai model
 error. Screenshots of each screen go to tests/artifacts/ (gitignored).
 
 Skipped, with the reason, when the UI is not built (scripts/setup.sh builds it), when
-/usr/bin/chromium or the Python `playwright` package is missing.
+/usr/bin/chromium or the Python `playwright` package is missing; under CI=true or
+INVOKEAI_REQUIRE_ALL_TESTS=1 each of those fails the run instead (`invokeai_core.testing`).
 """
 
 from __future__ import annotations
@@ -37,11 +38,13 @@ FLAGS = [
     "--disable-quic",
 ]
 
-invokeai_web = pytest.importorskip("invokeai_web")
-sync_api = pytest.importorskip("playwright.sync_api", reason="the Python playwright package is not installed")
+invokeai_web = pytest.importorskip("invokeai_web", reason="invokeai-web is not installed (pip install -e plugins/invokeai-web)")
+sync_api = pytest.importorskip(
+    "playwright.sync_api", reason="the Python playwright package is not installed (pip install -r plugins/invokeai-web/frontend/requirements-browser.txt)"
+)
 STATIC = Path(invokeai_web.__file__).parent / "static" / "index.html"
 if not STATIC.is_file():
-    pytest.skip("the web UI is not built (run scripts/setup.sh)", allow_module_level=True)
+    pytest.skip("the web UI is not built (scripts/setup.sh builds it: npm ci && npm run build in plugins/invokeai-web/frontend)", allow_module_level=True)
 if not Path(CHROMIUM).exists():
     pytest.skip(f"{CHROMIUM} is missing (apt-get install -y chromium)", allow_module_level=True)
 
