@@ -65,9 +65,7 @@ def require_all_tests() -> bool:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers", "invokeai_optional: a skip by choice (opt-in tests), allowed under CI=true too"
-    )
+    config.addinivalue_line("markers", "invokeai_optional: a skip by choice (opt-in tests), allowed under CI=true too")
 
 
 def _fail_a_skip(report: pytest.TestReport | pytest.CollectReport) -> None:

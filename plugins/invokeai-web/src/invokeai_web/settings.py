@@ -92,8 +92,7 @@ class WebSettings(BaseModel):
         )
         if not self.access_token:
             raise ConfigError(
-                f"refusing to bind {host}: the API would be reachable from other machines without "
-                f"authentication. {how}"
+                f"refusing to bind {host}: the API would be reachable from other machines without authentication. {how}"
             )
         if len(self.access_token) < MIN_TOKEN_LENGTH:
             raise ConfigError(
