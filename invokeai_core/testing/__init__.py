@@ -25,7 +25,8 @@ Fixtures (all isolated per test, a temporary root folder, in-memory stores unles
 a skipped test or module fails instead, with its reason, which says what to install: a suite that
 needs a server (Redis, Chromium, PostgreSQL, ...) skips with `pytest.skip("redis-server is not
 installed (apt-get install -y redis-server)")` and cannot pass CI without it. A skip that is a
-choice, not a missing part (an opt-in full-size test), carries `@pytest.mark.invokeai_optional`.
+choice, not a missing part (an opt-in full-size test), carries `@pytest.mark.invokeai_optional`
+or calls `skip_by_choice(reason)`.
 
 Service contract tests for other backends live in `invokeai_core.testing.contracts` (imported only
 by the tests that use them).
@@ -43,7 +44,7 @@ import types
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import pytest
 
@@ -68,6 +69,16 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "invokeai_optional: a skip by choice (opt-in tests), allowed under CI=true too")
 
 
+class _SkipByChoice(pytest.skip.Exception):  # type: ignore[name-defined]
+    pass
+
+
+def skip_by_choice(reason: str) -> NoReturn:
+    """`pytest.skip` for a test that does not apply here by design (a contract test of a capability
+    the store under test does not offer), which stays a skip under CI=true."""
+    raise _SkipByChoice(msg=reason)
+
+
 def _fail_a_skip(report: pytest.TestReport | pytest.CollectReport) -> None:
     longrepr = report.longrepr
     reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
@@ -87,6 +98,7 @@ def pytest_runtest_makereport(
         report.skipped
         and not hasattr(report, "wasxfail")
         and item.get_closest_marker("invokeai_optional") is None
+        and not (call.excinfo is not None and isinstance(call.excinfo.value, _SkipByChoice))
         and require_all_tests()
     ):
         _fail_a_skip(report)
