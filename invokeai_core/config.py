@@ -76,6 +76,9 @@ class LimitsConfig(BaseModel):
     output_mb: float = Field(
         default=16.0, gt=0, le=512, description="The largest node output, in MiB of JSON (a larger one fails the node)"
     )
+    graph_nodes: int = Field(
+        default=100_000, ge=1, description="The most nodes one graph (or session) may have; more is refused whole"
+    )
 
     @property
     def output_bytes(self) -> int:

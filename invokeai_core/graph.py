@@ -34,6 +34,24 @@ from invokeai_core.invocations.flow import COLLECT, ITERATE
 from invokeai_core.registry import NodeRegistry
 from invokeai_core.typecompat import are_types_compatible, is_list_type, list_element_type, type_name
 
+#: The longest node id (ids are CLI arguments, event fields and database keys).
+MAX_NODE_ID_LENGTH = 256
+
+
+def node_limit(registry: NodeRegistry) -> int:
+    """`limits.graph_nodes` of the configuration the registry parses against (else the default)."""
+    config = (registry.validation_context or {}).get("config")
+    if config is None:
+        from invokeai_core.config import LimitsConfig
+
+        return LimitsConfig().graph_nodes
+    return int(config.limits.graph_nodes)
+
+
+def _too_many_nodes(limit: int) -> str:
+    return f"a graph may have at most limits.graph_nodes ({limit}) nodes"
+
+
 _ITERATE_OUTPUTS: dict[str, Any] = {"index": int, "total": int}
 
 
@@ -98,6 +116,10 @@ class Graph:
         #: `compute_scopes`' answer for one version: validation and the session's plan share it.
         self._scopes: tuple[int, list[str], dict[str, tuple[str, ...]]] | None = None
 
+    @property
+    def _node_limit(self) -> int:
+        return node_limit(self.registry)
+
     # -- construction -------------------------------------------------------------------------
     @classmethod
     def from_dict(
@@ -134,6 +156,8 @@ class Graph:
             items = list(nodes.items())
         else:
             raise GraphError("'nodes' must be an object keyed by node id (or a list of nodes)")
+        if len(items) > graph._node_limit:  # refused before any node is parsed
+            raise GraphError(f"{_too_many_nodes(graph._node_limit)}; this one has {len(items)}")
         for key, raw in items:
             graph._add_node_unchecked(graph.parse_node(raw, key))
         edges = data.get("edges", [])
@@ -244,6 +268,18 @@ class Graph:
             raise NodeFieldError("a node id must be a non-empty string", str(node_id), "id")
         if "#" in node_id:
             raise NodeFieldError("a node id may not contain '#' (reserved for executed copies)", node_id, "id")
+        if len(node_id) > MAX_NODE_ID_LENGTH:
+            raise NodeFieldError(
+                f"a node id may have at most {MAX_NODE_ID_LENGTH} characters, not {len(node_id)}",
+                node_id[:40] + "...",
+                "id",
+            )
+        if not node_id.isprintable():
+            raise NodeFieldError(
+                "a node id may not contain control characters (NUL, newlines, ...)", repr(node_id), "id"
+            )
+        if len(self.nodes) >= self._node_limit:
+            raise NodeFieldError(_too_many_nodes(self._node_limit), node_id, "id")
         if node_id in self.nodes:
             raise DuplicateNodeError("a node with this id is already in the graph", node_id, "id")
         self.nodes[node_id] = node

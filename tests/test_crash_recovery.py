@@ -1,6 +1,7 @@
 """Crash recovery for real: a queue processor in its own process (`invokeai queue process`) is
-killed with SIGKILL in the middle of a session, restarted, and every item, session and image that
-was accepted is checked."""
+killed with SIGKILL in the middle of a session (between two nodes: one done and recorded, the next
+running), and `invokeai serve` is killed with SIGKILL with accepted items queued; after a restart
+every item, session and image that was accepted is checked, and `PRAGMA integrity_check`."""
 
 from __future__ import annotations
 
@@ -164,3 +165,47 @@ def test_sigkill_mid_session_then_restart(cli_root: Path, tmp_path: Path, requeu
     )
     shown = run_cli("sessions", "show", session_id, "--json", root=root)
     assert json.loads(shown.stdout)["status"] == ("completed" if requeue else "failed")
+    assert _query(db, "PRAGMA integrity_check") == [("ok",)]
+
+
+def test_sigkill_of_invokeai_serve_with_queued_items(cli_root: Path) -> None:
+    """Items accepted over HTTP (201) survive kill -9 of the server: another process runs them all,
+    the database passes `PRAGMA integrity_check`, and every image has its record and file."""
+    import urllib.request
+
+    pytest.importorskip("invokeai_web", reason="invokeai-web is not installed (scripts/setup.sh)")
+    root, db = cli_root, cli_root / "invokeai.db"
+    assert run_cli("queue", "pause", root=root).returncode == 0  # accepted, none started: all queued
+    proc = subprocess.Popen(
+        [INVOKEAI, "serve", "--port", "0"], env=_env(root), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert "serving on " in line, proc.stderr.read() if proc.stderr else line
+        url = line.split("serving on ", 1)[1].split()[0]
+        request = urllib.request.Request(
+            url + "/api/v1/queue/default/enqueue_batch",
+            data=json.dumps({"batch": BATCH}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=60) as r:
+            assert r.status == 201 and json.loads(r.read())["item_ids"] == [1, 2, 3, 4]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+    assert proc.returncode == -signal.SIGKILL
+    assert _query(db, "SELECT item_id, status FROM queue_items ORDER BY item_id") == [
+        (i, "pending") for i in (1, 2, 3, 4)
+    ]
+
+    assert run_cli("queue", "resume", root=root).returncode == 0
+    res = run_cli("queue", "process", "--until-empty", root=root, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert _query(db, "SELECT status, count(*) FROM queue_items GROUP BY status") == [("completed", 4)]
+    assert _query(db, "PRAGMA integrity_check") == [("ok",)]
+    files, thumbs, records = _images(root)
+    assert len(records) == 4 and files == records and {Path(n).stem for n in files} == thumbs

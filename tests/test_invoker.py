@@ -121,6 +121,49 @@ def test_cache_key_includes_node_and_plugin_version(invokeai_invoker: Invoker) -
     assert invokeai_invoker.cache_key(TpConstInvocation(id="x", value=2.0)) != key
 
 
+def test_a_new_node_version_or_plugin_version_misses_the_cache(invokeai_invoker: Invoker) -> None:
+    """An upgrade re-registers the plugin's nodes (`remove_plugin` + `add`, as loading does): outputs
+    cached by the old node version or the old plugin version are not reused; the new ones are."""
+    from invokeai_core import (
+        BaseInvocation,
+        BaseInvocationOutput,
+        InputField,
+        InvocationContext,
+        OutputField,
+        invocation,
+        invocation_output,
+    )
+
+    @invocation_output("upgraded_output")
+    class IntegerOutput(BaseInvocationOutput):
+        value: int = OutputField()
+
+    runs: list[str] = []
+
+    def counting(version: str) -> type[BaseInvocation]:
+        @invocation("upgraded_node", version=version)
+        class Counting(BaseInvocation):
+            value: int = InputField(default=1)
+
+            def invoke(self, context: InvocationContext) -> IntegerOutput:
+                runs.append(version)
+                return IntegerOutput(value=self.value)
+
+        return Counting
+
+    registry = invokeai_invoker.registry
+    completes = record(invokeai_invoker, names=["invocation_complete"])
+    graph = chain({"id": "n", "type": "upgraded_node", "value": 7})
+    for node_version, plugin_version in (("1.0.0", "1.0.0"), ("1.1.0", "1.0.0"), ("1.1.0", "2.0.0")):
+        registry.remove_plugin("upgrades")
+        registry.add(counting(node_version), "upgrades", plugin_version)
+        for _ in range(2):
+            session = invokeai_invoker.run_graph(graph, timeout=30)
+            assert session.results_by_source()["n"].value == 7
+    assert runs == ["1.0.0", "1.1.0", "1.1.0"]  # each upgrade ran the node once, then hit the cache
+    assert [e.cached for e in completes] == [False, True] * 3  # type: ignore[attr-defined]
+
+
 def test_cache_size_zero_disables_the_cache(invokeai_root: Any, invokeai_host: Any) -> None:
     from invokeai_core.config import load_config
 

@@ -39,7 +39,12 @@ def test_the_limits_table_has_documented_defaults_and_follows_the_usual_preceden
     config = load_config(root=tmp_path, environ={})
     limits = config.limits
     assert (limits.collection_items, limits.string_length, limits.integer_bits) == (100_000, 1_000_000, 4096)
-    assert (limits.image_pixels, limits.regex_seconds, limits.output_mb) == (40_000_000, 1.0, 16.0)
+    assert (limits.image_pixels, limits.regex_seconds, limits.output_mb, limits.graph_nodes) == (
+        40_000_000,
+        1.0,
+        16.0,
+        100_000,
+    )
     assert config.cache_max_mb == 256
     (tmp_path / "invokeai.toml").write_text("[limits]\ncollection_items = 50\nstring_length = 70\n")
     env = {"INVOKEAI_LIMITS__STRING_LENGTH": "80"}

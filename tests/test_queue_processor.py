@@ -227,9 +227,8 @@ def test_cancelling_the_running_item_cancels_its_session(invoker: Invoker):
     assert "z" not in session.results_by_source() or session.canceled
 
 
-def test_a_cancel_from_another_process_stops_the_running_item(invoker: Invoker, invokeai_storage: str):
-    if invokeai_storage != "sqlite":
-        pytest.skip("only a shared database has other processes")
+@pytest.mark.parametrize("invokeai_storage", ["sqlite"])  # only a shared database has other processes
+def test_a_cancel_from_another_process_stops_the_running_item(invoker: Invoker):
     from invokeai_core.services.sqlite_db import SqliteDatabase
     from invokeai_core.services.sqlite_queue import SqliteSessionQueue
 
@@ -327,11 +326,10 @@ def test_only_one_processor_per_queue(invoker: Invoker):
     assert invoker.queue_processor is not None and invoker.queue_processor.is_started
 
 
+@pytest.mark.parametrize("invokeai_storage", ["sqlite"])  # memory queues are not shared
 def test_a_second_invoker_on_the_same_database_cannot_process(
-    invoker: Invoker, invokeai_config: Any, invokeai_host: Any, invokeai_storage: str
+    invoker: Invoker, invokeai_config: Any, invokeai_host: Any
 ):
-    if invokeai_storage != "sqlite":
-        pytest.skip("memory queues are not shared")
     second = Invoker(Services(invokeai_config, invokeai_host.service_registry, invokeai_host.registry), invokeai_host)
     with pytest.raises(QueueError, match="another queue processor is running on the database"):
         second.start(process_queue=True)

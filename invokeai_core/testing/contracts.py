@@ -70,6 +70,7 @@ from invokeai_core.services.base import (
 from invokeai_core.services.image_service import ImageService
 from invokeai_core.services.memory import MemoryImageRecordStorage
 from invokeai_core.session import NodeError, Session
+from invokeai_core.testing import skip_by_choice
 
 __all__ = [
     "ImageFileStoreContract",
@@ -276,7 +277,7 @@ class ImageFileStoreContract:
         store.delete("t1.png")
         files = self.stored_files(store)
         if files is None:
-            pytest.skip("this store cannot list its files")
+            skip_by_choice("this store cannot list its files")
         assert not [f for f in files if f.endswith(".tmp") or Path(f).name.startswith(".")]
         assert len(files) == 4  # two images, two thumbnails
 
@@ -402,7 +403,7 @@ class ImageRecordStoreContract(_WithRegistry):
 
     def test_records_survive_a_restart(self, store: ImageRecordStorageBase) -> None:
         if not self.persistent:
-            pytest.skip("this store does not persist")
+            skip_by_choice("this store does not persist")
         store.save(self.record("a.png", session_id="s", metadata={"k": [1, 2]}, created_at="2024-01-01T00:00:01Z"))
         store.save(self.record("b.png", created_at="2024-01-01T00:00:02Z"))
         store.update("a.png", starred=True)
@@ -1191,7 +1192,7 @@ class SessionQueueContract(_WithRegistry):
     # -- persistence ----------------------------------------------------------------------------
     def test_the_queue_survives_a_restart(self, queue: SessionQueueBase) -> None:
         if not self.persistent:
-            pytest.skip("this queue does not persist")
+            skip_by_choice("this queue does not persist")
         ids = queue.enqueue_batch(QUEUE, contract_batch([1, 2, 3], priority=1)).item_ids
         queue.enqueue_batch(QUEUE, contract_batch([4]), prepend=True)
         queue.dequeue()

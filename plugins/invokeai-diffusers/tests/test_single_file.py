@@ -219,8 +219,20 @@ def published_size_checkpoint(base: str, folder: Path, out: Path) -> dict[str, A
     "base",
     [
         "sd-1",
-        pytest.param("sd-2", marks=pytest.mark.skipif(not FULL_SIZE, reason="INVOKEAI_FULL_SIZE_TESTS=1: 1.3B params")),
-        pytest.param("sdxl", marks=pytest.mark.skipif(not FULL_SIZE, reason="INVOKEAI_FULL_SIZE_TESTS=1: 3.5B params")),
+        pytest.param(
+            "sd-2",
+            marks=[
+                pytest.mark.invokeai_optional,
+                pytest.mark.skipif(not FULL_SIZE, reason="INVOKEAI_FULL_SIZE_TESTS=1: 1.3B params"),
+            ],
+        ),
+        pytest.param(
+            "sdxl",
+            marks=[
+                pytest.mark.invokeai_optional,
+                pytest.mark.skipif(not FULL_SIZE, reason="INVOKEAI_FULL_SIZE_TESTS=1: 3.5B params"),
+            ],
+        ),
     ],
 )
 def test_a_published_size_checkpoint_loads_with_the_shipped_config(base: str, tmp_path: Path) -> None:

@@ -91,14 +91,22 @@ def test_a_graph_stores_its_images_in_the_bucket(
 
 
 def test_the_store_is_closed_when_the_invoker_stops(
-    nodes: None, invokeai_host: Any, invokeai_config: Any, invokeai_register_nodes: Any
+    nodes: None, invokeai_host: Any, invokeai_config: Any, bucket: str, keys_in: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Stopping the Invoker closes the boto3 client the store used (its connection pool), once."""
     from invokeai_core import Invoker
 
     invoker = Invoker.from_config(invokeai_config, invokeai_host).start()
-    store = invoker.services.images
+    client = invoker.services.images.client
+    closes: list[bool] = []
+    real_close = client.close
+    monkeypatch.setattr(client, "close", lambda: closes.append(True) or real_close())
+    session = invoker.run_graph(GRAPH, timeout=60)
+    assert session.status == "completed", session.errors_by_source()
+    assert len(keys_in(bucket)) == 4 and closes == []  # used, and open while the Invoker runs
     invoker.stop()
-    assert store._closed
+    invoker.services.images.stop()  # a second stop closes nothing twice
+    assert closes == [True]
 
 
 # == failures ===========================================================================================

@@ -105,7 +105,11 @@ def url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     stale = images / ".crashed.png.0badf00d.tmp"  # a save that a crash interrupted an hour ago
     stale.write_bytes(b"half a png")
     os.utime(stale, (time.time() - 3600, time.time() - 3600))
-    env = {"INVOKEAI_LIMITS__REGEX_SECONDS": "3", "INVOKEAI_LIMITS__OUTPUT_MB": "0.5"}
+    env = {
+        "INVOKEAI_LIMITS__REGEX_SECONDS": "3",
+        "INVOKEAI_LIMITS__OUTPUT_MB": "0.5",
+        "INVOKEAI_LIMITS__GRAPH_NODES": "2000",
+    }
     with serve(root, **env) as u:
         wait_for(lambda: not stale.exists(), 30)  # removed by the queue processor's start-up recovery
         yield u
@@ -367,3 +371,49 @@ def test_opaque_and_foreign_origins_cannot_change_a_token_less_server_from_chrom
         ], seen
         assert httpx.get(api + "/sessions").json()["total"] == 1  # only the server's own page changed anything
         assert httpx.get(api + "/images").json()["total"] == 1
+
+
+def test_bad_inputs_are_4xx_naming_what_and_nothing_is_written(api: Any) -> None:
+    """Malformed and deeply nested JSON, graphs over limits.graph_nodes, NUL bytes and huge ids, and
+    names that try to leave their folder in every name-taking route: each a 4xx that says what was
+    wrong, and no session, queue item or image is created. (Images' own names: test_images.py.)"""
+    sessions_before = api.get("/sessions").json()["total"]
+    queue_before = api.get("/queue/default/status").json()["queue"]["total"]
+
+    def detail(r: Any) -> str:
+        return str(r.json()["detail"])
+
+    r = api.post("/sessions", content=b'{"nodes": {', headers={"Content-Type": "application/json"})
+    assert r.status_code == 422 and "JSON decode error" in detail(r)
+    deep = b'{"nodes": {"a": ' + b'{"x": ' * 100_000 + b"1" + b"}" * 100_000 + b'}, "edges": []}'
+    r = api.post("/sessions", content=deep, headers={"Content-Type": "application/json"})
+    assert r.status_code == 400 and "nested too deeply" in detail(r)
+    many = {"nodes": {str(i): {"id": str(i), "type": "integer"} for i in range(2001)}, "edges": []}
+    for path, body in (("/sessions", many), ("/queue/default/enqueue_batch", {"batch": {"graph": many}})):
+        r = api.post(path, json=body)
+        assert r.status_code == 422 and "limits.graph_nodes (2000)" in detail(r), (path, r.text)
+    for nid in ("a\x00b", "x" * 100_000):
+        r = api.post("/sessions", json={"nodes": {nid: {"id": nid, "type": "integer"}}, "edges": []})
+        assert r.status_code == 422 and r.json()["detail"][0]["field"] == "id", r.text[:300]
+        assert len(r.content) < 2000  # the answer never echoes a huge input
+    nul = {"nodes": {"s": {"id": "s", "type": "string", "value": "a\x00b"}}, "edges": []}
+    assert api.post("/sessions", json=nul).status_code == 201  # NUL inside a value is just data
+    sessions_before += 1
+    for path in (
+        "/sessions/..%2F..%2Finvokeai.db",
+        "/sessions/%00",
+        "/sessions/" + "s" * 5000,
+        "/queue/..%2F..%2Fx/status",
+        "/queue/%00/status",
+        "/queue/" + "q" * 5000 + "/list",
+        "/queue/default/i/..%2F1",
+        "/nodes/..%2F..%2Fetc%2Fpasswd",
+        "/nodes/%00",
+        "/models/..%2F..%2Fdemo-sd",
+        "/models/%00",
+    ):
+        r = api.get(path)
+        assert r.status_code in (400, 404, 422), (path, r.status_code)
+        assert "root:" not in r.text and len(r.content) < 12_000, path
+    assert api.get("/sessions").json()["total"] == sessions_before
+    assert api.get("/queue/default/status").json()["queue"]["total"] == queue_before

@@ -201,3 +201,23 @@ def test_diffusers_loads_without_invokeai_web(invokeai_config: Any) -> None:
     assert host.plugins["web"].status == "disabled"
     assert host.plugins["diffusers"].status == "loaded", host.plugins["diffusers"].error
     assert "register_routes" not in host.plugins["diffusers"].hooks  # no spec without invokeai-web
+
+
+def test_without_a_built_ui_the_root_says_how_to_build_it(
+    invokeai_host: Any, invokeai_config: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import httpx
+    from invokeai_web import app as web_app
+    from invokeai_web.settings import WebSettings
+
+    from invokeai_core import Invoker
+
+    monkeypatch.setattr(web_app, "STATIC_DIR", tmp_path / "no-ui")
+    invoker = Invoker.from_config(invokeai_config, invokeai_host)
+    with web_app.ServerThread(web_app.create_app(invoker, WebSettings(port=0))) as url:
+        page = httpx.get(url + "/")
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        assert "web UI is not built" in page.text and "npm ci" in page.text and 'href="/docs"' in page.text
+        assert httpx.get(url + "/docs").status_code == 200
+        assert httpx.get(url + "/api/v1/app/version").status_code == 200
+        assert httpx.get(url + "/index.html").status_code == 404

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -169,3 +170,43 @@ class TestCors:
         assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "http://ui.example"
         r = httpx.get(url, headers={"Origin": "http://other.example"})
         assert r.status_code == 403 and "access-control-allow-origin" not in r.headers
+
+
+def test_every_way_to_start_the_server_enforces_the_token_rule_off_loopback(
+    invokeai_host: Any, invokeai_config: Any
+) -> None:
+    """`invokeai serve` refuses at start (test_cli.py); `ServerThread` (notebooks, tests) too; and an app
+    run by anything else (a bare uvicorn on 0.0.0.0) refuses every request that reached another address."""
+    import httpx
+    from invokeai_web.app import ServerThread, create_app
+
+    from invokeai_core import Invoker
+
+    invoker = Invoker.from_config(invokeai_config, invokeai_host)
+    for settings, error in (
+        (WebSettings(port=0), "without authentication"),
+        (WebSettings(port=0, access_token="short-token"), "too few"),
+    ):
+        app = create_app(invoker, settings)
+        for host in ("0.0.0.0", "::"):
+            with pytest.raises(ConfigError, match=f"refusing to bind {host}: .*{error}.*access_token"):
+                ServerThread(app, host=host).__enter__()
+    with pytest.raises(ConfigError, match=r"refusing to bind 0\.0\.0\.0"):
+        ServerThread(lambda scope, receive, send: None, host="0.0.0.0").__enter__()
+
+    # what a non-loopback connection looks like to the app: a local address that is not loopback,
+    # with a Host header that pretends to be (a remote client may send any Host)
+    async def from_elsewhere() -> Any:
+        bare = httpx.ASGITransport(app=create_app(invoker, WebSettings(port=0)))
+        async with httpx.AsyncClient(transport=bare, base_url="http://192.0.2.7:9090") as c:
+            return await c.get("/api/v1/app/version", headers={"Host": "127.0.0.1:9090"})
+
+    r = asyncio.run(from_elsewhere())
+    assert r.status_code == 403 and "loopback addresses only, not 192.0.2.7" in r.json()["detail"]
+
+    strong = create_app(invoker, WebSettings(port=0, access_token=TOKEN))
+    with ServerThread(strong, host="0.0.0.0") as url:
+        port = url.rsplit(":", 1)[1]
+        assert httpx.get(f"http://127.0.0.1:{port}/api/v1/app/version").status_code == 401
+        ok = {"Authorization": f"Bearer {TOKEN}"}
+        assert httpx.get(f"http://127.0.0.1:{port}/api/v1/app/version", headers=ok).status_code == 200

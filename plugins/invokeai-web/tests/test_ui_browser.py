@@ -5,7 +5,8 @@ One server for the module: a temporary root with the demo model (`invokeai model
 error. Screenshots of each screen go to tests/artifacts/ (gitignored).
 
 Skipped, with the reason, when the UI is not built (scripts/setup.sh builds it), when
-/usr/bin/chromium or the Python `playwright` package is missing.
+/usr/bin/chromium or the Python `playwright` package is missing; under CI=true or
+INVOKEAI_REQUIRE_ALL_TESTS=1 each of those fails the run instead (`invokeai_core.testing`).
 """
 
 from __future__ import annotations
@@ -37,11 +38,19 @@ FLAGS = [
     "--disable-quic",
 ]
 
-invokeai_web = pytest.importorskip("invokeai_web")
-sync_api = pytest.importorskip("playwright.sync_api", reason="the Python playwright package is not installed")
+invokeai_web = pytest.importorskip(
+    "invokeai_web", reason="invokeai-web is not installed (pip install -e plugins/invokeai-web)"
+)
+sync_api = pytest.importorskip(
+    "playwright.sync_api",
+    reason="the Python playwright package is not installed (scripts/setup.sh installs it)",
+)
 STATIC = Path(invokeai_web.__file__).parent / "static" / "index.html"
 if not STATIC.is_file():
-    pytest.skip("the web UI is not built (run scripts/setup.sh)", allow_module_level=True)
+    pytest.skip(
+        "the web UI is not built (scripts/setup.sh builds it; needs npm)",
+        allow_module_level=True,
+    )
 if not Path(CHROMIUM).exists():
     pytest.skip(f"{CHROMIUM} is missing (apt-get install -y chromium)", allow_module_level=True)
 
@@ -245,10 +254,9 @@ def test_queue_and_plugins_screens(page: Any) -> None:
 
 def test_narrow_window_and_keyboard(page: Any) -> None:
     pg = page
-    pg.reload()  # a second visit: the hashed assets come from the cache
+    pg.reload()  # a second visit works from the cached assets (bench/ui_load.py measures how fast)
     pg.get_by_role("tab", name="Generate").wait_for()
-    load_ms = pg.evaluate("performance.getEntriesByType('navigation')[0].loadEventEnd")
-    assert 0 < load_ms < 1000, f"the page took {load_ms} ms to load"
+    pg.get_by_test_id("connection").filter(has_text="live").wait_for()
     pg.set_viewport_size({"width": 420, "height": 800})
     pg.get_by_role("tab", name="Generate").focus()
     pg.keyboard.press("ArrowRight")

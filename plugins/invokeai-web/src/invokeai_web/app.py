@@ -31,6 +31,20 @@ if TYPE_CHECKING:
 logger = logging.getLogger("invokeai.web")
 
 STATIC_DIR = Path(__file__).parent / "static"
+#: What `/` answers when the web UI is not built into the package.
+UI_NOT_BUILT = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>invokeai-core: the web UI is not built</title></head>
+<body style="font-family: sans-serif; max-width: 40em; margin: 3em auto">
+<h1>The web UI is not built</h1>
+<p>This server answers the HTTP API at <a href="/api/v1/app/version">/api/v1</a> (documented at
+<a href="/docs">/docs</a>) and live events on Socket.IO, but the browser UI was not built into the
+<code>invokeai-web</code> package.</p>
+<p>Build it from a source checkout (needs Node.js and npm), then restart <code>invokeai serve</code>:</p>
+<pre>./scripts/setup.sh
+# or only the UI:
+cd plugins/invokeai-web/frontend &amp;&amp; npm ci &amp;&amp; npm run build</pre>
+</body></html>
+"""
 SOCKETIO_MOUNT = "/socket.io/"
 
 DESCRIPTION = """\
@@ -128,10 +142,16 @@ def create_app(invoker: Invoker, settings: WebSettings, *, manage_invoker: bool 
     api.state.route_errors = add_plugin_routes(api, invoker)
     install_openapi(api, lambda: invoker.registry, SOCKETIO_MOUNT)
     install_docs(api, api.title)
-    if STATIC_DIR.is_dir():  # the web UI, when built into the package
+    if (STATIC_DIR / "index.html").is_file():  # the web UI, when built into the package
         from starlette.staticfiles import StaticFiles
 
         api.mount("/", StaticFiles(directory=STATIC_DIR, html=True), name="ui")
+    else:
+        from fastapi.responses import HTMLResponse
+
+        @api.get("/", include_in_schema=False)
+        def ui_not_built() -> HTMLResponse:
+            return HTMLResponse(UI_NOT_BUILT)
 
     sio = create_socket_server(settings, bridge, gate)
     bridge.fanout = LocalFanout(sio, backlog_limit=settings.client_backlog)
@@ -304,6 +324,14 @@ class ServerThread:
         import threading
         import time
 
+        from invokeai_core import ConfigError
+        from invokeai_web.settings import WebSettings, is_loopback
+
+        settings = getattr(getattr(getattr(self.app, "api", None), "state", None), "settings", None)
+        if isinstance(settings, WebSettings):
+            settings.check_bind(self.host)
+        elif not is_loopback(self.host):
+            raise ConfigError(f"refusing to bind {self.host}: ServerThread serves apps of create_app() off loopback")
         sock = bind_socket(self.host, self.port)
         self.url = socket_url(sock)
         self._thread = threading.Thread(

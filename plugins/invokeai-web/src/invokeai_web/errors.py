@@ -80,7 +80,20 @@ def _plain(status: int, headers: dict[str, str] | None = None) -> Any:
 RETRY_AFTER_SECONDS = "5"
 
 
+async def _http_error(request: Request, exc: Exception) -> Any:
+    """FastAPI's own HTTP errors, with a reason where it gives none: a body its JSON parser gave up on
+    because it nests too deeply is "There was an error parsing the body" otherwise."""
+    from fastapi.exception_handlers import http_exception_handler
+
+    if isinstance(exc.__cause__, RecursionError):
+        return JSONResponse({"detail": "the request body's JSON is nested too deeply to parse"}, status_code=400)
+    return await http_exception_handler(request, exc)  # type: ignore[arg-type]
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    from starlette.exceptions import HTTPException
+
+    app.add_exception_handler(HTTPException, _http_error)
     # Starlette picks the handler of the most specific class in the exception's MRO.
     app.add_exception_handler(GraphError, _located(422))
     app.add_exception_handler(BatchError, _located(422))

@@ -4,8 +4,9 @@
   or the web UI's session cookie (`invokeai_web.auth`) gets 401, except the UI's own static files
   and the sign-in routes (`/api/v1/auth...`). Socket.IO checks the token itself when a client
   connects (`invokeai_web.sockets`), so browsers can pass it in the handshake's `auth` payload.
-* **Loopback only means loopback.** Without a token the server is bound to a loopback address, and
-  the `Host` header must name one too (`127.0.0.1`, `localhost`, `[::1]`): a web page that
+* **Loopback only means loopback.** Without a token the server is bound to a loopback address (a
+  request that reached another local address, say through a bare `uvicorn --host 0.0.0.0`, gets
+  403), and the `Host` header must name one too (`127.0.0.1`, `localhost`, `[::1]`): a web page that
   re-binds its own domain name to 127.0.0.1 (DNS rebinding) is refused with 421.
 * **Cross-site requests.** A browser request whose `Origin` is neither this server nor one of
   `cors_origins` is refused with 403, so a page elsewhere cannot post forms or uploads to a local
@@ -25,6 +26,7 @@ from math import ceil
 from typing import Any
 from urllib.parse import urlsplit
 
+from invokeai_core import ConfigError
 from invokeai_web import API_PREFIX
 from invokeai_web.auth import Gate, client_address, is_public
 from invokeai_web.settings import WebSettings, is_loopback
@@ -97,8 +99,19 @@ class GuardMiddleware:
         self.socketio_path = socketio_path
         # without a token the server only ever listens on loopback (enforced at start)
         self.check_host = not self.token
+        try:  # ...and however it was started, it answers only there (a token too weak counts as none)
+            settings.check_bind("0.0.0.0")
+            self.loopback_only = False
+        except ConfigError:
+            self.loopback_only = True
 
     def _refusal(self, scope: Scope, headers: dict[str, str]) -> tuple[int, str] | None:
+        server = scope.get("server")
+        if self.loopback_only and server and server[1] is not None and not is_loopback(str(server[0])):
+            return 403, (
+                f"this server has no access token, so it answers on loopback addresses only, not {server[0]}: "
+                "set plugins.web.access_token (see `invokeai serve --help`)"
+            )
         if self.check_host:
             host = headers.get("host")
             if host is not None and not is_loopback(_host_name(host)):

@@ -76,9 +76,12 @@ class WebSettings(BaseModel):
     def is_loopback(self) -> bool:
         return is_loopback(self.host)
 
-    def check_bind(self) -> None:
-        """Refuse to expose the API beyond this machine without a strong enough access token."""
-        if self.is_loopback:
+    def check_bind(self, host: str | None = None) -> None:
+        """Refuse to expose the API beyond this machine (on `host`, default `self.host`) without a
+        strong enough access token. Every way to start the server calls it (`serve`, `ServerThread`),
+        and the guard middleware refuses requests that reach a non-loopback address anyway."""
+        host = self.host if host is None else host
+        if is_loopback(host):
             return
         from invokeai_web.auth import MIN_TOKEN_LENGTH
 
@@ -89,12 +92,11 @@ class WebSettings(BaseModel):
         )
         if not self.access_token:
             raise ConfigError(
-                f"refusing to bind {self.host}: the API would be reachable from other machines without "
-                f"authentication. {how}"
+                f"refusing to bind {host}: the API would be reachable from other machines without authentication. {how}"
             )
         if len(self.access_token) < MIN_TOKEN_LENGTH:
             raise ConfigError(
-                f"refusing to bind {self.host}: plugins.web.access_token has {len(self.access_token)} characters, "
+                f"refusing to bind {host}: plugins.web.access_token has {len(self.access_token)} characters, "
                 f"too few to resist guessing from other machines. {how}"
             )
 
