@@ -11,9 +11,7 @@ flight runs again."""
 from __future__ import annotations
 
 import json
-import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -23,6 +21,8 @@ from typing import Any
 
 import pytest
 from conftest import INVOKEAI, run_cli
+from test_crash_recovery import _env as crash_env
+from test_crash_recovery import _query
 
 from invokeai_core.services.sqlite_sessions import COMMIT_BATCH
 
@@ -32,14 +32,7 @@ NODES = 10_000
 
 
 def _env(root: Path, commit_ms: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("INVOKEAI_")}
-    env.update(
-        INVOKEAI_ROOT=str(root),
-        HF_HUB_OFFLINE="1",
-        INVOKEAI_QUEUE_REQUEUE_ON_CRASH="true",
-        INVOKEAI_SESSION_COMMIT_MS=commit_ms,
-    )
-    return env
+    return {**crash_env(root), "INVOKEAI_QUEUE_REQUEUE_ON_CRASH": "true", "INVOKEAI_SESSION_COMMIT_MS": commit_ms}
 
 
 def _chain(log: Path) -> dict[str, Any]:
@@ -53,14 +46,6 @@ def _chain(log: Path) -> dict[str, Any]:
 
 def _lines(log: Path) -> list[str]:
     return log.read_text().splitlines() if log.exists() else []
-
-
-def _query(db: Path, sql: str, *args: Any) -> list[tuple[Any, ...]]:
-    conn = sqlite3.connect(str(db), timeout=10)
-    try:
-        return conn.execute(sql, args).fetchall()
-    finally:
-        conn.close()
 
 
 @pytest.mark.parametrize("commit_ms", ["0", "50"], ids=["every-node", "group-commit"])
