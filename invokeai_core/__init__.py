@@ -30,6 +30,7 @@ if TYPE_CHECKING:
         DuplicateRegistrationError,
         EdgeError,
         GraphError,
+        InvalidTextError,
         InvocationDefinitionError,
         InvokeAIError,
         IterateCollectError,
@@ -45,6 +46,8 @@ if TYPE_CHECKING:
         StorageUnavailableError,
         TypeMismatchError,
         UnknownNodeTypeError,
+        check_text,
+        find_invalid_text,
     )
     from invokeai_core.events import (
         ALL_EVENTS,
@@ -189,6 +192,7 @@ _PUBLIC: dict[str, tuple[str, ...]] = {
         "DuplicateRegistrationError",
         "EdgeError",
         "GraphError",
+        "InvalidTextError",
         "InvocationDefinitionError",
         "InvokeAIError",
         "IterateCollectError",
@@ -204,6 +208,8 @@ _PUBLIC: dict[str, tuple[str, ...]] = {
         "StorageUnavailableError",
         "TypeMismatchError",
         "UnknownNodeTypeError",
+        "check_text",
+        "find_invalid_text",
     ),
 }
 
@@ -247,6 +253,7 @@ __all__ = [
     "Input",
     "InputField",
     "InvalidQueueIdError",
+    "InvalidTextError",
     "InvocationCompleteEvent",
     "InvocationContext",
     "InvocationDefinitionError",
@@ -300,6 +307,8 @@ __all__ = [
     "__version__",
     "check_item_ids",
     "check_queue_id",
+    "check_text",
+    "find_invalid_text",
     "hookimpl",
     "hookspec",
     "invocation",

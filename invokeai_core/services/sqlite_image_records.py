@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from invokeai_core.services.base import ImageRecord, ImageRecordStorageBase, Page
-from invokeai_core.services.sqlite_db import SqliteDatabase
+from invokeai_core.services.sqlite_db import SqliteDatabase, dumps
 
 if TYPE_CHECKING:
     from invokeai_core.config import InvokeAIConfig
@@ -85,8 +85,8 @@ class SqliteImageRecordStorage(ImageRecordStorageBase):
                     record.created_at,
                     int(record.is_intermediate),
                     int(record.starred),
-                    json.dumps(record.metadata) if record.metadata is not None else None,
-                    json.dumps(record.graph) if record.graph is not None else None,
+                    dumps(record.metadata) if record.metadata is not None else None,
+                    dumps(record.graph) if record.graph is not None else None,
                 ),
             )
 

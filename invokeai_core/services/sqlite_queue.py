@@ -34,7 +34,7 @@ from invokeai_core.services.base import (
     prepend_priority,
     utcnow,
 )
-from invokeai_core.services.sqlite_db import SqliteDatabase
+from invokeai_core.services.sqlite_db import SqliteDatabase, dumps
 
 if TYPE_CHECKING:
     from invokeai_core.batch import Batch
@@ -141,7 +141,7 @@ class SqliteSessionQueue(SessionQueueBase):
     ) -> tuple[int, list[int]]:
         now = utcnow()
         rows = [
-            (queue_id, batch.batch_id, i.session_id, json.dumps(i.field_values), json.dumps(i.graph), now)
+            (queue_id, batch.batch_id, i.session_id, dumps(i.field_values), dumps(i.graph), now)
             for i in items
         ]
         with self.db.transaction() as conn:

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from invokeai_core.errors import SessionNotFoundError
 from invokeai_core.services.base import Page, SessionStorageBase, SessionSummary
-from invokeai_core.services.sqlite_db import SqliteDatabase
+from invokeai_core.services.sqlite_db import SqliteDatabase, dumps
 
 if TYPE_CHECKING:
     from invokeai_core.config import InvokeAIConfig
@@ -227,7 +227,7 @@ class SqliteSessionStorage(SessionStorageBase):
             """,
             (
                 session.id,
-                json.dumps(graph.to_dict()),
+                dumps(graph.to_dict()),
                 session.status,
                 len(graph.nodes),
                 _node_types({n.invocation_type for n in graph.nodes.values()}),
@@ -251,8 +251,8 @@ class SqliteSessionStorage(SessionStorageBase):
             return
         # the newest nodes, from the end: O(new), not O(graph)
         new_nodes = list(islice(reversed(graph.nodes.values()), len(graph.nodes) - mark.nodes))[::-1]
-        rows = [("node", json.dumps(node_json(n))) for n in new_nodes]
-        rows += [("edge", json.dumps(e.model_dump(mode="json"))) for e in graph.edges[mark.edges :]]
+        rows = [("node", dumps(node_json(n))) for n in new_nodes]
+        rows += [("edge", dumps(e.model_dump(mode="json"))) for e in graph.edges[mark.edges :]]
         seq = mark.appends
         conn.executemany(
             "INSERT INTO session_graph_appends (session_id, seq, kind, body) VALUES (?, ?, ?, ?)",

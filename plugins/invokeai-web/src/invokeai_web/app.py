@@ -76,7 +76,7 @@ def create_app(invoker: Invoker, settings: WebSettings, *, manage_invoker: bool 
     from starlette.concurrency import run_in_threadpool
 
     from invokeai_web.auth import Gate
-    from invokeai_web.errors import install_error_handlers
+    from invokeai_web.errors import TextCheckMiddleware, install_error_handlers
     from invokeai_web.events import EventBridge, LocalFanout
     from invokeai_web.openapi import install_openapi
     from invokeai_web.routers import auth, images, nodes, queue, sessions, system
@@ -119,6 +119,7 @@ def create_app(invoker: Invoker, settings: WebSettings, *, manage_invoker: bool 
     api.state.gate = gate
     api.state.api_prefix = API_PREFIX
     install_error_handlers(api)
+    api.add_middleware(TextCheckMiddleware)
     for module in (sessions, queue, images, nodes, system, auth):
         api.include_router(module.router, prefix=API_PREFIX)
     api.state.route_errors = add_plugin_routes(api, invoker)
