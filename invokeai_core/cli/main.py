@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from invokeai_core.cli.state import CliError, CliState, GlobalOptions, parse_override, preparse
+from invokeai_core.cli.state import CliError, CliState, GlobalOptions, check_argv, parse_override, preparse
 from invokeai_core.version import __version__
 
 
@@ -68,6 +68,7 @@ def build_cli(state: CliState) -> click.Group:
 def main(argv: list[str] | None = None) -> Any:
     args = list(sys.argv[1:] if argv is None else argv)
     try:
+        check_argv(args)
         state = CliState(preparse(args))
         group = build_cli(state)
     except CliError as e:

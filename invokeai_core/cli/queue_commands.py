@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from invokeai_core.cli.output import echo_json, one_line, table
-from invokeai_core.cli.state import CliError, CliState, pass_state
+from invokeai_core.cli.state import CliError, CliState, pass_state, read_input
 
 if TYPE_CHECKING:
     from invokeai_core.services.base import QueueItem, SessionQueueBase
@@ -172,10 +172,9 @@ def queue_enqueue(
 ) -> None:
     """Enqueue a batch: a JSON file {"graph": ..., "data": [...], "runs": N, "priority": P}, or a graph
     file ({"nodes": ..., "edges": ...}) to run as is."""
-    try:
-        text = sys.stdin.read() if file == "-" else open(file, encoding="utf-8").read()
-    except OSError as e:
-        raise CliError(f"cannot read {file}: {e.strerror}") from None
+    from invokeai_core.errors import check_text
+
+    text = read_input(file)
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
@@ -189,6 +188,7 @@ def queue_enqueue(
             data["priority"] = priority
     queue = state.invoker().services.queue
     with _bad_input():
+        check_text(data)
         result = queue.enqueue_batch(queue_id, data, prepend=prepend)
     if as_json:
         echo_json(result.model_dump())

@@ -140,10 +140,7 @@ class SqliteSessionQueue(SessionQueueBase):
         self, queue_id: str, batch: Batch, items: list[ExpandedItem], *, prepend: bool
     ) -> tuple[int, list[int]]:
         now = utcnow()
-        rows = [
-            (queue_id, batch.batch_id, i.session_id, dumps(i.field_values), dumps(i.graph), now)
-            for i in items
-        ]
+        rows = [(queue_id, batch.batch_id, i.session_id, dumps(i.field_values), dumps(i.graph), now) for i in items]
         with self.db.transaction() as conn:
             pending = conn.execute(
                 "SELECT count(*) FROM queue_items WHERE queue_id = ? AND status = 'pending'", (queue_id,)

@@ -44,7 +44,7 @@ import pytest
 from PIL import Image
 
 from invokeai_core.batch import Batch, BatchDatum
-from invokeai_core.errors import BatchError, SessionNotFoundError
+from invokeai_core.errors import BatchError, InvalidTextError, SessionNotFoundError
 from invokeai_core.events import EventBase, InProcessEventBus
 from invokeai_core.graph import Graph
 from invokeai_core.invocations.baseinvocation import (
@@ -78,6 +78,7 @@ __all__ = [
     "MemoryImageRecordStorage",
     "SessionQueueContract",
     "SessionStoreContract",
+    "UNENCODABLE_TEXT",
     "checker_image",
     "contract_batch",
     "contract_node_registry",
@@ -87,6 +88,11 @@ __all__ = [
 
 
 # == nodes and helpers ===============================================================================
+#: Text no UTF-8 store can hold: lone surrogates (what a JSON `"\\ud800"` escape, a reversed pair, or
+#: bytes that were not UTF-8 decoded with `surrogateescape` become). A store refuses it with
+#: `InvalidTextError` and stores nothing, or gives back exactly what it was given.
+UNENCODABLE_TEXT = ["\ud800", "a\udfffb", "\ude00\ud83d", "caf\udce9"]
+
 @invocation_output("contract_int_output")
 class ContractIntOutput(BaseInvocationOutput):
     value: int = OutputField(description="A number")
@@ -316,6 +322,18 @@ class ImageRecordStoreContract(_WithRegistry):
         with pytest.raises(KeyError):
             store.get("nope.png")
 
+    @pytest.mark.parametrize("text", UNENCODABLE_TEXT)
+    def test_unencodable_text_is_refused_or_round_trips(self, store: ImageRecordStorageBase, text: str) -> None:
+        rec = self.record("t.png", session_id=text, node_id=text, metadata={"prompt": text, text: 1})
+        try:
+            store.save(rec)
+        except InvalidTextError:
+            with pytest.raises(KeyError):
+                store.get("t.png")
+            assert store.list().items == []
+            return
+        assert store.get("t.png").model_dump() == rec.model_dump()
+
     def test_update_star_and_intermediate(self, store: ImageRecordStorageBase) -> None:
         store.save(self.record("a.png"))
         assert store.get("a.png").starred is False
@@ -495,6 +513,34 @@ class SessionStoreContract(_WithRegistry):
         store.delete(session.id)  # deleting again is not an error
         with pytest.raises(SessionNotFoundError):
             store.get("no-such-session")
+
+    @pytest.mark.parametrize("text", UNENCODABLE_TEXT)
+    def test_unencodable_text_is_refused_or_round_trips(
+        self, store: SessionStorageBase, contract_registry: NodeRegistry, text: str
+    ) -> None:
+        # node objects, not JSON: graphs refuse such JSON themselves (NodeFieldError)
+        new = Session(Graph(contract_registry))
+        new.graph.add_node(ContractAdd(id=f"n{text}"))
+        try:
+            store.save(new)
+        except InvalidTextError:
+            for reader in (store, self.fresh(store)):
+                with pytest.raises(SessionNotFoundError):
+                    reader.get(new.id)
+        else:
+            assert self.fresh(store).get(new.id).to_dict() == new.to_dict()
+        # appended to a stored session: refused with the stored session unchanged, or kept
+        session = _session(contract_registry, "contract_add")
+        store.save(session)
+        before = session.to_dict()
+        session.graph.add_node(ContractAdd(id=f"m{text}"))
+        try:
+            store.save(session)
+        except InvalidTextError:
+            if self.persistent:
+                assert self.reopen(store).get(session.id).to_dict() == before
+        else:
+            assert self.fresh(store).get(session.id).to_dict() == session.to_dict()
 
     def test_list_query_and_pagination(self, store: SessionStorageBase, contract_registry: NodeRegistry) -> None:
         registry = contract_registry
@@ -687,6 +733,18 @@ class SessionQueueContract(_WithRegistry):
         assert all(i.queue_id == QUEUE and i.batch_id == "b1" for i in items)
         assert all(i.started_at is None and i.completed_at is None and i.error_type is None for i in items)
         assert queue.status(QUEUE).pending == 3
+
+    @pytest.mark.parametrize("text", UNENCODABLE_TEXT)
+    def test_unencodable_text_is_refused_or_round_trips(self, queue: SessionQueueBase, text: str) -> None:
+        try:
+            result = queue.enqueue_batch(QUEUE, contract_batch([1], batch_id=text))
+        except InvalidTextError:
+            assert _snapshot(queue) == []
+            with pytest.raises((BatchNotFoundError, InvalidTextError)):
+                queue.cancel_batch(QUEUE, [text])
+            return
+        assert queue.get_item(result.item_ids[0]).batch_id == text
+        assert queue.cancel_batch(QUEUE, [text]) == result.item_ids
 
     def test_enqueue_batch_with_runs_and_no_data(self, queue: SessionQueueBase) -> None:
         result = queue.enqueue_batch(QUEUE, contract_batch(runs=3))
