@@ -29,10 +29,10 @@ from invokeai_core.services.sqlite_queue import SqliteSessionQueue
 from invokeai_core.services.sqlite_sessions import SqliteSessionStorage
 from invokeai_core.session import Session
 from invokeai_core.testing.contracts import (
+    UNENCODABLE_TEXT,
     ImageRecordStoreContract,
     SessionQueueContract,
     SessionStoreContract,
-    UNENCODABLE_TEXT,
     checker_image,
     contract_batch,
     contract_node_registry,
@@ -120,7 +120,8 @@ def test_the_sqlite_stores_refuse_what_they_could_not_give_back(tmp_path: Path, 
     with pytest.raises(InvalidTextError):
         queue.enqueue_batch("default", contract_batch([1], batch_id=text))
     with sqlite3.connect(path) as conn:  # nothing of it reached the file
-        counts = [conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in ("sessions", "image_records", "queue_items")]
+        tables = ("sessions", "image_records", "queue_items")
+        counts = [conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in tables]
     assert counts == [0, 0, 0]
 
 

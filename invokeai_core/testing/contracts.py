@@ -72,13 +72,13 @@ from invokeai_core.services.memory import MemoryImageRecordStorage
 from invokeai_core.session import NodeError, Session
 
 __all__ = [
+    "UNENCODABLE_TEXT",
     "ImageFileStoreContract",
     "ImageRecordStoreContract",
     "ImageService",
     "MemoryImageRecordStorage",
     "SessionQueueContract",
     "SessionStoreContract",
-    "UNENCODABLE_TEXT",
     "checker_image",
     "contract_batch",
     "contract_node_registry",
@@ -92,6 +92,7 @@ __all__ = [
 #: bytes that were not UTF-8 decoded with `surrogateescape` become). A store refuses it with
 #: `InvalidTextError` and stores nothing, or gives back exactly what it was given.
 UNENCODABLE_TEXT = ["\ud800", "a\udfffb", "\ude00\ud83d", "caf\udce9"]
+
 
 @invocation_output("contract_int_output")
 class ContractIntOutput(BaseInvocationOutput):
