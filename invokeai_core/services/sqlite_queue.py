@@ -289,7 +289,7 @@ class SqliteSessionQueue(SessionQueueBase):
                 )
             unknown = [b for b in wanted if b not in known]
             if unknown:
-                raise BatchNotFoundError(f"no items of batch {', '.join(unknown)} in the queue '{queue_id}'")
+                raise BatchNotFoundError(queue_id, unknown)
             changed: list[QueueItem] = []
             now = utcnow()
             for chunk in _chunks(wanted):

@@ -956,8 +956,9 @@ class SessionQueueContract(_WithRegistry):
         assert queue.get_item(other[0]).status == "pending"  # another queue's batch of the same id
         assert queue.cancel_batch(QUEUE, ["a"]) == []  # known, nothing left to cancel
         before = _snapshot(queue)
-        with pytest.raises(BatchNotFoundError, match="nope"):
-            queue.cancel_batch(QUEUE, ["b", "nope"])
+        with pytest.raises(BatchNotFoundError, match="nope") as info:
+            queue.cancel_batch(QUEUE, ["b", "nope", "a", "nope2"])
+        assert info.value.batch_ids == ["nope", "nope2"]  # every unknown one, in the order given
         assert _snapshot(queue) == before
 
     def test_cancel_all_except_current_never_touches_the_in_progress_item(self, queue: SessionQueueBase) -> None:

@@ -76,7 +76,7 @@ def create_app(invoker: Invoker, settings: WebSettings, *, manage_invoker: bool 
     from starlette.concurrency import run_in_threadpool
 
     from invokeai_web.auth import Gate
-    from invokeai_web.errors import TextCheckMiddleware, install_error_handlers
+    from invokeai_web.errors import COMMON_ERRORS, TextCheckMiddleware, error_responses, install_error_handlers
     from invokeai_web.events import EventBridge, LocalFanout
     from invokeai_web.openapi import install_openapi
     from invokeai_web.routers import auth, images, nodes, queue, sessions, system
@@ -105,6 +105,7 @@ def create_app(invoker: Invoker, settings: WebSettings, *, manage_invoker: bool 
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        responses=error_responses(COMMON_ERRORS),
         openapi_tags=[
             {"name": "sessions", "description": "Build sessions node by node and run them"},
             {"name": "queue", "description": "The session queue: batches, items, pause/resume"},

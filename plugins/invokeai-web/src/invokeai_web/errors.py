@@ -142,6 +142,27 @@ class ErrorResponse(BaseModel):
     type: str | None = Field(default=None, description="The kernel error class, for errors that are not located")
 
 
+#: What any route may answer besides its own statuses (the guard, validation, the stores), by status.
+COMMON_ERRORS: dict[int, str] = {
+    400: "Malformed request (e.g. its Content-Length), or an error of the engine that is not located",
+    401: "Missing or wrong access token (servers started with one)",
+    403: "A cross-site request, or a path outside what the server may touch",
+    413: "The request body is larger than max_upload_mb",
+    421: "The Host header is not a loopback name (servers without a token)",
+    422: "Invalid input: each problem located (`loc`), with the node and field for graphs and batches",
+    429: "Too many wrong access tokens from this address (see Retry-After)",
+    502: "A store failed (database, object store)",
+    503: "A store is busy or unreachable (see Retry-After), or a service is not installed",
+}
+NOT_FOUND = "No such session, queue, item, batch, image, node type or model"
+CONFLICT = "Refused by the state of the session or queue (e.g. an edge into a node that already ran, a full queue)"
+
+
+def error_responses(statuses: dict[int, str]) -> dict[int | str, dict[str, Any]]:
+    """FastAPI `responses=` for these statuses, each answered with `ErrorResponse`."""
+    return {status: {"model": ErrorResponse, "description": text} for status, text in statuses.items()}
+
+
 def text_detail(loc: tuple[str | int, ...], reason: str) -> dict[str, Any]:
     field = next((p for p in reversed(loc[1:]) if isinstance(p, str)), None)
     where = ".".join(str(p) for p in loc)

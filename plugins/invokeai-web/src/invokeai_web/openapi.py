@@ -9,6 +9,10 @@ FastAPI describes the routes. `enrich` adds, under `components.schemas`:
 * `AnyInvocation` / `AnyInvocationOutput`: the unions of them, discriminated by `type`;
 * `InvocationOutputMap`: an object whose property for each node type is that node's output schema;
 * `Graph` (nodes are `AnyInvocation`, edges are `Edge`), which the sessions and queue routes take;
+* **errors**: every operation declares the statuses it can answer, each with `ErrorResponse`
+  (`detail`: a message or a list of located problems with the node id and field): the common ones
+  on every route (`invokeai_web.errors.COMMON_ERRORS`), 404 on every route with a path parameter,
+  409 on the sessions and queue routes, and each route's own (415 for uploads, ...);
 * every **event** (`InvocationStartedEvent`, ...) with its name as the `event` constant, and
   `ServerEvents`, an object mapping each Socket.IO event name to its schema; the top-level
   `x-socketio` extension names the endpoint and the events a client emits.
@@ -140,7 +144,9 @@ def enrich(schema: dict[str, Any], registry: NodeRegistry, socketio_path: str = 
         "title": "Graph",
         "type": "object",
         "description": "Nodes keyed by node id (each with its `type`) and the edges between them",
+        "additionalProperties": False,
         "properties": {
+            "id": {"description": "Ignored (graphs of the first release carried one)"},
             "nodes": {"type": "object", "additionalProperties": {"$ref": ANY_INVOCATION_REF}, "default": {}},
             "edges": {"type": "array", "items": {"$ref": COMPONENTS + name_of(Edge, "validation")}, "default": []},
         },
@@ -156,6 +162,25 @@ def enrich(schema: dict[str, Any], registry: NodeRegistry, socketio_path: str = 
         "server_events": {n: {"$ref": r} for n, r in event_refs.items()},
         "rooms": "a client receives the events of the sessions and queues it subscribed to",
     }
+    return schema
+
+
+ERROR_REF = COMPONENTS + "ErrorResponse"
+
+
+def declare_errors(schema: dict[str, Any], not_found: str) -> dict[str, Any]:
+    """404 on every operation with a path parameter, and `ErrorResponse` as the body of every error
+    answer that does not name one (routes of plugins that declare a status without a model)."""
+    for path, item in schema.get("paths", {}).items():
+        for operation in item.values():
+            if not isinstance(operation, dict) or "responses" not in operation:
+                continue
+            responses = operation["responses"]
+            if "{" in path:
+                responses.setdefault("404", {"description": not_found})
+            for status, response in responses.items():
+                if status[:1] in "45" and "content" not in response:
+                    response["content"] = {"application/json": {"schema": {"$ref": ERROR_REF}}}
     return schema
 
 
@@ -176,7 +201,9 @@ def install_openapi(app: FastAPI, registry: Any, socketio_path: str = "/socket.i
                 routes=app.routes,
                 tags=app.openapi_tags,
             )
-            cache["schema"] = enrich(base, reg, socketio_path)
+            from invokeai_web.errors import NOT_FOUND
+
+            cache["schema"] = enrich(declare_errors(base, NOT_FOUND), reg, socketio_path)
             cache["key"] = key
         schema: dict[str, Any] = cache["schema"]
         return schema

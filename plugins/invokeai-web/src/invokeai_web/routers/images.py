@@ -24,6 +24,7 @@ from pydantic import BaseModel
 
 from invokeai_core import ImageRecord, Page
 from invokeai_web.dependencies import InvokerDep, SettingsDep
+from invokeai_web.errors import error_responses
 
 router = APIRouter(prefix="/images", tags=["images"])
 
@@ -91,7 +92,18 @@ def decode_upload(data: bytes, max_pixels: int) -> Any:
     return image
 
 
-@router.post("/upload", status_code=201, response_model=ImageRecord, summary="Upload an image")
+@router.post(
+    "/upload",
+    status_code=201,
+    response_model=ImageRecord,
+    summary="Upload an image",
+    responses=error_responses({415: "Not a PNG, JPEG or WebP image (decided by the content)"}),
+    openapi_extra={
+        "requestBody": {
+            "content": {"multipart/form-data": {"encoding": {"file": {"contentType": ", ".join(ALLOWED_FORMATS.values())}}}}
+        }
+    },
+)
 def upload_image(
     invoker: InvokerDep,
     settings: SettingsDep,
