@@ -169,8 +169,9 @@ ERROR_REF = COMPONENTS + "ErrorResponse"
 
 
 def declare_errors(schema: dict[str, Any], not_found: str) -> dict[str, Any]:
-    """404 on every operation with a path parameter, and `ErrorResponse` as the body of every error
-    answer that does not name one (routes of plugins that declare a status without a model)."""
+    """404 on every operation with a path parameter, `ErrorResponse` as the body of every error
+    answer that does not name one (routes of plugins that declare a status without a model), and
+    `format: binary` on uploaded files."""
     for path, item in schema.get("paths", {}).items():
         for operation in item.values():
             if not isinstance(operation, dict) or "responses" not in operation:
@@ -181,6 +182,11 @@ def declare_errors(schema: dict[str, Any], not_found: str) -> dict[str, Any]:
             for status, response in responses.items():
                 if status[:1] in "45" and "content" not in response:
                     response["content"] = {"application/json": {"schema": {"$ref": ERROR_REF}}}
+    # uploaded files as OpenAPI's `format: binary` too, which client generators read as a file
+    for component in schema.get("components", {}).get("schemas", {}).values():
+        for prop in component.get("properties", {}).values():
+            if prop.get("contentMediaType") == "application/octet-stream":
+                prop.setdefault("format", "binary")
     return schema
 
 

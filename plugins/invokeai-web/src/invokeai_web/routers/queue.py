@@ -31,7 +31,7 @@ from invokeai_web.openapi import GRAPH_REF, schema_ref
 
 router = APIRouter(prefix="/queue/{queue_id}", tags=["queue"], responses=error_responses({409: CONFLICT}))
 
-MAX_ID = 2**63 - 1  # SQLite's INTEGER
+MAX_ID = 2**53 - 1  # the largest id every JSON client (JavaScript included) holds exactly
 QueueId = Annotated[str, Path(pattern=QUEUE_ID_RE.pattern, description="The queue id ('default' always exists)")]
 ItemId = Annotated[int, Path(ge=0, le=MAX_ID, description="The queue item id")]
 ItemIds = Annotated[list[Annotated[int, Field(ge=0, le=MAX_ID)]], Field(max_length=10_000)]
