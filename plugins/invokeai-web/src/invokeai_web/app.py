@@ -52,6 +52,22 @@ class ServerApp:
         await self.asgi(scope, receive, send)
 
 
+def _ui_mount() -> Any:
+    """The web UI's static files at `/`, for every path outside the API: a wrong method on an API
+    route stays that route's 405 (with its own `Allow`), an unknown API path a JSON 404."""
+    from starlette.routing import Match, Mount
+    from starlette.staticfiles import StaticFiles
+
+    class UiMount(Mount):
+        def matches(self, scope: Any) -> tuple[Match, Any]:
+            if str(scope.get("path", "")).startswith(API_PREFIX + "/"):
+                return Match.NONE, {}
+            result: tuple[Match, Any] = super().matches(scope)
+            return result
+
+    return UiMount("/", app=StaticFiles(directory=STATIC_DIR, html=True), name="ui")
+
+
 def add_plugin_routes(app: FastAPI, invoker: Invoker) -> dict[str, str]:
     """Call every plugin's `register_routes(app)`, each on its own (`PluginHost.call_each`): a failure
     is logged and reported (`GET /api/v1/plugins`), and the server starts without that plugin's
@@ -126,9 +142,7 @@ def create_app(invoker: Invoker, settings: WebSettings, *, manage_invoker: bool 
     api.state.route_errors = add_plugin_routes(api, invoker)
     install_openapi(api, lambda: invoker.registry, SOCKETIO_MOUNT)
     if STATIC_DIR.is_dir():  # the web UI, when built into the package
-        from starlette.staticfiles import StaticFiles
-
-        api.mount("/", StaticFiles(directory=STATIC_DIR, html=True), name="ui")
+        api.router.routes.append(_ui_mount())
 
     sio = create_socket_server(settings, bridge, gate)
     bridge.fanout = LocalFanout(sio, backlog_limit=settings.client_backlog)

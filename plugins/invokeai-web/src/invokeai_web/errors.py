@@ -101,8 +101,26 @@ def _invalid_text(request: Request, exc: Exception) -> Any:
     return JSONResponse({"detail": [text_detail(("body", *exc.loc), exc.reason)]}, status_code=422)
 
 
+_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+
+
+async def _method_not_allowed(request: Request, exc: Exception) -> JSONResponse:
+    """405 with `Allow` naming every method the OpenAPI declares for the path (Starlette names only
+    the first route's, and a path may have one route per method)."""
+    path = request.url.path
+    methods: set[str] = set()
+    for template, item in request.app.openapi().get("paths", {}).items():
+        if re.fullmatch(re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template)), path):
+            methods |= {m.upper() for m in item if m in _METHODS}
+    if "GET" in methods:
+        methods.add("HEAD")
+    allow = ", ".join(sorted(methods)) or dict(getattr(exc, "headers", None) or {}).get("Allow", "")
+    return JSONResponse({"detail": "Method Not Allowed"}, status_code=405, headers={"Allow": allow})
+
+
 def install_error_handlers(app: FastAPI) -> None:
     # Starlette picks the handler of the most specific class in the exception's MRO.
+    app.add_exception_handler(405, _method_not_allowed)
     app.add_exception_handler(InvalidTextError, _invalid_text)
     app.add_exception_handler(GraphError, _located(422))
     app.add_exception_handler(BatchError, _located(422))

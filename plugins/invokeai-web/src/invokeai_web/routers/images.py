@@ -20,7 +20,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, HTTPException, Path, Query, UploadFile
 from fastapi.responses import RedirectResponse, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, StrictBool
 
 from invokeai_core import ImageRecord, Page
 from invokeai_web.dependencies import InvokerDep, SettingsDep
@@ -57,8 +57,8 @@ def _record(invoker: Any, image_name: str) -> ImageRecord:
 
 
 class ImageUpdate(BaseModel):
-    starred: bool | None = None
-    is_intermediate: bool | None = None
+    starred: StrictBool | None = None
+    is_intermediate: StrictBool | None = None
 
 
 def decode_upload(data: bytes, max_pixels: int) -> Any:
