@@ -79,6 +79,8 @@ def _union(refs: dict[str, str], description: str) -> dict[str, Any]:
 
 def enrich(schema: dict[str, Any], registry: NodeRegistry, socketio_path: str = "/socket.io/") -> dict[str, Any]:
     """Add the node, output, graph and event schemas (see the module docstring) to `schema`."""
+    from collections import Counter
+
     from pydantic.json_schema import models_json_schema
 
     from invokeai_core import ALL_EVENTS, Edge
@@ -131,6 +133,12 @@ def enrich(schema: dict[str, Any], registry: NodeRegistry, socketio_path: str = 
     for name in output_name.values():
         components[name] = defs[name]
 
+    # class names of generated clients come from titles: two output classes of the same name (from
+    # two plugins) are told apart by their component names
+    titles = Counter(sch.get("title") for sch in components.values() if isinstance(sch, dict))
+    for name, sch in components.items():
+        if isinstance(sch, dict) and sch.get("title") and titles[sch["title"]] > 1:
+            sch["title"] = name
     components["AnyInvocation"] = _union(node_refs, "Any registered node, by its `type`")
     components["AnyInvocationOutput"] = _union(output_refs, "Any registered node output, by its `type`")
     output_of = {e.cls.invocation_type: COMPONENTS + output_name[e.cls.output_class] for e in nodes}
