@@ -4,7 +4,6 @@ Also: the hook module stays light."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -13,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import INVOKEAI
 from conftest import serve_env as _env
 from conftest import start_serve as _start
