@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
@@ -57,6 +56,7 @@ from invokeai_core import (
     StorageUnavailableError,
     find_invalid_text,
 )
+from invokeai_web.security import ASGIApp, Message, Receive, Scope, Send
 
 if TYPE_CHECKING:
     from fastapi import FastAPI, Request
@@ -96,7 +96,7 @@ def _plain(status: int, headers: dict[str, str] | None = None) -> Any:
 RETRY_AFTER_SECONDS = "5"
 
 
-def _invalid_text(request: Request, exc: Exception) -> Any:
+async def _invalid_text(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, InvalidTextError)
     return JSONResponse({"detail": [text_detail(("body", *exc.loc), exc.reason)]}, status_code=422)
 
@@ -187,11 +187,6 @@ def text_detail(loc: tuple[str | int, ...], reason: str) -> dict[str, Any]:
     return {"type": "invalid_text", "loc": list(loc), "msg": f"{where}: {reason}", "field": field, "reason": reason}
 
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-
 #: A JSON escape of a UTF-16 surrogate; only a body containing one needs the full check.
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89abcdefABCDEF]")
 #: Bodies larger than this are parsed for the check on a worker thread, not the event loop.
@@ -231,7 +226,7 @@ class TextCheckMiddleware:
     Bodies are already bounded by the outer guard's `max_upload_mb`; only JSON bodies are read
     here (uploads stream through untouched)."""
 
-    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]]) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
