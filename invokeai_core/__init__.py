@@ -30,6 +30,7 @@ if TYPE_CHECKING:
         DuplicateRegistrationError,
         EdgeError,
         GraphError,
+        InvalidTextError,
         InvocationDefinitionError,
         InvokeAIError,
         IterateCollectError,
@@ -45,6 +46,8 @@ if TYPE_CHECKING:
         StorageUnavailableError,
         TypeMismatchError,
         UnknownNodeTypeError,
+        check_text,
+        find_invalid_text,
     )
     from invokeai_core.events import (
         ALL_EVENTS,
@@ -191,6 +194,7 @@ _PUBLIC: dict[str, tuple[str, ...]] = {
         "DuplicateRegistrationError",
         "EdgeError",
         "GraphError",
+        "InvalidTextError",
         "InvocationDefinitionError",
         "InvokeAIError",
         "IterateCollectError",
@@ -206,6 +210,8 @@ _PUBLIC: dict[str, tuple[str, ...]] = {
         "StorageUnavailableError",
         "TypeMismatchError",
         "UnknownNodeTypeError",
+        "check_text",
+        "find_invalid_text",
     ),
 }
 
@@ -249,6 +255,7 @@ __all__ = [
     "Input",
     "InputField",
     "InvalidQueueIdError",
+    "InvalidTextError",
     "InvocationCompleteEvent",
     "InvocationContext",
     "InvocationDefinitionError",
@@ -303,6 +310,8 @@ __all__ = [
     "__version__",
     "check_item_ids",
     "check_queue_id",
+    "check_text",
+    "find_invalid_text",
     "hookimpl",
     "hookspec",
     "invocation",

@@ -149,3 +149,53 @@ class SessionNotFoundError(InvokeAIError):
 
 class OutputTooLargeError(InvokeAIError):
     """A node produced an output larger than `limits.output_mb` (it fails that node; nothing is stored)."""
+
+
+class InvalidTextError(InvokeAIError):
+    """Text that cannot be encoded as UTF-8: a lone UTF-16 surrogate (`"\\ud800"` in JSON, or the
+    `surrogateescape` form of bytes that were not UTF-8). Refused where text enters (the API, the CLI)
+    and by the stores, so nothing is accepted that cannot be stored, served and read back.
+
+    `loc` is where it was found: keys and list indexes from the top of the value that was checked."""
+
+    def __init__(self, loc: tuple[str | int, ...], reason: str) -> None:
+        self.loc = loc
+        self.reason = reason
+        where = ".".join(str(p) for p in loc)
+        super().__init__(f"{where}: {reason}" if where else reason)
+
+
+def find_invalid_text(value: object, loc: tuple[str | int, ...] = ()) -> tuple[tuple[str | int, ...], str] | None:
+    """Where `value` (JSON-like: str, dict, list, tuple, scalars) holds text that is not valid UTF-8,
+    and why; None when all of it is. Dict keys are checked as well as values."""
+    stack: list[tuple[tuple[str | int, ...], object]] = [(loc, value)]
+    while stack:
+        at, item = stack.pop()
+        if isinstance(item, str):
+            if not item.isascii():
+                try:
+                    item.encode("utf-8")
+                except UnicodeEncodeError as e:
+                    bad = item[e.start]
+                    where = tuple(printable(p) if isinstance(p, str) else p for p in at)
+                    return where, f"{bad!r} (a lone surrogate, at character {e.start}) cannot be encoded as UTF-8"
+        elif isinstance(item, dict):
+            for k, v in reversed(item.items()):
+                key = k if isinstance(k, str) else str(k)
+                stack.append(((*at, key), v))
+                stack.append(((*at, key), k))
+        elif isinstance(item, list | tuple):
+            stack.extend(((*at, i), v) for i, v in reversed(list(enumerate(item))))
+    return None
+
+
+def printable(text: str) -> str:
+    """`text` with unencodable characters as backslash escapes (safe in messages and JSON)."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def check_text(value: object, loc: tuple[str | int, ...] = ()) -> None:
+    """Raise `InvalidTextError` naming where `value` holds text that cannot be encoded as UTF-8."""
+    found = find_invalid_text(value, loc)
+    if found is not None:
+        raise InvalidTextError(*found)

@@ -27,6 +27,8 @@ from invokeai_core.errors import (
     NodeFieldError,
     NodeNotFoundError,
     TypeMismatchError,
+    find_invalid_text,
+    printable,
 )
 from invokeai_core.invocations.baseinvocation import BaseInvocation
 from invokeai_core.invocations.fields import Input, field_extra
@@ -195,6 +197,10 @@ class Graph:
             return node
         if not isinstance(raw, dict):
             raise GraphError(f"a node must be a JSON object, not {type(raw).__name__}", key)
+        bad_text = find_invalid_text(raw) or find_invalid_text(key, ("id",))
+        if bad_text is not None:  # nothing that cannot be stored and served enters a graph
+            loc, reason = bad_text
+            raise NodeFieldError(reason, printable(str(raw.get("id", key))), str(loc[0]) if loc else None)
         node_id = raw.get("id", key)
         if key is not None and node_id != key:
             raise NodeFieldError(f"the node's id '{node_id}' does not match its key '{key}'", key, "id")

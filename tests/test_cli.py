@@ -9,7 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, run_cli
+from conftest import INVOKEAI, REPO, run_cli
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from invokeai_core.version import __version__
 
@@ -197,3 +199,56 @@ def test_help_builds_no_node_command_and_a_pipeline_imports_nothing_heavy(cli_ro
     assert loaded(["invokeai", "--help"], cli_modules) == []
     assert loaded(["invokeai", "run", "--help"], cli_modules) == []
     assert loaded(["invokeai", "run", "add --a 1 --b 2"], HEAVY) == []
+
+
+# -- text that cannot be encoded as UTF-8 ---------------------------------------------------------
+#: Text with at least one lone surrogate (what invalid UTF-8 in argv, or a JSON "\ud800", becomes).
+_LONE = st.integers(0xD800, 0xDFFF).map(chr)
+UNENCODABLE = st.tuples(st.text(max_size=5), _LONE, st.text(max_size=5)).map("".join)
+
+
+def _exit_status(argv: list[str]) -> int:
+    from invokeai_core.cli.main import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    return int(exit_info.value.code or 0)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=UNENCODABLE, where=st.sampled_from(["option", "pipeline", "graph"]))
+def test_unencodable_text_exits_2_with_one_line(
+    text: str, where: str, tmp_path: Path, cli_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    if where == "graph":  # JSON escapes in a graph file: refused by the graph, naming node and field
+        path = tmp_path / "g.json"
+        path.write_text(json.dumps({"nodes": {"c": {"type": "collect", "item": text}}}))
+        argv = ["--root", str(cli_root), "run", "-f", str(path)]
+    elif where == "pipeline":
+        argv = ["--root", str(cli_root), "run", f"collect --id {text}"]
+    else:
+        argv = ["--root", str(cli_root), "-o", f"db_path={text}", "run", "-f", "-"]
+    assert _exit_status(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("invokeai: error: ") and "lone surrogate" in err
+    if where == "graph":
+        assert "node 'c', field 'item'" in err
+    assert not (cli_root / "invokeai.db").exists() or where == "graph"
+
+
+def test_bytes_that_are_not_utf8_exit_2(tmp_path: Path, cli_root: Path) -> None:
+    """The real executable, given invalid UTF-8 in an argument, a graph file and stdin."""
+    bad = tmp_path / "bad.json"
+    bad.write_bytes(b'{"nodes": {"c": {"type": "collect", "item": "\xed\xa0\x80"}}}')
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INVOKEAI_")}
+    env.update(INVOKEAI_ROOT=str(cli_root), HF_HUB_OFFLINE="1")
+    for argv, stdin in (
+        ([b"run", b"collect --id \xff"], None),
+        ([b"run", b"-f", str(bad).encode()], None),
+        ([b"run", b"-f", b"-"], bad.read_bytes()),
+    ):
+        res = subprocess.run([INVOKEAI.encode(), *argv], input=stdin, capture_output=True, env=env, timeout=60)
+        err = res.stderr.decode("utf-8", "backslashreplace")
+        assert res.returncode == 2, err
+        assert err.count("\n") == 1 and ("not valid UTF-8" in err or "not UTF-8 text" in err), err

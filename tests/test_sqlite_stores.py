@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from invokeai_core.config import load_config
-from invokeai_core.errors import InvokeAIError, StorageUnavailableError
+from invokeai_core.errors import InvalidTextError, InvokeAIError, StorageUnavailableError
 from invokeai_core.graph import Graph
 from invokeai_core.registry import NodeRegistry
 from invokeai_core.services.base import ImageRecordStorageBase, SessionQueueBase, SessionStorageBase
@@ -27,6 +29,7 @@ from invokeai_core.services.sqlite_queue import SqliteSessionQueue
 from invokeai_core.services.sqlite_sessions import SqliteSessionStorage
 from invokeai_core.session import Session
 from invokeai_core.testing.contracts import (
+    UNENCODABLE_TEXT,
     ImageRecordStoreContract,
     SessionQueueContract,
     SessionStoreContract,
@@ -85,6 +88,64 @@ class TestSqliteSessionStorage(SessionStoreContract):
         session = Session(Graph(contract_registry))
         store.save(session)
         assert store.get(session.id) is session  # while someone holds it, as the memory store does
+
+
+#: Any text, lone surrogates included (hypothesis leaves them out of `st.text()`).
+ANY_TEXT = st.lists(st.characters() | st.integers(0xD800, 0xDFFF).map(chr), max_size=12).map("".join)
+_HYPOTHESIS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("text", UNENCODABLE_TEXT)
+def test_the_sqlite_stores_refuse_what_they_could_not_give_back(tmp_path: Path, text: str) -> None:
+    """SQLite holds UTF-8 only: such text is refused (not stored as escapes nothing could serve)."""
+    path = _fresh_db(tmp_path)
+    registry = contract_node_registry()
+    sessions = SqliteSessionStorage(path=path, registry=registry)
+    session = Session(Graph(registry), id=f"s{text}")  # graphs refuse such node ids before any store sees them
+    session.graph.add_node(registry.entry("contract_add").cls(id="n"))
+    with pytest.raises(InvalidTextError, match="lone surrogate"):
+        sessions.save(session)
+    records = SqliteImageRecordStorage(path=path)
+    with pytest.raises(InvalidTextError):
+        records.save(ImageRecordStoreContract.record("a.png", metadata={"prompt": text}))
+    queue = SqliteSessionQueue(path=path, registry=registry)
+    with pytest.raises(InvalidTextError):
+        queue.enqueue_batch("default", contract_batch([1], batch_id=text))
+    with sqlite3.connect(path) as conn:  # nothing of it reached the file
+        tables = ("sessions", "image_records", "queue_items")
+        counts = [conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in tables]
+    assert counts == [0, 0, 0]
+
+
+@_HYPOTHESIS
+@given(text=ANY_TEXT)
+def test_any_text_is_stored_exactly_or_refused(tmp_path: Path, text: str) -> None:
+    path = _fresh_db(tmp_path)
+    registry = contract_node_registry()
+    sessions = SqliteSessionStorage(path=path, registry=registry)
+    session = Session(Graph(registry), id=f"s{text}")  # graphs refuse unprintable node ids themselves
+    session.graph.add_node(registry.entry("contract_add").cls(id="n"))
+    records = SqliteImageRecordStorage(path=path)
+    record = ImageRecordStoreContract.record("a.png", session_id=text, metadata={text: text})
+    if _encodable(text):
+        sessions.save(session)
+        records.save(record)
+        reread = SqliteSessionStorage(db=_own_connection(sessions.db), registry=registry)
+        assert reread.get(session.id).to_dict() == session.to_dict()
+        assert SqliteImageRecordStorage(db=_own_connection(records.db)).get("a.png") == record
+    else:
+        with pytest.raises(InvalidTextError):
+            sessions.save(session)
+        with pytest.raises(InvalidTextError):
+            records.save(record)
 
 
 class TestSqliteSessionQueue(SessionQueueContract):

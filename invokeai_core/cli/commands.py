@@ -10,7 +10,7 @@ import click
 
 from invokeai_core.cli.output import echo_json, table
 from invokeai_core.cli.plugin_new import new_command
-from invokeai_core.cli.state import CliError, CliState, pass_state
+from invokeai_core.cli.state import CliError, CliState, pass_state, read_input
 
 if TYPE_CHECKING:
     from invokeai_core.invoker import Invoker
@@ -184,10 +184,7 @@ def _graph_from_image(path: str) -> str:
 
 
 def _run_graph_file(state: CliState, graph_file: str, options: Any) -> int:
-    try:
-        text = sys.stdin.read() if graph_file == "-" else open(graph_file, encoding="utf-8").read()
-    except OSError as e:
-        raise CliError(f"cannot read {graph_file}: {e.strerror}") from None
+    text = read_input(graph_file)
     return _run_graph_text(state, graph_file, text, options)
 
 

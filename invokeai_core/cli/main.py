@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from invokeai_core.cli.state import CliError, CliState, GlobalOptions, parse_override, preparse
+from invokeai_core.cli.state import CliError, CliState, GlobalOptions, check_argv, parse_override, preparse
 from invokeai_core.version import __version__
 
 
@@ -79,6 +79,7 @@ def main(argv: list[str] | None = None) -> Any:
     args = list(sys.argv[1:] if argv is None else argv)
     state = CliState(preparse(args))
     try:
+        check_argv(args)
         group = build_cli(state)
         return group.main(args=args, prog_name="invokeai", obj=state)
     except CliError as e:

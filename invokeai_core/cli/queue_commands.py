@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from invokeai_core.cli.output import echo_json, one_line, table
-from invokeai_core.cli.state import CliError, CliState, pass_state
+from invokeai_core.cli.state import CliError, CliState, pass_state, read_input
 
 if TYPE_CHECKING:
     from invokeai_core.services.base import QueueItem, SessionQueueBase
@@ -188,10 +188,9 @@ def queue_enqueue(
     (a and b zipped over 3 values, times 2 scales) enqueues 3 x 2 = 6 items. Every value is checked
     before anything is enqueued: a bad one names the node and the field, and nothing is enqueued.
     """
-    try:
-        text = sys.stdin.read() if file == "-" else open(file, encoding="utf-8").read()
-    except OSError as e:
-        raise CliError(f"cannot read {file}: {e.strerror}") from None
+    from invokeai_core.errors import check_text
+
+    text = read_input(file)
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
@@ -204,6 +203,7 @@ def queue_enqueue(
         if priority is not None:
             data["priority"] = priority
     with _bad_input():
+        check_text(data)
         result = state.invoker().enqueue_batch(queue_id, data, prepend=prepend)
     if as_json:
         echo_json(result.model_dump())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +28,34 @@ class GlobalOptions:
     root: str | None = None
     config_file: str | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
+
+
+def read_input(path: str) -> str:
+    """The text of a file argument (`-` is stdin): one line and exit 2 when it cannot be read or is
+    not UTF-8."""
+    try:
+        if path == "-":
+            data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode()
+        else:
+            with open(path, "rb") as f:
+                data = f.read()
+    except OSError as e:
+        raise CliError(f"cannot read {path}: {e.strerror}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise CliError(f"{path}: not UTF-8 text (byte {e.start})") from None
+
+
+def check_argv(argv: list[str]) -> None:
+    """Refuse arguments that are not valid UTF-8 (Python hands them over as lone surrogates), before
+    anything reads them: nothing that cannot be stored and printed gets in."""
+    from invokeai_core.errors import find_invalid_text, printable
+
+    for i, arg in enumerate(argv, 1):
+        found = find_invalid_text(arg)
+        if found is not None:
+            raise CliError(f"argument {i} ({printable(arg)[:80]}) is not valid UTF-8: {found[1]}")
 
 
 def parse_override(text: str) -> tuple[str, Any]:

@@ -235,7 +235,15 @@ class QueueItemNotFoundError(QueueError, KeyError):
 
 
 class BatchNotFoundError(QueueError):
-    """A batch id has no item in the queue."""
+    """Batch ids with no item in the queue: `batch_ids` lists them all, the message the first few."""
+
+    def __init__(self, queue_id: str, batch_ids: list[str]) -> None:
+        self.queue_id = queue_id
+        self.batch_ids = list(batch_ids)
+        shown = ", ".join(self.batch_ids[:5]) + (
+            f" and {len(self.batch_ids) - 5} more" if len(self.batch_ids) > 5 else ""
+        )
+        super().__init__(f"no items of batch {shown} in the queue '{queue_id}'")
 
 
 class QueueFullError(BatchError, QueueError):

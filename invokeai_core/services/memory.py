@@ -366,7 +366,7 @@ class MemorySessionQueue(SessionQueueBase):
             known = {i.batch_id for i in self._items.values() if i.queue_id == queue_id}
             unknown = [b for b in dict.fromkeys(batch_ids) if b not in known]
             if unknown:
-                raise BatchNotFoundError(f"no items of batch {', '.join(unknown)} in the queue '{queue_id}'")
+                raise BatchNotFoundError(queue_id, unknown)
             ids = sorted(
                 i.item_id
                 for i in self._items.values()

@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import weakref
@@ -25,7 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
-from invokeai_core.errors import StorageError, StorageUnavailableError
+from invokeai_core.errors import InvalidTextError, StorageError, StorageUnavailableError
 
 if TYPE_CHECKING:
     from invokeai_core.config import InvokeAIConfig
@@ -43,6 +44,13 @@ class DatabaseError(StorageError):
 
 class DatabaseBusyError(DatabaseError, StorageUnavailableError):
     """Another process held the database's lock for longer than `db_busy_timeout`."""
+
+
+def dumps(value: object) -> str:
+    """JSON for a TEXT column, non-ASCII text as is: a lone surrogate then reaches SQLite's UTF-8
+    binding, which refuses it, and the transaction raises `InvalidTextError` with nothing stored
+    (`\\ud800` escapes would be stored and read back as text nothing can encode)."""
+    return json.dumps(value, ensure_ascii=False)
 
 
 def database_path(config: InvokeAIConfig | None) -> Path:
@@ -169,6 +177,8 @@ class SqliteDatabase:
                         pass
                 if self._is_database_failure(e):
                     raise self.error(e) from None  # type: ignore[arg-type]
+                if isinstance(e, UnicodeEncodeError):
+                    raise self.text_error(e) from None
                 raise
             finally:
                 self._depth = 0
@@ -184,6 +194,13 @@ class SqliteDatabase:
                 if self._is_database_failure(e):
                     raise self.error(e) from None
                 raise
+            except UnicodeEncodeError as e:
+                raise self.text_error(e) from None
+
+    def text_error(self, e: UnicodeEncodeError) -> InvalidTextError:
+        """SQLite stores UTF-8 only: a lone surrogate in a value is refused (the transaction rolled back)."""
+        bad = e.object[e.start : e.start + 1]
+        return InvalidTextError((), f"{bad!r} (a lone surrogate) cannot be encoded as UTF-8; nothing was stored")
 
     def _check_open(self) -> None:
         if self.closed:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from invokeai_core.services.base import ImageRecord, ImageRecordStorageBase, Page
-from invokeai_core.services.sqlite_db import SqliteDatabase
+from invokeai_core.services.sqlite_db import SqliteDatabase, dumps
 
 if TYPE_CHECKING:
     from invokeai_core.config import InvokeAIConfig
@@ -108,7 +108,7 @@ class SqliteImageRecordStorage(ImageRecordStorageBase):
         self.db.migrate("image_records", MIGRATIONS)
 
     def save(self, record: ImageRecord) -> None:
-        graph_text = json.dumps(record.graph) if record.graph is not None else None
+        graph_text = dumps(record.graph) if record.graph is not None else None
         digest = _digest(graph_text) if graph_text is not None else None
         with self.db.transaction() as conn:
             if digest is not None:
@@ -129,7 +129,7 @@ class SqliteImageRecordStorage(ImageRecordStorageBase):
                     record.created_at,
                     int(record.is_intermediate),
                     int(record.starred),
-                    json.dumps(record.metadata) if record.metadata is not None else None,
+                    dumps(record.metadata) if record.metadata is not None else None,
                     digest,
                 ),
             )

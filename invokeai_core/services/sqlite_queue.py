@@ -35,7 +35,7 @@ from invokeai_core.services.base import (
     prepend_priority,
     utcnow,
 )
-from invokeai_core.services.sqlite_db import SqliteDatabase
+from invokeai_core.services.sqlite_db import SqliteDatabase, dumps
 
 if TYPE_CHECKING:
     from invokeai_core.batch import Batch
@@ -171,8 +171,8 @@ class SqliteSessionQueue(SessionQueueBase):
         self, queue_id: str, batch: Batch, items: list[ExpandedItem], *, prepend: bool
     ) -> tuple[int, list[int]]:
         now = utcnow()
-        rows = [(queue_id, batch.batch_id, i.session_id, json.dumps(i.field_values), now) for i in items]
-        graphs = [json.dumps(i.graph) for i in items]
+        rows = [(queue_id, batch.batch_id, i.session_id, dumps(i.field_values), now) for i in items]
+        graphs = [dumps(i.graph) for i in items]
         with self.db.transaction() as conn:
             pending = conn.execute(
                 "SELECT count(*) FROM queue_items WHERE queue_id = ? AND status = 'pending'", (queue_id,)
@@ -329,7 +329,7 @@ class SqliteSessionQueue(SessionQueueBase):
                 )
             unknown = [b for b in wanted if b not in known]
             if unknown:
-                raise BatchNotFoundError(f"no items of batch {', '.join(unknown)} in the queue '{queue_id}'")
+                raise BatchNotFoundError(queue_id, unknown)
             ids: list[int] = []
             now = utcnow()
             for chunk in _chunks(wanted):

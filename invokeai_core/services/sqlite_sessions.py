@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from invokeai_core.errors import SessionNotFoundError
 from invokeai_core.services.base import Page, SessionStorageBase, SessionSummary
-from invokeai_core.services.sqlite_db import DatabaseError, SqliteDatabase
+from invokeai_core.services.sqlite_db import DatabaseError, SqliteDatabase, dumps
 
 if TYPE_CHECKING:
     from invokeai_core.config import InvokeAIConfig
@@ -302,7 +302,7 @@ class SqliteSessionStorage(SessionStorageBase):
         conn.execute(
             "INSERT INTO session_graphs (session_id, graph) VALUES (?, ?) "
             "ON CONFLICT (session_id) DO UPDATE SET graph = excluded.graph",
-            (session.id, json.dumps(graph.to_dict())),
+            (session.id, dumps(graph.to_dict())),
         )
         conn.execute("DELETE FROM session_graph_appends WHERE session_id = ?", (session.id,))
 
@@ -316,8 +316,8 @@ class SqliteSessionStorage(SessionStorageBase):
             return
         # the newest nodes, from the end: O(new), not O(graph)
         new_nodes = list(islice(reversed(graph.nodes.values()), len(graph.nodes) - mark.nodes))[::-1]
-        rows = [("node", json.dumps(node_json(n))) for n in new_nodes]
-        rows += [("edge", json.dumps(e.model_dump(mode="json"))) for e in graph.edges[mark.edges :]]
+        rows = [("node", dumps(node_json(n))) for n in new_nodes]
+        rows += [("edge", dumps(e.model_dump(mode="json"))) for e in graph.edges[mark.edges :]]
         seq = mark.appends
         conn.executemany(
             "INSERT INTO session_graph_appends (session_id, seq, kind, body) VALUES (?, ?, ?, ?)",

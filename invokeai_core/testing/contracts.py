@@ -44,7 +44,7 @@ import pytest
 from PIL import Image
 
 from invokeai_core.batch import Batch, BatchDatum
-from invokeai_core.errors import BatchError, SessionNotFoundError
+from invokeai_core.errors import BatchError, InvalidTextError, SessionNotFoundError
 from invokeai_core.events import EventBase, InProcessEventBus
 from invokeai_core.graph import Graph
 from invokeai_core.invocations.baseinvocation import (
@@ -73,6 +73,7 @@ from invokeai_core.session import NodeError, Session
 from invokeai_core.testing import skip_by_choice
 
 __all__ = [
+    "UNENCODABLE_TEXT",
     "ImageFileStoreContract",
     "ImageRecordStoreContract",
     "ImageService",
@@ -88,6 +89,12 @@ __all__ = [
 
 
 # == nodes and helpers ===============================================================================
+#: Text no UTF-8 store can hold: lone surrogates (what a JSON `"\\ud800"` escape, a reversed pair, or
+#: bytes that were not UTF-8 decoded with `surrogateescape` become). A store refuses it with
+#: `InvalidTextError` and stores nothing, or gives back exactly what it was given.
+UNENCODABLE_TEXT = ["\ud800", "a\udfffb", "\ude00\ud83d", "caf\udce9"]
+
+
 @invocation_output("contract_int_output")
 class ContractIntOutput(BaseInvocationOutput):
     value: int = OutputField(description="A number")
@@ -317,6 +324,18 @@ class ImageRecordStoreContract(_WithRegistry):
         with pytest.raises(KeyError):
             store.get("nope.png")
 
+    @pytest.mark.parametrize("text", UNENCODABLE_TEXT)
+    def test_unencodable_text_is_refused_or_round_trips(self, store: ImageRecordStorageBase, text: str) -> None:
+        rec = self.record("t.png", session_id=text, node_id=text, metadata={"prompt": text, text: 1})
+        try:
+            store.save(rec)
+        except InvalidTextError:
+            with pytest.raises(KeyError):
+                store.get("t.png")
+            assert store.list().items == []
+            return
+        assert store.get("t.png").model_dump() == rec.model_dump()
+
     def test_update_star_and_intermediate(self, store: ImageRecordStorageBase) -> None:
         store.save(self.record("a.png"))
         assert store.get("a.png").starred is False
@@ -498,6 +517,36 @@ class SessionStoreContract(_WithRegistry):
         store.delete(session.id)  # deleting again is not an error
         with pytest.raises(SessionNotFoundError):
             store.get("no-such-session")
+
+    @pytest.mark.parametrize("text", UNENCODABLE_TEXT)
+    def test_unencodable_text_is_refused_or_round_trips(
+        self, store: SessionStorageBase, contract_registry: NodeRegistry, text: str
+    ) -> None:
+        # in the session id (graphs refuse such node ids and JSON themselves, with a NodeFieldError)
+        new = Session(Graph(contract_registry), id=f"s{text}")
+        new.graph.add_node(ContractAdd(id="n0"))
+        try:
+            store.save(new)
+        except InvalidTextError:
+            for reader in (store, self.fresh(store)):
+                with pytest.raises((SessionNotFoundError, InvalidTextError)):  # no such id can be stored
+                    reader.get(new.id)
+        else:
+            assert self.fresh(store).get(new.id).to_dict() == new.to_dict()
+        # in a stored session's node error (an exception's message can carry any text): refused with
+        # the stored session unchanged, or kept
+        session = _session(contract_registry, "contract_add")
+        store.save(session)
+        before = session.to_dict()
+        error = NodeError(node_id="n0", source_node_id="n0", type="OSError", message=f"no file {text}", traceback="")
+        session.set_error(("n0", ()), error)
+        try:
+            store.save(session)
+        except InvalidTextError:
+            if self.persistent:
+                assert self.reopen(store).get(session.id).to_dict() == before
+        else:
+            assert self.fresh(store).get(session.id).to_dict() == session.to_dict()
 
     def test_list_query_and_pagination(self, store: SessionStorageBase, contract_registry: NodeRegistry) -> None:
         registry = contract_registry
@@ -690,6 +739,18 @@ class SessionQueueContract(_WithRegistry):
         assert all(i.queue_id == QUEUE and i.batch_id == "b1" for i in items)
         assert all(i.started_at is None and i.completed_at is None and i.error_type is None for i in items)
         assert queue.status(QUEUE).pending == 3
+
+    @pytest.mark.parametrize("text", UNENCODABLE_TEXT)
+    def test_unencodable_text_is_refused_or_round_trips(self, queue: SessionQueueBase, text: str) -> None:
+        try:
+            result = queue.enqueue_batch(QUEUE, contract_batch([1], batch_id=text))
+        except InvalidTextError:
+            assert _snapshot(queue) == []
+            with pytest.raises((BatchNotFoundError, InvalidTextError)):
+                queue.cancel_batch(QUEUE, [text])
+            return
+        assert queue.get_item(result.item_ids[0]).batch_id == text
+        assert queue.cancel_batch(QUEUE, [text]) == result.item_ids
 
     def test_enqueue_batch_with_runs_and_no_data(self, queue: SessionQueueBase) -> None:
         result = queue.enqueue_batch(QUEUE, contract_batch(runs=3))
@@ -900,8 +961,9 @@ class SessionQueueContract(_WithRegistry):
         assert queue.get_item(other[0]).status == "pending"  # another queue's batch of the same id
         assert queue.cancel_batch(QUEUE, ["a"]) == []  # known, nothing left to cancel
         before = _snapshot(queue)
-        with pytest.raises(BatchNotFoundError, match="nope"):
-            queue.cancel_batch(QUEUE, ["b", "nope"])
+        with pytest.raises(BatchNotFoundError, match="nope") as info:
+            queue.cancel_batch(QUEUE, ["b", "nope", "a", "nope2"])
+        assert info.value.batch_ids == ["nope", "nope2"]  # every unknown one, in the order given
         assert _snapshot(queue) == before
 
     def test_cancel_all_except_current_never_touches_the_in_progress_item(self, queue: SessionQueueBase) -> None:

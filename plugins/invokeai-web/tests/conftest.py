@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -15,6 +16,35 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).parent))
+
+
+INVOKEAI = str(Path(sys.executable).parent / "invokeai")
+
+
+def serve_env(root: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INVOKEAI_")}
+    env.update({"INVOKEAI_ROOT": str(root), "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **extra})
+    return env
+
+
+def start_serve(root: Path, *args: str, **env: str) -> tuple[subprocess.Popen[str], str]:
+    """`invokeai serve` in a subprocess on a free 127.0.0.1 port, once it printed its start line (which
+    names the UI and the docs); returns it and its URL."""
+    proc = subprocess.Popen(
+        [INVOKEAI, "serve", "--port", "0", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=serve_env(root, **env),
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()  # blocks until the server listens (or dies)
+    if "serving on" not in line:
+        proc.kill()
+        raise AssertionError(f"no start line: {line!r} {proc.stderr.read() if proc.stderr else ''}")
+    url = line.split("serving on ", 1)[1].split()[0]
+    assert f"API docs: {url}/docs and {url}/redoc" in line  # the start line names the UI and the docs
+    return proc, url
 
 
 @pytest.fixture

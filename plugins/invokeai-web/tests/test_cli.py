@@ -4,7 +4,6 @@ Also: the hook module stays light."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import socket
@@ -15,33 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-INVOKEAI = str(Path(sys.executable).parent / "invokeai")
-
-
-def _env(root: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("INVOKEAI_")}
-    env.update({"INVOKEAI_ROOT": str(root), "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **extra})
-    return env
-
-
-def _start(root: Path, *args: str, **env: str) -> tuple[subprocess.Popen[str], str]:
-    """`invokeai serve` on a free port, once it printed its start line (which names the UI and docs)."""
-    proc = subprocess.Popen(
-        [INVOKEAI, "serve", "--port", "0", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=_env(root, **env),
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()  # blocks until the server listens (or dies)
-    if "serving on" not in line:
-        proc.kill()
-        raise AssertionError(f"no start line: {line!r} {proc.stderr.read() if proc.stderr else ''}")
-    url = line.split("serving on ", 1)[1].split()[0]
-    assert f"API docs: {url}/docs and {url}/redoc" in line
-    return proc, url
+from conftest import INVOKEAI
+from conftest import serve_env as _env
+from conftest import start_serve as _start
 
 
 def test_serve_runs_a_real_server_and_stops_on_sigint(tmp_path: Path) -> None:

@@ -163,13 +163,14 @@ def test_diffusers_adds_its_models_routes(server: Any, tmp_path: Any) -> None:
     with server.client() as http:
         assert http.get("/models").json() == []
         r = http.post("/models", json={"path": str(models / "missing")})
-        assert r.status_code == 422 and "no such file" in r.json()["detail"]
+        assert r.status_code == 422 and "no such file" in r.json()["detail"][0]["msg"]
+        assert r.json()["detail"][0]["loc"] == ["body", "path"]
         r = http.post("/models", json={"path": "bad\x00path"})
         assert r.status_code == 422
         garbage = models / "garbage.safetensors"
         garbage.write_bytes(b"\x00" * 64)
         r = http.post("/models", json={"path": str(garbage)})
-        assert r.status_code == 422 and "not a readable safetensors file" in r.json()["detail"]
+        assert r.status_code == 422 and "not a readable safetensors file" in r.json()["detail"][0]["msg"]
         assert http.post("/models", json={"path": "garbage.safetensors"}).status_code == 422  # under models/
         r = http.post("/models", json={"path": str(garbage), "prediction_type": "x0"})
         assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "prediction_type"]
@@ -181,9 +182,10 @@ def test_diffusers_adds_its_models_routes(server: Any, tmp_path: Any) -> None:
             for p in (str(outside), str(tmp_path / "missing"), "/etc/passwd", "../../etc", str(models / ".." / "x"))
         ]
         assert {r.status_code for r in answers} == {403}
-        assert len({r.text for r in answers}) == 1 and "model folders" in answers[0].json()["detail"]
+        assert len({r.text for r in answers}) == 1 and "model folders" in answers[0].json()["detail"][0]["msg"]
+        assert answers[0].json()["detail"][0]["loc"] == ["body", "path"]
         r = http.post("/models", json={"path": str(models / "x"), "config": "/etc"})
-        assert r.status_code == 403 and r.json()["detail"].startswith("config:")
+        assert r.status_code == 403 and r.json()["detail"][0]["loc"] == ["body", "config"]
         r = http.post("/models", json={"path": "~nosuchuser/x"})
         assert r.status_code == 422
         assert http.delete("/models/nope").status_code == 404

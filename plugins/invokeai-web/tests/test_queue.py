@@ -161,8 +161,14 @@ async def test_queue_refusals(server: Any) -> None:
         assert (await http.get(f"/queue/other/i/{other_id}")).status_code == 200
         assert (await http.put("/queue/default/retry_items_by_id", json={"item_ids": [other_id]})).status_code == 404
         assert (await http.get("/queue/default/i/999999")).status_code == 404
-        r = await http.put("/queue/other/cancel_by_batch_ids", json={"batch_ids": ["nope"]})
-        assert r.status_code == 404
+        # unknown batch ids: the list is refused whole (nothing canceled), each unknown one located
+        ids = [other["batch_id"]] + [f"{i:0128d}" for i in range(1000)]
+        r = await http.put("/queue/other/cancel_by_batch_ids", json={"batch_ids": ids[:1000]})
+        assert r.status_code == 422
+        detail = r.json()["detail"]
+        assert [d["loc"] for d in detail] == [["body", "batch_ids", i] for i in range(1, 1000)]
+        assert detail[0]["type"] == "BatchNotFoundError" and f"{0:0128d}" in detail[0]["msg"]
+        assert (await http.get(f"/queue/other/i/{other_id}")).json()["status"] == "pending"
 
 
 @pytest.mark.parametrize("invokeai_storage", ["sqlite"])

@@ -34,6 +34,12 @@ class ModelAdd(BaseModel):
     )
 
 
+def refused(status: int, field: str | None, msg: str) -> HTTPException:
+    """An error answer whose detail names the field, shaped like the API's other errors."""
+    loc = ["body", field] if field else ["body"]
+    return HTTPException(status, [{"type": "ModelInstallError", "loc": loc, "msg": msg, "field": field}])
+
+
 def _manager(request: Request) -> ModelManager:
     manager: ModelManager = request.app.state.invoker.services.get(ModelManager)
     return manager
@@ -46,14 +52,15 @@ def _api_path(manager: ModelManager, raw: str, field: str) -> str:
     if manager.settings.api_any_path:
         return raw
     if "\x00" in raw or raw.startswith("~"):
-        raise HTTPException(422, f"{field}: give an absolute path, or one relative to the models folder")
+        raise refused(422, field, f"{field}: give an absolute path, or one relative to the models folder")
     try:
         resolved = (manager.models_dir / raw).resolve()  # an absolute `raw` replaces models_dir
     except (OSError, RuntimeError):
         resolved = None
     if resolved is None or not any(resolved.is_relative_to(f) for f in manager.api_folders()):
-        raise HTTPException(
+        raise refused(
             403,
+            field,
             f"{field}: the API installs models only from the server's model folders (plugins.diffusers."
             "models_dir and api_model_folders); use `invokeai models add` on the server for other paths",
         )
@@ -67,7 +74,13 @@ def build_router() -> APIRouter:
     def list_models(request: Request) -> list[ModelRecord]:
         return _manager(request).list()
 
-    @router.post("", status_code=201, response_model=ModelRecord, summary="Install a model")
+    @router.post(
+        "",
+        status_code=201,
+        response_model=ModelRecord,
+        summary="Install a model",
+        responses={409: {"description": "A model of that name is installed"}},
+    )
     def add_model(request: Request, body: ModelAdd) -> ModelRecord:
         """Install a model from a diffusers folder or a single-file checkpoint on the server (recorded in
         place, never copied, nothing downloaded), inside the server's model folders (403 elsewhere).
@@ -84,10 +97,10 @@ def build_router() -> APIRouter:
                 prediction_type=body.prediction_type,
             )
         except ModelInstallError as e:
-            status = 409 if "already installed" in str(e) else 422
-            raise HTTPException(status, str(e)) from None
+            taken = "already installed" in str(e)
+            raise refused(409 if taken else 422, "name" if taken else "path", str(e)) from None
         except (OSError, ValueError) as e:  # e.g. a path with a NUL byte, or one that cannot be read
-            raise HTTPException(422, f"{body.path[:200]!r} cannot be installed: {e}") from None
+            raise refused(422, "path", f"{body.path[:200]!r} cannot be installed: {e}") from None
 
     @router.get("/{name}", response_model=ModelRecord, summary="Get a model")
     def get_model(request: Request, name: ModelName) -> ModelRecord:

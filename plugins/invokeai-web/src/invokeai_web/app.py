@@ -67,6 +67,22 @@ class ServerApp:
         await self.asgi(scope, receive, send)
 
 
+def _ui_mount() -> Any:
+    """The web UI's static files at `/`, for every path outside the API: a wrong method on an API
+    route stays that route's 405 (with its own `Allow`), an unknown API path a JSON 404."""
+    from starlette.routing import Match, Mount
+    from starlette.staticfiles import StaticFiles
+
+    class UiMount(Mount):
+        def matches(self, scope: Any) -> tuple[Match, Any]:
+            if str(scope.get("path", "")).startswith(API_PREFIX + "/"):
+                return Match.NONE, {}
+            result: tuple[Match, Any] = super().matches(scope)
+            return result
+
+    return UiMount("/", app=StaticFiles(directory=STATIC_DIR, html=True), name="ui")
+
+
 def add_plugin_routes(app: FastAPI, invoker: Invoker) -> dict[str, str]:
     """Call every plugin's `register_routes(app)`, each on its own (`PluginHost.call_each`): a failure
     is logged and reported (`GET /api/v1/plugins`), and the server starts without that plugin's
@@ -92,7 +108,7 @@ def create_app(invoker: Invoker, settings: WebSettings, *, manage_invoker: bool 
 
     from invokeai_web.auth import Gate
     from invokeai_web.docs import install_docs
-    from invokeai_web.errors import install_error_handlers
+    from invokeai_web.errors import COMMON_ERRORS, TextCheckMiddleware, error_responses, install_error_handlers
     from invokeai_web.events import EventBridge, LocalFanout
     from invokeai_web.openapi import install_openapi
     from invokeai_web.routers import auth, images, nodes, queue, sessions, system
@@ -123,6 +139,7 @@ def create_app(invoker: Invoker, settings: WebSettings, *, manage_invoker: bool 
         lifespan=lifespan,
         docs_url=None,  # served by invokeai_web.docs, with local assets
         redoc_url=None,
+        responses=error_responses(COMMON_ERRORS),
         openapi_tags=[
             {"name": "sessions", "description": "Build sessions node by node and run them"},
             {"name": "queue", "description": "The session queue: batches, items, pause/resume"},
@@ -137,15 +154,14 @@ def create_app(invoker: Invoker, settings: WebSettings, *, manage_invoker: bool 
     api.state.gate = gate
     api.state.api_prefix = API_PREFIX
     install_error_handlers(api)
+    api.add_middleware(TextCheckMiddleware)
     for module in (sessions, queue, images, nodes, system, auth):
         api.include_router(module.router, prefix=API_PREFIX)
     api.state.route_errors = add_plugin_routes(api, invoker)
     install_openapi(api, lambda: invoker.registry, SOCKETIO_MOUNT)
     install_docs(api, api.title)
     if (STATIC_DIR / "index.html").is_file():  # the web UI, when built into the package
-        from starlette.staticfiles import StaticFiles
-
-        api.mount("/", StaticFiles(directory=STATIC_DIR, html=True), name="ui")
+        api.router.routes.append(_ui_mount())
     else:
         from fastapi.responses import HTMLResponse
 

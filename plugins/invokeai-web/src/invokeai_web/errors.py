@@ -17,20 +17,34 @@ structured details shaped like FastAPI's own validation errors, plus the kernel'
 | `ServiceUnavailableError` (the implementation is not installed) | 503 |
 | `StorageUnavailableError` (a store unreachable or busy: object store down, database locked) | 503 + Retry-After |
 | `StorageError` (a store failed: access denied, no such bucket, a corrupt database) | 502 |
+| `InvalidTextError` (text that cannot be encoded as UTF-8, caught by a store) | 422 |
 | any other `InvokeAIError` | 400 |
+
+**Text that cannot be encoded as UTF-8** (a lone surrogate such as `"\\ud800"` in JSON, or a body
+that is not UTF-8) is refused in one place before any route runs: `TextCheckMiddleware`, around the
+FastAPI app, checks the path, the query and every JSON body, and answers 422 with the location
+(`{"detail": [{"type": "invalid_text", "loc": ["body", "nodes", "n1", "value"], "msg": ...}]}`).
+Form fields and file names cannot carry such text (Starlette decodes them as UTF-8 or Latin-1).
+
+Every error answer is described in the OpenAPI by `ErrorResponse` (see `invokeai_web.openapi`).
 """
 
 from __future__ import annotations
 
+import json
+import re
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl
 
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
 
 from invokeai_core import (
     BatchError,
     BatchNotFoundError,
     GraphError,
     InvalidQueueIdError,
+    InvalidTextError,
     InvokeAIError,
     QueueError,
     QueueFullError,
@@ -40,7 +54,9 @@ from invokeai_core import (
     SessionNotFoundError,
     StorageError,
     StorageUnavailableError,
+    find_invalid_text,
 )
+from invokeai_web.security import ASGIApp, Message, Receive, Scope, Send
 
 if TYPE_CHECKING:
     from fastapi import FastAPI, Request
@@ -90,11 +106,35 @@ async def _http_error(request: Request, exc: Exception) -> Any:
     return await http_exception_handler(request, exc)  # type: ignore[arg-type]
 
 
+async def _invalid_text(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, InvalidTextError)
+    return JSONResponse({"detail": [text_detail(("body", *exc.loc), exc.reason)]}, status_code=422)
+
+
+_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+
+
+async def _method_not_allowed(request: Request, exc: Exception) -> JSONResponse:
+    """405 with `Allow` naming every method the OpenAPI declares for the path (Starlette names only
+    the first route's, and a path may have one route per method)."""
+    path = request.url.path
+    methods: set[str] = set()
+    for template, item in request.app.openapi().get("paths", {}).items():
+        if re.fullmatch(re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template)), path):
+            methods |= {m.upper() for m in item if m in _METHODS}
+    if "GET" in methods:
+        methods.add("HEAD")
+    allow = ", ".join(sorted(methods)) or dict(getattr(exc, "headers", None) or {}).get("Allow", "")
+    return JSONResponse({"detail": "Method Not Allowed"}, status_code=405, headers={"Allow": allow})
+
+
 def install_error_handlers(app: FastAPI) -> None:
     from starlette.exceptions import HTTPException
 
     app.add_exception_handler(HTTPException, _http_error)
     # Starlette picks the handler of the most specific class in the exception's MRO.
+    app.add_exception_handler(405, _method_not_allowed)
+    app.add_exception_handler(InvalidTextError, _invalid_text)
     app.add_exception_handler(GraphError, _located(422))
     app.add_exception_handler(BatchError, _located(422))
     app.add_exception_handler(QueueFullError, _plain(409))
@@ -108,3 +148,140 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StorageUnavailableError, _plain(503, {"Retry-After": RETRY_AFTER_SECONDS}))
     app.add_exception_handler(StorageError, _plain(502))
     app.add_exception_handler(InvokeAIError, _plain(400))
+
+
+class ErrorItem(BaseModel):
+    """One problem: where (`loc`, as in FastAPI's validation errors) and what; errors of the graph
+    engine add the node id, the field and the rule broken."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = Field(description="The error's kind (a kernel error class, or FastAPI's validation error type)")
+    loc: list[str | int] = Field(description="Where: 'body', 'query' or 'path', then keys and indexes")
+    msg: str
+    node_id: str | None = None
+    field: str | None = None
+    reason: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    """Every error answer: `detail` is a message, or a list of located problems."""
+
+    model_config = ConfigDict(extra="allow")
+
+    detail: str | list[ErrorItem]
+    type: str | None = Field(default=None, description="The kernel error class, for errors that are not located")
+
+
+#: What any route may answer besides its own statuses (the guard, validation, the stores), by status.
+COMMON_ERRORS: dict[int, str] = {
+    400: "Malformed request (e.g. its Content-Length), or an error of the engine that is not located",
+    401: "Missing or wrong access token (servers started with one)",
+    403: "A cross-site request, or a path outside what the server may touch",
+    413: "The request body is larger than max_upload_mb",
+    421: "The Host header is not a loopback name (servers without a token)",
+    422: "Invalid input: each problem located (`loc`), with the node and field for graphs and batches",
+    429: "Too many wrong access tokens from this address (see Retry-After)",
+    502: "A store failed (database, object store)",
+    503: "A store is busy or unreachable (see Retry-After), or a service is not installed",
+}
+NOT_FOUND = "No such session, queue, item, batch, image, node type or model"
+CONFLICT = "Refused by the state of the session or queue (e.g. an edge into a node that already ran, a full queue)"
+
+
+def error_responses(statuses: dict[int, str]) -> dict[int | str, dict[str, Any]]:
+    """FastAPI `responses=` for these statuses, each answered with `ErrorResponse`."""
+    return {status: {"model": ErrorResponse, "description": text} for status, text in statuses.items()}
+
+
+def text_detail(loc: tuple[str | int, ...], reason: str) -> dict[str, Any]:
+    field = next((p for p in reversed(loc[1:]) if isinstance(p, str)), None)
+    where = ".".join(str(p) for p in loc)
+    return {"type": "invalid_text", "loc": list(loc), "msg": f"{where}: {reason}", "field": field, "reason": reason}
+
+
+#: A JSON escape of a UTF-16 surrogate; only a body containing one needs the full check.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89abcdefABCDEF]")
+#: Bodies larger than this are parsed for the check on a worker thread, not the event loop.
+_THREAD_ABOVE = 64 * 1024
+
+
+def _is_json(headers: list[tuple[bytes, bytes]]) -> bool:
+    """Whether FastAPI would parse this body as JSON (no content type, or `application/*json`)."""
+    for k, v in headers:
+        if k.lower() == b"content-type":
+            kind = v.split(b";", 1)[0].strip().lower()
+            return kind == b"application/json" or (kind.startswith(b"application/") and kind.endswith(b"+json"))
+    return True
+
+
+def body_text_problem(body: bytes) -> tuple[tuple[str | int, ...], str] | None:
+    """Where a JSON body holds text that cannot be encoded as UTF-8, or None.
+
+    Fast on the common case: a UTF-8 check in C, and a full parse only when the body has a
+    surrogate escape (a valid pair, as `json.dumps` writes an emoji, passes)."""
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return ("body",), f"the body is not valid UTF-8 (byte {e.start}); JSON must be UTF-8"
+    if _SURROGATE_ESCAPE.search(body) is None:
+        return None
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None  # not JSON: FastAPI answers that with its own 422
+    return find_invalid_text(data, ("body",))
+
+
+class TextCheckMiddleware:
+    """Refuse text that cannot be encoded as UTF-8 before any route runs (422 naming where).
+
+    Bodies are already bounded by the outer guard's `max_upload_mb`; only JSON bodies are read
+    here (uploads stream through untouched)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        query = scope.get("query_string", b"").decode("latin-1")
+        problem = find_invalid_text(scope.get("path", ""), ("path",)) or find_invalid_text(
+            dict(parse_qsl(query, keep_blank_values=True)), ("query",)
+        )
+        if problem is None and scope.get("method") in ("POST", "PUT", "PATCH") and _is_json(scope.get("headers", [])):
+            chunks = []
+            more = True
+            while more:
+                message = await receive()
+                if message["type"] != "http.request":
+                    break
+                chunks.append(message.get("body", b""))
+                more = message.get("more_body", False)
+            body = b"".join(chunks)
+            if len(body) > _THREAD_ABOVE:
+                from starlette.concurrency import run_in_threadpool
+
+                problem = await run_in_threadpool(body_text_problem, body)
+            else:
+                problem = body_text_problem(body)
+            receive = _replay(body, receive)
+        if problem is None:
+            await self.app(scope, receive, send)
+            return
+        response = JSONResponse({"detail": [text_detail(*problem)]}, status_code=422)
+        await response(scope, receive, send)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay

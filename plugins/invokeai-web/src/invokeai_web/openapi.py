@@ -9,6 +9,10 @@ FastAPI describes the routes. `enrich` adds, under `components.schemas`:
 * `AnyInvocation` / `AnyInvocationOutput`: the unions of them, discriminated by `type`;
 * `InvocationOutputMap`: an object whose property for each node type is that node's output schema;
 * `Graph` (nodes are `AnyInvocation`, edges are `Edge`), which the sessions and queue routes take;
+* **errors**: every operation declares the statuses it can answer, each with `ErrorResponse`
+  (`detail`: a message or a list of located problems with the node id and field): the common ones
+  on every route (`invokeai_web.errors.COMMON_ERRORS`), 404 on every route with a path parameter,
+  409 on the sessions and queue routes, and each route's own (415 for uploads, ...);
 * every **event** (`InvocationStartedEvent`, ...) with its name as the `event` constant, and
   `ServerEvents`, an object mapping each Socket.IO event name to its schema; the top-level
   `x-socketio` extension names the endpoint and the events a client emits.
@@ -75,6 +79,8 @@ def _union(refs: dict[str, str], description: str) -> dict[str, Any]:
 
 def enrich(schema: dict[str, Any], registry: NodeRegistry, socketio_path: str = "/socket.io/") -> dict[str, Any]:
     """Add the node, output, graph and event schemas (see the module docstring) to `schema`."""
+    from collections import Counter
+
     from pydantic.json_schema import models_json_schema
 
     from invokeai_core import ALL_EVENTS, Edge
@@ -127,6 +133,12 @@ def enrich(schema: dict[str, Any], registry: NodeRegistry, socketio_path: str = 
     for name in output_name.values():
         components[name] = defs[name]
 
+    # class names of generated clients come from titles: two output classes of the same name (from
+    # two plugins) are told apart by their component names
+    titles = Counter(sch.get("title") for sch in components.values() if isinstance(sch, dict))
+    for name, sch in components.items():
+        if isinstance(sch, dict) and sch.get("title") and titles[sch["title"]] > 1:
+            sch["title"] = name
     components["AnyInvocation"] = _union(node_refs, "Any registered node, by its `type`")
     components["AnyInvocationOutput"] = _union(output_refs, "Any registered node output, by its `type`")
     output_of = {e.cls.invocation_type: COMPONENTS + output_name[e.cls.output_class] for e in nodes}
@@ -140,7 +152,9 @@ def enrich(schema: dict[str, Any], registry: NodeRegistry, socketio_path: str = 
         "title": "Graph",
         "type": "object",
         "description": "Nodes keyed by node id (each with its `type`) and the edges between them",
+        "additionalProperties": False,
         "properties": {
+            "id": {"description": "Ignored (graphs of the first release carried one)"},
             "nodes": {"type": "object", "additionalProperties": {"$ref": ANY_INVOCATION_REF}, "default": {}},
             "edges": {"type": "array", "items": {"$ref": COMPONENTS + name_of(Edge, "validation")}, "default": []},
         },
@@ -156,6 +170,31 @@ def enrich(schema: dict[str, Any], registry: NodeRegistry, socketio_path: str = 
         "server_events": {n: {"$ref": r} for n, r in event_refs.items()},
         "rooms": "a client receives the events of the sessions and queues it subscribed to",
     }
+    return schema
+
+
+ERROR_REF = COMPONENTS + "ErrorResponse"
+
+
+def declare_errors(schema: dict[str, Any], not_found: str) -> dict[str, Any]:
+    """404 on every operation with a path parameter, `ErrorResponse` as the body of every error
+    answer that does not name one (routes of plugins that declare a status without a model), and
+    `format: binary` on uploaded files."""
+    for path, item in schema.get("paths", {}).items():
+        for operation in item.values():
+            if not isinstance(operation, dict) or "responses" not in operation:
+                continue
+            responses = operation["responses"]
+            if "{" in path:
+                responses.setdefault("404", {"description": not_found})
+            for status, response in responses.items():
+                if status[:1] in "45" and "content" not in response:
+                    response["content"] = {"application/json": {"schema": {"$ref": ERROR_REF}}}
+    # uploaded files as OpenAPI's `format: binary` too, which client generators read as a file
+    for component in schema.get("components", {}).get("schemas", {}).values():
+        for prop in component.get("properties", {}).values():
+            if prop.get("contentMediaType") == "application/octet-stream":
+                prop.setdefault("format", "binary")
     return schema
 
 
@@ -176,7 +215,9 @@ def install_openapi(app: FastAPI, registry: Any, socketio_path: str = "/socket.i
                 routes=app.routes,
                 tags=app.openapi_tags,
             )
-            cache["schema"] = enrich(base, reg, socketio_path)
+            from invokeai_web.errors import NOT_FOUND
+
+            cache["schema"] = enrich(declare_errors(base, NOT_FOUND), reg, socketio_path)
             cache["key"] = key
         schema: dict[str, Any] = cache["schema"]
         return schema

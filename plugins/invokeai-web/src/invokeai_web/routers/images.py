@@ -20,10 +20,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, HTTPException, Path, Query, UploadFile
 from fastapi.responses import RedirectResponse, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, StrictBool
 
 from invokeai_core import ImageRecord, Page
 from invokeai_web.dependencies import InvokerDep, SettingsDep
+from invokeai_web.errors import error_responses
 
 router = APIRouter(prefix="/images", tags=["images"])
 
@@ -56,8 +57,8 @@ def _record(invoker: Any, image_name: str) -> ImageRecord:
 
 
 class ImageUpdate(BaseModel):
-    starred: bool | None = None
-    is_intermediate: bool | None = None
+    starred: StrictBool | None = None
+    is_intermediate: StrictBool | None = None
 
 
 def decode_upload(data: bytes, max_pixels: int) -> Any:
@@ -91,7 +92,20 @@ def decode_upload(data: bytes, max_pixels: int) -> Any:
     return image
 
 
-@router.post("/upload", status_code=201, response_model=ImageRecord, summary="Upload an image")
+@router.post(
+    "/upload",
+    status_code=201,
+    response_model=ImageRecord,
+    summary="Upload an image",
+    responses=error_responses({415: "Not a PNG, JPEG or WebP image (decided by the content)"}),
+    openapi_extra={
+        "requestBody": {
+            "content": {
+                "multipart/form-data": {"encoding": {"file": {"contentType": ", ".join(ALLOWED_FORMATS.values())}}}
+            }
+        }
+    },
+)
 def upload_image(
     invoker: InvokerDep,
     settings: SettingsDep,
@@ -146,20 +160,26 @@ def _file(invoker: Any, image_name: str, *, thumbnail: bool) -> Response:
     )
 
 
-_IMAGE_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {"content": {"image/png": {}, "image/webp": {}}, "description": "The image file"},
-    307: {"description": "Redirect to the image store's own URL"},
-}
+def _file_responses(media_type: str) -> dict[int | str, dict[str, Any]]:
+    return {
+        200: {"content": {media_type: {"schema": {"type": "string", "format": "binary"}}}, "description": "The file"},
+        307: {"description": "Redirect to the image store's own URL"},
+    }
 
 
-@router.get("/i/{image_name}/full", response_class=Response, responses=_IMAGE_RESPONSES, summary="Get the image")
+@router.get(
+    "/i/{image_name}/full", response_class=Response, responses=_file_responses("image/png"), summary="Get the image"
+)
 def get_image_full(invoker: InvokerDep, image_name: ImageName) -> Response:
     """The full image (PNG, with the generation metadata in its text chunks)."""
     return _file(invoker, image_name, thumbnail=False)
 
 
 @router.get(
-    "/i/{image_name}/thumbnail", response_class=Response, responses=_IMAGE_RESPONSES, summary="Get the thumbnail"
+    "/i/{image_name}/thumbnail",
+    response_class=Response,
+    responses=_file_responses("image/webp"),
+    summary="Get the thumbnail",
 )
 def get_image_thumbnail(invoker: InvokerDep, image_name: ImageName) -> Response:
     """A thumbnail (WebP, at most 256 pixels a side)."""

@@ -10,12 +10,14 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query, Response
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from invokeai_core import (
     DEFAULT_QUEUE_ID,
     QUEUE_ID_RE,
     Batch,
+    BatchNotFoundError,
     EnqueueResult,
     Invoker,
     QueueItem,
@@ -24,11 +26,12 @@ from invokeai_core import (
     QueueStatusCounts,
 )
 from invokeai_web.dependencies import InvokerDep, rendered
+from invokeai_web.errors import CONFLICT, error_responses
 from invokeai_web.openapi import GRAPH_REF, schema_ref
 
-router = APIRouter(prefix="/queue/{queue_id}", tags=["queue"])
+router = APIRouter(prefix="/queue/{queue_id}", tags=["queue"], responses=error_responses({409: CONFLICT}))
 
-MAX_ID = 2**63 - 1  # SQLite's INTEGER
+MAX_ID = 2**53 - 1  # the largest id every JSON client (JavaScript included) holds exactly
 QueueId = Annotated[str, Path(pattern=QUEUE_ID_RE.pattern, description="The queue id ('default' always exists)")]
 ItemId = Annotated[int, Path(ge=0, le=MAX_ID, description="The queue item id")]
 ItemIds = Annotated[list[Annotated[int, Field(ge=0, le=MAX_ID)]], Field(max_length=10_000)]
@@ -173,10 +176,27 @@ def cancel_item(invoker: InvokerDep, queue_id: QueueId, item_id: ItemId) -> Resp
 
 
 @router.put("/cancel_by_batch_ids", response_model=ItemIdsResult, summary="Cancel batches")
-def cancel_by_batch_ids(invoker: InvokerDep, queue_id: QueueId, body: BatchIdsBody) -> dict[str, Any]:
-    """Cancel the unfinished items of these batches; returns the items that changed."""
+def cancel_by_batch_ids(invoker: InvokerDep, queue_id: QueueId, body: BatchIdsBody) -> Any:
+    """Cancel the unfinished items of these batches; returns the items that changed.
+
+    All or nothing: when some batch ids have no item in this queue, nothing is canceled and the
+    answer is 422 with one problem per unknown id (`loc`: `["body", "batch_ids", index]`)."""
     _known(invoker, queue_id)
-    return {"item_ids": invoker.queue.cancel_batch(queue_id, body.batch_ids)}
+    try:
+        return {"item_ids": invoker.queue.cancel_batch(queue_id, body.batch_ids)}
+    except BatchNotFoundError as e:
+        unknown = set(e.batch_ids)
+        detail = [
+            {
+                "type": "BatchNotFoundError",
+                "loc": ["body", "batch_ids", i],
+                "msg": f"batch '{b}' has no item in the queue '{queue_id}'",
+                "field": "batch_ids",
+            }
+            for i, b in enumerate(body.batch_ids)
+            if b in unknown
+        ]
+        return JSONResponse({"detail": detail}, status_code=422)
 
 
 @router.put("/cancel_all_except_current", response_model=ItemIdsResult, summary="Cancel all pending items")

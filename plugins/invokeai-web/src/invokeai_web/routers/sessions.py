@@ -13,9 +13,10 @@ from pydantic import BaseModel, Field
 
 from invokeai_core import Edge, Page, Session, SessionError, SessionSummary
 from invokeai_web.dependencies import InvokerDep, rendered
+from invokeai_web.errors import CONFLICT, error_responses
 from invokeai_web.openapi import ANY_INVOCATION_REF, ANY_OUTPUT_REF, GRAPH_REF, schema_ref
 
-router = APIRouter(prefix="/sessions", tags=["sessions"])
+router = APIRouter(prefix="/sessions", tags=["sessions"], responses=error_responses({409: CONFLICT}))
 
 SessionId = Annotated[str, Path(min_length=1, max_length=128, description="The session id")]
 GraphJson = Annotated[dict[str, Any], schema_ref(GRAPH_REF)]
