@@ -59,6 +59,12 @@ def database_path(config: InvokeAIConfig | None) -> Path:
     return config.db_file
 
 
+def _is_surrogate_serialization(e: BaseException) -> bool:
+    from pydantic_core import PydanticSerializationError
+
+    return isinstance(e, PydanticSerializationError) and "surrogates not allowed" in str(e)
+
+
 class SqliteDatabase:
     """A connection to one database file, with transactions and migrations. See the module doc."""
 
@@ -179,6 +185,8 @@ class SqliteDatabase:
                     raise self.error(e) from None  # type: ignore[arg-type]
                 if isinstance(e, UnicodeEncodeError):
                     raise self.text_error(e) from None
+                if _is_surrogate_serialization(e):  # a model's JSON (pydantic) with such text
+                    raise InvalidTextError((), f"{e}; nothing was stored") from None
                 raise
             finally:
                 self._depth = 0
