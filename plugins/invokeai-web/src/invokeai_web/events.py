@@ -182,7 +182,7 @@ class EventBridge:
         self._lock = threading.Lock()
         self._unsubscribe: Callable[[], None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._pending: deque[EventBase] = deque()
+        self._pending: deque[tuple[EventBase, str]] = deque()
         self._wakeup: asyncio.Event | None = None
         self._scheduled = False
         self._stopping = False
@@ -256,7 +256,8 @@ class EventBridge:
         loop, wakeup = self._loop, self._wakeup
         if loop is None or wakeup is None:
             return
-        self._pending.append(event)  # appended first, then checked: the pump never misses one
+        # encoded here, on the emitting (worker) thread: a large output never costs the event loop
+        self._pending.append((event, encode_event(event)))  # appended first, then checked: never missed
         if not self._scheduled:
             self._scheduled = True
             try:
@@ -284,12 +285,12 @@ class EventBridge:
                 return
             n = 0
             while pending:
-                event = pending.popleft()
+                event, data = pending.popleft()
                 rooms = self.rooms_for(event)
                 if not rooms or self.fanout is None:
                     continue
                 try:
-                    await self.fanout.deliver(Message(event.event_name, rooms, encode_event(event)))
+                    await self.fanout.deliver(Message(event.event_name, rooms, data))
                     self.delivered += 1
                 except Exception:
                     self.failed += 1
