@@ -24,7 +24,16 @@ TSettings = TypeVar("TSettings", bound=BaseModel)
 
 CONFIG_FILE_NAME = "invokeai.toml"
 #: Environment variables with the INVOKEAI_ prefix that are not configuration keys.
-NON_CONFIG_ENV = frozenset({"INVOKEAI_ROOT", "INVOKEAI_LOAD_PLUGINS", "INVOKEAI_STRICT_PLUGINS", "INVOKEAI_CONFIG"})
+NON_CONFIG_ENV = frozenset(
+    {
+        "INVOKEAI_ROOT",
+        "INVOKEAI_LOAD_PLUGINS",
+        "INVOKEAI_STRICT_PLUGINS",
+        "INVOKEAI_CONFIG",
+        "INVOKEAI_CRASH_AT",
+        "INVOKEAI_REQUIRE_ALL_TESTS",
+    }
+)
 
 
 def default_root() -> Path:

@@ -13,6 +13,7 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from invokeai_core.crashpoints import crash_point
 from invokeai_core.services.base import ImageFileStorageBase
 
 if TYPE_CHECKING:
@@ -67,6 +68,7 @@ class LocalImageFileStorage(ImageFileStorageBase):
             # Both files are written under temporary names first, then renamed: a failure (an
             # unsupported mode, a full disk) leaves neither a half-written image nor a stray file.
             image.save(tmp, "PNG", pnginfo=info)
+            crash_point("images.write")
             small = image.copy()
             small.thumbnail((thumbnail_size, thumbnail_size))
             if small.mode not in ("RGB", "RGBA"):

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from invokeai_core.crashpoints import crash_point
 from invokeai_core.services.base import (
     FINISHED,
     QUEUE_STATUSES,
@@ -196,6 +197,7 @@ class SqliteSessionQueue(SessionQueueBase):
             conn.executemany(
                 "INSERT INTO queue_graphs (item_id, graph) VALUES (?, ?)", list(zip(ids, graphs, strict=True))
             )
+            crash_point("queue.enqueue")
         return priority, ids
 
     # -- taking and finishing items ---------------------------------------------------------------

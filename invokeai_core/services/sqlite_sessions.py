@@ -27,6 +27,7 @@ import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from invokeai_core.crashpoints import crash_point
 from invokeai_core.errors import SessionNotFoundError
 from invokeai_core.services.base import Page, SessionStorageBase, SessionSummary
 from invokeai_core.services.sqlite_db import DatabaseError, SqliteDatabase, dumps
@@ -406,6 +407,7 @@ class SqliteSessionStorage(SessionStorageBase):
             conn.executemany(
                 "INSERT INTO session_results (session_id, seq, node_id, output) VALUES (?, ?, ?, ?)", pending.rows
             )
+            crash_point("sessions.commit")
         mark.history_len = first + len(pending.rows)
 
     # -- reading ----------------------------------------------------------------------------------
