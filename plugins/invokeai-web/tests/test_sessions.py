@@ -246,3 +246,21 @@ async def test_a_long_session_is_streamed_and_its_results_paged(server: Any, wat
         }
         assert (await http.get(f"/sessions/{sid}/results", params={"limit": 0})).status_code == 422
         assert (await http.get("/sessions/nope/results")).status_code == 404
+
+
+async def test_invoke_answers_202_while_the_work_is_still_running(server: Any, watcher: Any) -> None:
+    """`PUT /sessions/{id}/invoke` queues the work and answers at once: the session is still running
+    after the 202 (its node takes seconds), and other requests are answered meanwhile."""
+    graph = {"nodes": {"s": {"id": "s", "type": "wt_slow", "steps": 300, "delay": 0.01}}}
+    async with server.async_client() as http:
+        sid = (await http.post("/sessions", json=graph)).json()["id"]
+        await watcher.subscribe("session", sid)
+        r = await http.put(f"/sessions/{sid}/invoke", params={"all": "true"})
+        assert r.status_code == 202 and r.json() == {"session_id": sid, "all": True}
+        assert (await http.get("/app/version")).status_code == 200
+        summary = (await http.get("/sessions", params={"query": sid})).json()["items"][0]
+        assert summary["status"] in ("pending", "running")  # the 202 did not wait for the node
+        assert not session_done(sid)(watcher.events)
+        await watcher.wait_for(session_done(sid), timeout=120)
+        done = (await http.get(f"/sessions/{sid}/results")).json()
+        assert done["total"] == 1 and done["items"][0]["output"]["value"] == 300
