@@ -303,7 +303,7 @@ class SqliteSessionStorage(SessionStorageBase):
         conn.execute(
             "INSERT INTO session_graphs (session_id, graph) VALUES (?, ?) "
             "ON CONFLICT (session_id) DO UPDATE SET graph = excluded.graph",
-            (session.id, dumps(graph.to_dict())),
+            (session.id, graph.to_json()),
         )
         conn.execute("DELETE FROM session_graph_appends WHERE session_id = ?", (session.id,))
 
