@@ -12,7 +12,6 @@ import datetime as _dt
 import json
 import traceback as _tb
 import uuid
-from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
@@ -326,37 +325,6 @@ class Session:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict())
-
-    def json_chunks(self, *, with_status: bool = False, per_chunk: int = 500) -> Iterator[str]:
-        """`to_dict()` as JSON text in pieces of `per_chunk` nodes, edges or results (with `status`
-        after `id` when asked), from a consistent snapshot: a session of 100,000 nodes is sent a
-        piece at a time instead of one huge document built in memory."""
-        from invokeai_core.graph import node_json
-
-        nodes = list(self.graph.nodes.items())
-        edges = list(self.graph.edges)
-        results = list(self.results.items())
-        errors = list(self.errors.items())
-        history = list(self.history)
-        canceled, created, updated = self.canceled, self.created_at, self.updated_at
-        dumps = json.dumps
-        yield "{" + f'"id": {dumps(self.id)}' + (f', "status": {dumps(self.status)}' if with_status else "")
-
-        def pieces(items: list[Any], render: Callable[[Any], str]) -> Iterator[str]:
-            for i in range(0, len(items), per_chunk):
-                yield ("" if i == 0 else ", ") + ", ".join(render(x) for x in items[i : i + per_chunk])
-
-        yield ', "graph": {"nodes": {'
-        yield from pieces(nodes, lambda kv: f"{dumps(kv[0])}: {dumps(node_json(kv[1]))}")
-        yield '}, "edges": ['
-        yield from pieces(edges, lambda e: e.model_dump_json())
-        yield ']}, "results": {'
-        yield from pieces(results, lambda kv: f"{dumps(prepared_id(kv[0]))}: {kv[1].model_dump_json()}")
-        yield '}, "errors": {'
-        yield from pieces(errors, lambda kv: f"{dumps(prepared_id(kv[0]))}: {kv[1].model_dump_json()}")
-        yield '}, "history": ['
-        yield from pieces(history, lambda k: dumps(prepared_id(k)))
-        yield f'], "canceled": {dumps(canceled)}, "created_at": {dumps(created)}, "updated_at": {dumps(updated)}}}'
 
     def results_page(self, offset: int = 0, limit: int = 100) -> list[tuple[str, BaseInvocationOutput]]:
         """`limit` results from position `offset` of the history, as `(prepared id, output)`."""

@@ -27,13 +27,16 @@ def serve_env(root: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def start_serve(root: Path, *args: str, **env: str) -> tuple[subprocess.Popen[str], str]:
+def start_serve(root: Path, *args: str, log_file: Path | None = None, **env: str) -> tuple[subprocess.Popen[str], str]:
     """`invokeai serve` in a subprocess on a free 127.0.0.1 port, once it printed its start line (which
     names the UI and the docs); returns it and its URL."""
+    # the server logs a line per request on stderr: a test sending many requests gives a `log_file`, or
+    # the unread pipe fills and the server blocks on its next log line
+    stderr: Any = open(log_file, "w") if log_file is not None else subprocess.PIPE
     proc = subprocess.Popen(
         [INVOKEAI, "serve", "--port", "0", *args],
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=stderr,
         text=True,
         env=serve_env(root, **env),
     )

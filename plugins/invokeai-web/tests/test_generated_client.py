@@ -30,7 +30,7 @@ def _png() -> bytes:
 @pytest.mark.timeout(300)
 def test_a_generated_client_calls_every_route_and_parses_every_answer(tmp_path: Path) -> None:
     require_tool(GENERATOR, "openapi-python-client (pinned in requirements/dev.txt)")
-    proc, url = start_serve(tmp_path / "root")
+    proc, url = start_serve(tmp_path / "root", log_file=tmp_path / "serve.log")
     try:
         spec = tmp_path / "openapi.json"
         spec.write_bytes(httpx.get(url + "/openapi.json", timeout=30).content)
@@ -86,6 +86,8 @@ def _drive(url: str, out: Path) -> None:
     sid = session.id
     call("get_session", 200, session_id=sid)
     call("get_session", 404, session_id="nope")
+    call("get_results", 200, session_id=sid, offset=0, limit=10)
+    call("get_results", 404, session_id="nope")
     call("list_sessions", 200)
     call("add_node", 201, session_id=sid, body=models.AddIntegers.from_dict({"id": "sum", "type": "add", "b": 3}))
     error = call("add_node", 422, session_id=sid, body=models.AddIntegers.from_dict({"id": "one", "type": "add"}))

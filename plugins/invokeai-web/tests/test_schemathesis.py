@@ -72,7 +72,7 @@ def _run(url: str, cwd: Path, *args: str) -> str:
 def test_generated_requests_pass_every_check(tmp_path: Path) -> None:
     require_tool(SCHEMATHESIS, "schemathesis (pinned in requirements/dev.txt)")
     examples = os.environ.get("INVOKEAI_WEB_SCHEMATHESIS_EXAMPLES", "10")
-    proc, url = start_serve(tmp_path / "root")
+    proc, url = start_serve(tmp_path / "root", log_file=tmp_path / "serve.log")
     try:
         assert url.startswith("http://127.0.0.1:")
         if os.environ.get("INVOKEAI_WEB_SCHEMATHESIS_FULL") == "1":

@@ -84,13 +84,9 @@ def list_sessions(
 
 @router.get("/{session_id}", response_model=SessionOut, summary="Get a session")
 def get_session(invoker: InvokerDep, session_id: SessionId) -> Response:
-    """The whole session, streamed a few hundred nodes and results at a time (encoded off the event
-    loop), so a session of 100,000 nodes is never one document in memory. To page through a long
-    session's results instead, use `GET /sessions/{id}/results`."""
-    from starlette.responses import StreamingResponse
-
-    session = invoker.get_session(session_id)
-    return StreamingResponse(session.json_chunks(with_status=True), media_type="application/json")
+    """The whole session (encoded off the event loop). To page through a long session's results
+    instead, use `GET /sessions/{id}/results`."""
+    return rendered(session_json(invoker.get_session(session_id)))
 
 
 class ResultOut(BaseModel):
