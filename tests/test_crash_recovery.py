@@ -12,6 +12,8 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +51,19 @@ def _env(root: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("INVOKEAI_")}
     env.update(INVOKEAI_ROOT=str(root), HF_HUB_OFFLINE="1")
     return env
+
+
+@contextmanager
+def killed(proc: subprocess.Popen[str]) -> Iterator[subprocess.Popen[str]]:
+    """Run the block while `proc` lives, then kill it with SIGKILL (on a failure too) and check that
+    the kill is what ended it."""
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    assert proc.returncode == -signal.SIGKILL
 
 
 def _query(db: Path, sql: str, *args: Any) -> list[tuple[Any, ...]]:
@@ -98,15 +113,8 @@ def test_sigkill_mid_session_then_restart(cli_root: Path, tmp_path: Path, requeu
     proc = subprocess.Popen(
         [INVOKEAI, "queue", "process"], env=_env(root), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-    try:
+    with killed(proc):
         session_id = _wait_mid_session(db, proc)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(30)
-    assert proc.returncode == -signal.SIGKILL
 
     # nothing accepted was lost by the kill
     items = _query(db, "SELECT item_id, status FROM queue_items ORDER BY item_id")
@@ -179,7 +187,7 @@ def test_sigkill_of_invokeai_serve_with_queued_items(cli_root: Path) -> None:
     proc = subprocess.Popen(
         [INVOKEAI, "serve", "--port", "0"], env=_env(root), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-    try:
+    with killed(proc):
         assert proc.stdout is not None
         line = proc.stdout.readline()
         assert "serving on " in line, proc.stderr.read() if proc.stderr else line
@@ -191,13 +199,6 @@ def test_sigkill_of_invokeai_serve_with_queued_items(cli_root: Path) -> None:
         )
         with urllib.request.urlopen(request, timeout=60) as r:
             assert r.status == 201 and json.loads(r.read())["item_ids"] == [1, 2, 3, 4]
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(30)
-    assert proc.returncode == -signal.SIGKILL
     assert _query(db, "SELECT item_id, status FROM queue_items ORDER BY item_id") == [
         (i, "pending") for i in (1, 2, 3, 4)
     ]

@@ -11,7 +11,6 @@ flight runs again."""
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ from typing import Any
 import pytest
 from conftest import INVOKEAI, run_cli
 from test_crash_recovery import _env as crash_env
-from test_crash_recovery import _query
+from test_crash_recovery import _query, killed
 
 from invokeai_core.services.sqlite_sessions import COMMIT_BATCH
 
@@ -66,19 +65,12 @@ def test_a_10k_node_session_killed_mid_run_resumes_from_its_last_committed_node(
         stderr=subprocess.PIPE,
         text=True,
     )
-    try:
+    with killed(proc):
         deadline = time.monotonic() + 300
         while len(_lines(log)) < NODES // 3:  # well inside the session
             assert proc.poll() is None, proc.communicate()
             assert time.monotonic() < deadline, "the session never got a third of the way"
             time.sleep(0.005)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(30)
-    assert proc.returncode == -signal.SIGKILL
 
     ran_before = _lines(log)
     ((session_id, committed),) = _query(
