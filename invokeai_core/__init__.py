@@ -111,6 +111,7 @@ if TYPE_CHECKING:
         utcnow,
     )
     from invokeai_core.services.container import Services
+    from invokeai_core.services.sql_sessions import SqlDatabase, SqlSessionStorage
     from invokeai_core.session import NodeError, Session, parse_prepared_id, prepared_id
 
 #: Each public name and the module it lives in, imported when the name is first used.
@@ -167,6 +168,7 @@ _PUBLIC: dict[str, tuple[str, ...]] = {
         "prepend_priority",
         "utcnow",
     ),
+    "invokeai_core.services.sql_sessions": ("SqlDatabase", "SqlSessionStorage"),
     "invokeai_core.events": (
         "ALL_EVENTS",
         "BatchEnqueuedEvent",
@@ -303,6 +305,8 @@ __all__ = [
     "SessionStartedEvent",
     "SessionStorageBase",
     "SessionSummary",
+    "SqlDatabase",
+    "SqlSessionStorage",
     "StorageError",
     "StorageUnavailableError",
     "TypeMismatchError",
