@@ -9,13 +9,17 @@ item_id=)`, and records the outcome as the item's status. The queue emits
 
 * **Waking.** Workers wake at once for work enqueued in this process (they listen to the queue's
   events) and poll every `poll_interval` seconds for work enqueued, resumed or canceled by another
-  process sharing the database.
+  process sharing the database; a queue that notifies (`SessionQueueBase.listen`, e.g. PostgreSQL's
+  LISTEN/NOTIFY) wakes them at once, and they poll only every `NOTIFIED_POLL_INTERVAL` seconds as a
+  safety net.
 * **Cancelling.** Cancelling an in-progress item cancels its session (the running node sees
   `context.is_canceled()`); cancelling pending items never touches the running one.
 * **Pause/resume** are per queue and stored by the queue (the SQLite queue persists them): a paused
   queue's items stay pending, the running item finishes.
 * **One processor per database.** `start` claims the queue (`claim_processor`, an exclusive file
-  lock for SQLite), so crash recovery never touches the items of a live processor.
+  lock for SQLite), so crash recovery never touches the items of a live processor. A queue built for
+  many processors (invokeai-postgres) lets each claim it, tracks which took what, and sets
+  `recovery_interval`: every processor then re-runs crash recovery that often, for dead ones' items.
 * **Crash recovery.** At start, items left `in_progress` by a process that died are failed with a
   `ProcessTerminated` error (their sessions get the same error on the node that was running), or,
   with `queue_requeue_on_crash`, put back to pending under the same item and session ids: the
@@ -43,6 +47,8 @@ logger = logging.getLogger("invokeai.queue")
 
 TERMINATED = "the process was terminated while this item was running"
 STOPPED = "the queue processor stopped while this item was running"
+#: Seconds between polls of a queue that notifies its processors (`SessionQueueBase.listen`).
+NOTIFIED_POLL_INTERVAL = 5.0
 
 
 class QueueProcessor:
@@ -64,6 +70,9 @@ class QueueProcessor:
         self._running: dict[int, QueueItem] = {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
+        self._check = threading.Event()  # look for remote cancels now
+        self._unlisten: Any = None
+        self._poll = poll_interval
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self._release: Any = None
@@ -93,6 +102,8 @@ class QueueProcessor:
             self._release = None
             raise
         self._stopping.clear()
+        self._unlisten = queue.listen(self._on_remote_change)
+        self._poll = self.poll_interval if self._unlisten is None else max(self.poll_interval, NOTIFIED_POLL_INTERVAL)
         self._unsubscribe = self.invoker.services.events.subscribe(
             self._on_event, names=["batch_enqueued", "queue_item_status_changed"]
         )
@@ -113,6 +124,7 @@ class QueueProcessor:
             return
         self._stopping.set()
         self._wake.set()
+        self._check.set()
         with self._lock:
             running = list(self._running.values())
         for item in running:
@@ -126,13 +138,17 @@ class QueueProcessor:
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
+        if self._unlisten is not None:
+            self._unlisten()
+            self._unlisten = None
         if self._release is not None:
             self._release()
             self._release = None
         self._started = False
 
-    def recover(self) -> list[QueueItem]:
-        """Crash recovery: fail (or re-queue) the items a dead process left in progress."""
+    def recover(self, *, collect_orphans: bool = True) -> list[QueueItem]:
+        """Crash recovery: fail (or re-queue) the items a dead process left in progress, and (at
+        start) collect image files a crash left without a record."""
         items = self.queue.recover_interrupted(requeue=self.requeue_on_crash, error_message=TERMINATED)
         if items:
             logger.warning(
@@ -144,10 +160,11 @@ class QueueProcessor:
         if not self.requeue_on_crash:
             for item in items:
                 self._fail_session(item.session_id, "ProcessTerminated", TERMINATED)
-        try:
-            self.invoker.services.image_service.collect_orphans()
-        except Exception:
-            logger.exception("collecting image files without records failed")
+        if collect_orphans:
+            try:
+                self.invoker.services.image_service.collect_orphans()
+            except Exception:
+                logger.exception("collecting image files without records failed")
         return items
 
     # -- control ----------------------------------------------------------------------------------
@@ -179,14 +196,33 @@ class QueueProcessor:
                 self._stopping.wait(self.poll_interval)
                 continue
             if item is None:
-                self._wake.wait(self.poll_interval)
+                self._wake.wait(self._poll)
                 continue
             self._wake.set()  # there may be more: let an idle worker look too
             self._run(item)
 
+    def _on_remote_change(self) -> None:
+        self._wake.set()
+        self._check.set()
+
     def _monitor(self) -> None:
-        """Cancel running items canceled by another process (their status changed in the store)."""
-        while not self._stopping.wait(self.poll_interval):
+        """Cancel running items canceled by another process (their status changed in the store) and,
+        for a queue with a `recovery_interval`, recover the items of processors that died."""
+        import time
+
+        interval = self.queue.recovery_interval
+        next_recovery = time.monotonic() + interval if interval else None
+        while True:
+            self._check.wait(self._poll)
+            self._check.clear()
+            if self._stopping.is_set():
+                return
+            if next_recovery is not None and interval and time.monotonic() >= next_recovery:
+                next_recovery = time.monotonic() + interval
+                try:
+                    self.recovered += self.recover(collect_orphans=False)
+                except Exception:
+                    logger.exception("recovering the items of dead processors failed")
             for item in self.running:
                 try:
                     status = self.queue.get_status(item.item_id)

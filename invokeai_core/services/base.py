@@ -363,6 +363,11 @@ class SessionQueueBase(ABC):
     registry: NodeRegistry | None = None
     #: The most pending items one queue may hold (`max_queue_size`).
     max_size: int = 10000
+    #: Seconds between re-runs of crash recovery by a live processor (None: only when it starts).
+    #: A queue shared by many processors (invokeai-postgres) sets it, so the items of a worker that
+    #: died are recovered while the others go on; its `recover_interrupted` then touches only the items
+    #: of dead workers.
+    recovery_interval: float | None = None
 
     def start(self, invoker: Invoker | None = None) -> None:
         """Called when the Invoker starts. `invoker` is the first release's argument, passed (with a
@@ -552,6 +557,12 @@ class SessionQueueBase(ABC):
         """Items left in progress by a process that died (or only `item_ids`): fail them with the
         error, or with `requeue` put them back to pending (they keep their item id, and so their place in
         the order; with `new_sessions` they get a fresh session id). Returns the changed items."""
+
+    def listen(self, wake: Callable[[], None]) -> Callable[[], None] | None:
+        """Call `wake` (from any thread) whenever another process may have changed the queue: work
+        enqueued, resumed or re-queued, items canceled. Returns the function that stops listening, or
+        None when the store cannot notify (the processor then polls every `poll_interval`)."""
+        return None
 
     def claim_processor(self) -> Callable[[], None]:
         """Claim the right to process this queue (one processor per store); returns the release
