@@ -23,6 +23,9 @@ HEAVY = [
     "numpy",
     "accelerate",
     "safetensors",
+    "psycopg",
+    "psycopg_pool",
+    "redis",
 ]
 
 PROBE = """

@@ -327,17 +327,21 @@ class PostgresSessionQueue(SessionQueueBase):
             args.append(expected)
 
         def write() -> tuple[int, list[QueueItem]]:
-            with self.db.transaction() as conn:
+            # `_mine` changes before the commit (see `dequeue`)
+            with self._mine_lock, self.db.transaction() as conn:
                 changed = conn.execute(f"UPDATE queue_items SET {', '.join(sets)} WHERE {where}", args).rowcount
                 if changed and status == "canceled":
                     _notify(conn, CANCEL_CHANNEL, str(item_id))
+                if status != "in_progress":
+                    self._mine.discard(item_id)
                 return changed, _load(conn, [item_id])
 
         try:
             changed, found = self._outlasting(write)
-        finally:
+        except PostgresUnavailableError:
             if status != "in_progress":
-                self._done_with([item_id])  # finished (or given up on: the heartbeat fails it)
+                self._done_with([item_id])  # given up on: this worker's next heartbeat fails it
+            raise
         if not found:
             raise QueueItemNotFoundError([item_id])
         item = found[0]
@@ -541,7 +545,8 @@ class PostgresSessionQueue(SessionQueueBase):
         else:
             where = "status = 'in_progress' AND item_id = ANY(?)"
             args = (list(dict.fromkeys(check_item_ids(item_ids))),)
-        with self.db.transaction() as conn:
+        # `_mine` changes before the commit: a requeued item may be taken again at once (see `dequeue`)
+        with self._mine_lock, self.db.transaction() as conn:
             if requeue:
                 rows = conn.execute(
                     "UPDATE queue_items SET status = 'pending', started_at = NULL, completed_at = NULL, "
@@ -558,7 +563,7 @@ class PostgresSessionQueue(SessionQueueBase):
             changed = _load(conn, sorted(int(r[0]) for r in rows))
             if changed and requeue:
                 _notify(conn, WORK_CHANNEL, changed[0].queue_id)
-        self._done_with(i.item_id for i in changed)
+            self._mine.difference_update(i.item_id for i in changed)
         self._emit_status(changed)
         return changed
 
