@@ -34,7 +34,7 @@ import logging
 import threading
 from typing import TYPE_CHECKING, Any
 
-from invokeai_core.errors import SessionNotFoundError
+from invokeai_core.errors import SessionNotFoundError, StorageUnavailableError
 from invokeai_core.services.base import DEFAULT_QUEUE_ID, QueueItem, QueueItemNotFoundError
 
 if TYPE_CHECKING:
@@ -191,6 +191,10 @@ class QueueProcessor:
             self._wake.clear()
             try:
                 item = self.queue.dequeue()
+            except StorageUnavailableError as e:  # the store is away for now: one line per poll
+                logger.warning("taking the next queue item failed: %s", e)
+                self._stopping.wait(self.poll_interval)
+                continue
             except Exception:
                 logger.exception("taking the next queue item failed")
                 self._stopping.wait(self.poll_interval)
@@ -221,12 +225,17 @@ class QueueProcessor:
                 next_recovery = time.monotonic() + interval
                 try:
                     self.recovered += self.recover(collect_orphans=False)
+                except StorageUnavailableError as e:
+                    logger.warning("recovering the items of dead processors failed: %s", e)
                 except Exception:
                     logger.exception("recovering the items of dead processors failed")
             for item in self.running:
                 try:
                     status = self.queue.get_status(item.item_id)
                 except QueueItemNotFoundError:
+                    continue
+                except StorageUnavailableError as e:
+                    logger.warning("checking queue item %s failed: %s", item.item_id, e)
                     continue
                 except Exception:
                     logger.exception("checking queue item %s failed", item.item_id)

@@ -364,9 +364,8 @@ def queue_process(state: CliState, until_empty: bool, workers: int | None) -> No
                     f"{'re-queued' if item.status == 'pending' else 'failed'}"
                 )
             invoker.services.events.subscribe(show, names=["queue_item_status_changed"])
-            click.echo(
-                f"processing the queue in {config.db_file}" + ("" if until_empty else " (Ctrl-C stops)"), err=True
-            )
+            where = str(config.db_file) if config.services.queue == "sqlite" else f"the '{config.services.queue}' store"
+            click.echo(f"processing the queue in {where}" + ("" if until_empty else " (Ctrl-C stops)"), err=True)
             queue = invoker.services.queue
             while not stop.wait(0.1):
                 if until_empty and _idle(queue):

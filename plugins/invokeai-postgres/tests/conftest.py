@@ -1,7 +1,8 @@
 """Fixtures: a real PostgreSQL server on 127.0.0.1 (one cluster per test session, see pg_server.py),
 a fresh database per test, and the kernel's fixtures configured with every store on it.
 
-The tests run as if only the kernel and this plugin were installed (`INVOKEAI_LOAD_PLUGINS=postgres`).
+The tests run as if only the kernel, this plugin and the kernel's test node pack were installed
+(`INVOKEAI_LOAD_PLUGINS=postgres,testpack`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ STORES = ("sessions", "image_records", "queue")
 
 @pytest.fixture(autouse=True)
 def _only_this_plugin(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("INVOKEAI_LOAD_PLUGINS", "postgres")
+    monkeypatch.setenv("INVOKEAI_LOAD_PLUGINS", "postgres,testpack")  # testpack: the test nodes
     monkeypatch.delenv("INVOKEAI_STRICT_PLUGINS", raising=False)
     for name in ("PGHOST", "PGPORT", "PGUSER", "PGPASSWORD", "PGDATABASE", "PGSERVICE"):
         monkeypatch.delenv(name, raising=False)
@@ -58,7 +59,12 @@ def pg_settings(dsn: str, **extra: Any) -> Any:
 def write_config(root: Path, dsn: str, *, services: dict[str, str] | None = None, **extra: Any) -> Path:
     services = services if services is not None else dict.fromkeys(STORES, "postgres")
     lines = ["[services]", *(f"{k} = {json.dumps(v)}" for k, v in services.items())]
-    lines += ["", "[plugins.postgres]", f"dsn = {json.dumps(dsn)}", *(f"{k} = {json.dumps(v)}" for k, v in extra.items())]
+    lines += [
+        "",
+        "[plugins.postgres]",
+        f"dsn = {json.dumps(dsn)}",
+        *(f"{k} = {json.dumps(v)}" for k, v in extra.items()),
+    ]
     path = root / "invokeai.toml"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path

@@ -82,7 +82,7 @@ class PgServer:
 
     def start(self, timeout: float = 30) -> None:
         assert POSTGRES is not None
-        log = open(self.log, "ab")  # noqa: SIM115 - the server's stderr for its whole life
+        log = open(self.log, "ab")  # the server's stderr for its whole life
         if self.user is not None:
             shutil.chown(self.log, self.user)
         self.proc = subprocess.Popen(

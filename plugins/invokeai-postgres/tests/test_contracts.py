@@ -5,14 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import pytest
-from invokeai_core import NodeRegistry, SessionQueueBase
-from invokeai_core.testing.contracts import ImageRecordStoreContract, SessionQueueContract, SessionStoreContract
+from conftest import pg_settings
 from invokeai_postgres.db import PostgresDatabase
 from invokeai_postgres.image_records import PostgresImageRecordStorage
 from invokeai_postgres.queue import PostgresSessionQueue
 from invokeai_postgres.sessions import PostgresSessionStorage
 
-from conftest import pg_settings
+from invokeai_core import NodeRegistry, SessionQueueBase
+from invokeai_core.testing.contracts import ImageRecordStoreContract, SessionQueueContract, SessionStoreContract
 
 
 def _own_pool(db: PostgresDatabase) -> PostgresDatabase:

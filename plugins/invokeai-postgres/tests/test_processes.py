@@ -27,7 +27,6 @@ from typing import Any
 
 import psycopg
 import pytest
-
 from conftest import write_config
 from pg_server import PgServer
 
@@ -89,7 +88,7 @@ def start_worker(root: Path, log: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [INVOKEAI, "queue", "process"],
         env=_env(root),
-        stdout=open(log, "w"),  # noqa: SIM115 - the worker's whole life
+        stdout=open(log, "w"),
         stderr=subprocess.STDOUT,
         text=True,
     )
@@ -100,7 +99,7 @@ def start_server(root: Path, log: Path) -> tuple[subprocess.Popen[str], str]:
         [INVOKEAI, "serve", "--port", "0", "--no-queue-processor"],
         env=_env(root),
         stdout=subprocess.PIPE,
-        stderr=open(log, "w"),  # noqa: SIM115 - a line per request: never an unread pipe
+        stderr=open(log, "w"),  # a line per request: never an unread pipe
         text=True,
     )
     assert proc.stdout is not None
@@ -116,9 +115,9 @@ def http(method: str, url: str, body: Any = None, timeout: float = 60) -> tuple[
     request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as r:
-            return r.status, dict(r.headers), json.loads(r.read() or b"null")
+            return r.status, {k.lower(): v for k, v in r.headers.items()}, json.loads(r.read() or b"null")
     except urllib.error.HTTPError as e:
-        return e.code, dict(e.headers), json.loads(e.read() or b"null")
+        return e.code, {k.lower(): v for k, v in e.headers.items()}, json.loads(e.read() or b"null")
 
 
 def gradient_batch(widths: list[int]) -> dict[str, Any]:
@@ -144,7 +143,7 @@ def test_two_servers_and_four_workers_run_every_item_exactly_once(root: Path, pg
             servers.append(url)
 
         def enqueue(i: int) -> tuple[int, Any]:
-            batch = gradient_batch([8 + i % 50] * 5)
+            batch = gradient_batch([8 + 5 * i + k for k in range(5)])  # distinct: no cached output
             batch["batch_id"] = f"b{i:03d}"
             status, _, body = http("POST", f"{servers[i % 2]}/api/v1/queue/default/enqueue_batch", {"batch": batch})
             return status, body
@@ -209,7 +208,7 @@ def test_kill_9_of_a_worker_mid_item_is_recovered_by_another(
             return subprocess.Popen(
                 [INVOKEAI, *opts, "queue", "process"],
                 env=_env(root),
-                stdout=open(tmp_path / f"w{i}.log", "w"),  # noqa: SIM115
+                stdout=open(tmp_path / f"w{i}.log", "w"),
                 stderr=subprocess.STDOUT,
                 text=True,
             )
@@ -230,10 +229,7 @@ def test_kill_9_of_a_worker_mid_item_is_recovered_by_another(
             lambda: query(pg_dsn, "SELECT status FROM queue_items")[0][0] == final, 60, f"the item to be {final}"
         )
         assert survivor.poll() is None  # the other worker still serves
-    (status, error_type, worker_pid), *_ = query(
-        pg_dsn,
-        "SELECT q.status, q.error_type, w.pid FROM queue_items q LEFT JOIN queue_workers w ON w.worker_id = q.worker_id",
-    )
+    [(status, error_type)] = query(pg_dsn, "SELECT status, error_type FROM queue_items")
     assert query(pg_dsn, "SELECT count(*) FROM queue_items WHERE status = 'in_progress'") == [(0,)]
     if requeue:
         assert (status, error_type) == ("completed", None)
@@ -264,10 +260,10 @@ def test_the_database_going_away_mid_run(root: Path, pg_dsn: str, pg_server: PgS
         try:
             status, headers, body = http("GET", f"{url}/api/v1/queue/default/status")
             assert status == 503, body
-            assert int(headers["Retry-After"]) > 0
+            assert int(headers["retry-after"]) > 0
             assert "PostgreSQL" in json.dumps(body) and "unreachable" in json.dumps(body)
             status, headers, _ = http("POST", f"{url}/api/v1/queue/default/enqueue_batch", {"batch": {"graph": graph}})
-            assert status == 503 and "Retry-After" in headers
+            assert status == 503 and "retry-after" in headers
             time.sleep(2)
         finally:
             pg_server.start()

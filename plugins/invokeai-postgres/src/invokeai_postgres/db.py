@@ -36,6 +36,10 @@ if TYPE_CHECKING:
     from invokeai_postgres.settings import PostgresSettings
 
 logger = logging.getLogger("invokeai.postgres")
+# psycopg_pool logs every failed connection attempt while a server is away; the stores say it once
+# per operation, naming the server. An application that set the pool's level keeps it.
+if logging.getLogger("psycopg.pool").level == logging.NOTSET:
+    logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
 
 #: A migration runs statements on the connection it is given (inside the migration's transaction).
 Migration = Callable[["SqlConnection"], None]
