@@ -201,7 +201,7 @@ def _run_graph_text(state: CliState, graph_file: str, text: str, options: Any) -
     with invoker:
         runner = CliSession(invoker, options)
         try:
-            runner.session_id = invoker.create_session(graph).id
+            runner.use(invoker.create_session(graph))
         except InvokeAIError as e:
             raise CliError(f"{graph_file}: {e}") from None
         session = runner.run()

@@ -151,6 +151,9 @@ class CliSession:
         self.info_prefix = info_prefix
         self.commands = NodeCommands(invoker.registry)
         self.session_id: str | None = None
+        # The session object, held: stores hand out the live object while someone holds it, so every
+        # later read (`invoke`, the next line) is this object, never a reload and re-parse of the graph.
+        self._held: Session | None = None
         self.defaults: dict[str, str] = {}
         self.extra_commands: list[str] = []  # names the shell knows (for "did you mean")
         self.err = err
@@ -165,9 +168,15 @@ class CliSession:
         session = self.session()
         return session.graph if session is not None else Graph(self.invoker.registry)
 
+    def use(self, session: Session) -> None:
+        """Drive this (stored) session, held (see `_held`)."""
+        self._held = session
+        self.session_id = session.id
+
     def new_session(self) -> None:
         """Start over: later lines go to a fresh session (created when the first line runs)."""
         self.session_id = None
+        self._held = None
 
     # -- a line -------------------------------------------------------------------------------
     def build(self, pipeline: Pipeline, *, hoist: bool = False) -> tuple[Built, Any]:
@@ -221,7 +230,7 @@ class CliSession:
         """Upload the line's images and append its nodes and edges to the (stored) session."""
         resolver.upload()
         if self.session_id is None:
-            self.session_id = self.invoker.create_session().id
+            self.use(self.invoker.create_session())
         self.invoker.add_nodes(
             self.session_id,
             {"nodes": {n.id: n for n in built.nodes}, "edges": list(built.edges)},
