@@ -241,7 +241,7 @@ def test_one_database_file_in_the_root_folder_in_wal_mode(tmp_path: Path):
     assert {c: db.schema_version(c) for c in ("sessions", "image_records", "queue")} == {
         "sessions": 3,
         "image_records": 2,
-        "queue": 2,
+        "queue": 3,
     }
 
 

@@ -246,6 +246,16 @@ class BatchNotFoundError(QueueError):
         super().__init__(f"no items of batch {shown} in the queue '{queue_id}'")
 
 
+class QueueItemNotPendingError(QueueError):
+    """A move named an item that is not pending (running or finished items keep their place)."""
+
+    def __init__(self, item_id: int, status: str, *, role: str = "item") -> None:
+        self.item_id = item_id
+        self.status = status
+        self.role = role
+        super().__init__(f"queue {role} {item_id} is {status}; only pending items can be moved")
+
+
 class QueueFullError(BatchError, QueueError):
     """Enqueueing would take the queue past `max_queue_size` pending items."""
 
@@ -282,6 +292,22 @@ def prepend_priority(top: int | None, priority: int) -> int:
     if top is None or top < priority:
         return priority
     return min(top + 1, PRIORITY_STORE_MAX)
+
+
+MoveTo = Literal["front", "back"]
+
+
+def check_move(item_id: Any, to: Any, before: Any) -> None:
+    """Exactly one of `to` ("front"/"back") and `before` (another item id), integer ids, not itself."""
+    check_item_ids([item_id])
+    if (to is None) == (before is None):
+        raise QueueError("give exactly one of to='front'|'back' or before=ITEM_ID")
+    if to is not None and to not in ("front", "back"):
+        raise QueueError(f"to must be 'front' or 'back', not {to!r}")
+    if before is not None:
+        check_item_ids([before])
+        if before == item_id:
+            raise QueueError(f"cannot move queue item {item_id} before itself")
 
 
 class QueueItem(BaseModel):
@@ -506,6 +532,20 @@ class SessionQueueBase(ABC):
     def retry_items(self, item_ids: list[int]) -> list[int]:
         """Re-queue failed or canceled items as new pending items; returns the new ids (others are
         skipped). Unknown ids raise `QueueItemNotFoundError` and re-queue nothing."""
+
+    def move_item(self, item_id: int, *, to: MoveTo | None = None, before: int | None = None) -> QueueItem:
+        """Move a pending item to the `to="front"` or `"back"` of its queue's pending items, or just
+        `before` another pending item of the same queue; returns the moved item.
+
+        Order stays `priority DESC`, then a store-kept position, then item id; a move changes the
+        item's priority to the one of where it lands (front: the highest pending priority of the
+        queue, back: the lowest, before: the other item's) and its position within that priority,
+        so it is taken exactly where it was put and later enqueues still sort by priority. Unknown ids
+        raise `QueueItemNotFoundError`; a running or finished item (or `before` one) raises
+        `QueueItemNotPendingError`, another queue's `before` item or bad arguments a `QueueError`;
+        nothing changes then. A store that cannot reorder keeps this default, which refuses."""
+        check_move(item_id, to, before)
+        raise QueueError(f"{type(self).__name__} cannot reorder queue items")
 
     @abstractmethod
     def clear(self, queue_id: str) -> int:

@@ -24,17 +24,20 @@ from invokeai_core.services.base import (
     ExpandedItem,
     ImageRecord,
     ImageRecordStorageBase,
+    MoveTo,
     OutputCacheBase,
     Page,
     QueueError,
     QueueItem,
     QueueItemNotFoundError,
+    QueueItemNotPendingError,
     QueueStatus,
     QueueStatusCounts,
     SessionQueueBase,
     SessionStorageBase,
     SessionSummary,
     check_item_ids,
+    check_move,
     check_queue_id,
     prepend_priority,
     utcnow,
@@ -260,9 +263,52 @@ class MemorySessionQueue(SessionQueueBase):
         self._ids = itertools.count(1)
         self._paused: set[str] = set()
         self._lock = threading.RLock()
+        #: Each item's position within its priority (its id unless moved), see `move_item`.
+        self._positions: dict[int, int] = {}
 
-    def _order(self, item: QueueItem) -> tuple[int, int]:
-        return (-item.priority, item.item_id)
+    def _order(self, item: QueueItem) -> tuple[int, int, int]:
+        return (-item.priority, self._positions.get(item.item_id, item.item_id), item.item_id)
+
+    def move_item(self, item_id: int, *, to: MoveTo | None = None, before: int | None = None) -> QueueItem:
+        check_move(item_id, to, before)
+        with self._lock:
+            wanted = [item_id] if before is None else [item_id, before]
+            self._check_known(wanted)
+            item = self._items[item_id]
+            if item.status != "pending":
+                raise QueueItemNotPendingError(item_id, item.status)
+            others = [
+                i
+                for i in self._items.values()
+                if i.queue_id == item.queue_id and i.status == "pending" and i is not item
+            ]
+            pos = self._positions
+            if before is not None:
+                other = self._items[before]
+                if other.queue_id != item.queue_id:
+                    raise QueueError(
+                        f"queue item {before} is in the queue '{other.queue_id}', not '{item.queue_id}' (the queue "
+                        f"of item {item_id})"
+                    )
+                if other.status != "pending":
+                    raise QueueItemNotPendingError(before, other.status, role="item (before)")
+                priority, position = other.priority, pos.get(before, before)
+                for i in self._items.values():
+                    if i.queue_id == item.queue_id and i.priority == priority and i is not item:
+                        p = pos.get(i.item_id, i.item_id)
+                        if p >= position:
+                            pos[i.item_id] = p + 1
+                self._ids = itertools.count(max([next(self._ids), *pos.values()]) + 1)
+            elif to == "front":
+                priority = max((i.priority for i in others), default=item.priority)
+                same = [pos.get(i.item_id, i.item_id) for i in others if i.priority == priority]
+                position = min(same) - 1 if same else pos.get(item_id, item_id)
+            else:
+                priority = min((i.priority for i in others), default=item.priority)
+                position = max([next(self._ids), *pos.values()])
+                self._ids = itertools.count(position + 1)
+            pos[item_id] = position
+            return self._change(item_id, {"priority": priority})
 
     def _pending(self, queue_id: str) -> int:
         return sum(1 for i in self._items.values() if i.queue_id == queue_id and i.status == "pending")
@@ -436,7 +482,7 @@ class MemorySessionQueue(SessionQueueBase):
             candidates = [
                 i for i in self._items.values() if i.queue_id == queue_id and (status is None or i.status == status)
             ]
-            after: tuple[int, int] | None = None
+            after: tuple[int, int, int] | None = None
             if cursor is not None:
                 anchor = self._items.get(cursor)
                 # Items strictly after the cursor in queue order. The cursor item itself may have

@@ -64,6 +64,7 @@ from invokeai_core.services.base import (
     QueueError,
     QueueFullError,
     QueueItemNotFoundError,
+    QueueItemNotPendingError,
     SessionQueueBase,
     SessionStorageBase,
 )
@@ -910,6 +911,102 @@ class SessionQueueContract(_WithRegistry):
         assert queue.queue_ids() == ["a", "b"]
         first = queue.dequeue()
         assert first is not None and first.item_id == b[0]  # dequeue serves every queue, by priority
+
+    # -- reorder (move_item) --------------------------------------------------------------------
+    def _order(self, queue: SessionQueueBase, queue_id: str = QUEUE) -> list[int]:
+        return [i.item_id for i in queue.list_items(queue_id, status="pending", limit=100_000)]
+
+    def test_move_to_front_back_and_before(self, queue: SessionQueueBase) -> None:
+        a, b, c, d = queue.enqueue_batch(QUEUE, contract_batch([1, 2, 3, 4])).item_ids
+        assert queue.move_item(d, to="front").item_id == d
+        assert self._order(queue) == [d, a, b, c]
+        queue.move_item(a, to="back")
+        assert self._order(queue) == [d, b, c, a]
+        queue.move_item(a, before=b)
+        assert self._order(queue) == [d, a, b, c]
+        queue.move_item(c, before=d)
+        assert self._order(queue) == [c, d, a, b]
+        later = queue.enqueue_batch(QUEUE, contract_batch([5])).item_ids
+        assert self._order(queue) == [c, d, a, b, *later]  # enqueued later still goes last
+        queue.move_item(d, to="back")
+        queue.move_item(a, to="back")
+        newest = queue.enqueue_batch(QUEUE, contract_batch([6])).item_ids
+        assert self._order(queue) == [c, b, *later, d, a, *newest]
+        taken = []
+        while (item := queue.dequeue()) is not None:
+            taken.append(item.item_id)
+        assert taken == [c, b, *later, d, a, *newest]  # the processor takes them in the new order
+
+    def test_move_adopts_the_priority_of_where_it_lands(self, queue: SessionQueueBase) -> None:
+        (high,) = queue.enqueue_batch(QUEUE, contract_batch([1], priority=5)).item_ids
+        low1, low2 = queue.enqueue_batch(QUEUE, contract_batch([2, 3], priority=0)).item_ids
+        (neg,) = queue.enqueue_batch(QUEUE, contract_batch([4], priority=-2)).item_ids
+        assert queue.move_item(low2, to="front").priority == 5
+        assert self._order(queue) == [low2, high, low1, neg]
+        assert queue.move_item(high, to="back").priority == -2
+        assert self._order(queue) == [low2, low1, neg, high]
+        assert queue.move_item(neg, before=low1).priority == 0
+        assert self._order(queue) == [low2, neg, low1, high]
+        (top,) = queue.enqueue_batch(QUEUE, contract_batch([5], priority=9)).item_ids
+        assert self._order(queue)[0] == top  # priority still comes first for new work
+
+    def test_cursor_pages_follow_the_moved_order(self, queue: SessionQueueBase) -> None:
+        ids = queue.enqueue_batch(QUEUE, contract_batch([1, 2, 3, 4, 5])).item_ids
+        queue.move_item(ids[4], before=ids[1])
+        queue.move_item(ids[0], to="back")
+        expected = [ids[4], ids[1], ids[2], ids[3], ids[0]]
+        seen: list[int] = []
+        cursor = None
+        while page := queue.list_items(QUEUE, cursor=cursor, limit=2):
+            seen += [i.item_id for i in page]
+            cursor = page[-1].item_id
+        assert seen == expected
+
+    def test_moving_a_single_item_keeps_it_pending(self, queue: SessionQueueBase) -> None:
+        (only,) = queue.enqueue_batch(QUEUE, contract_batch([1], priority=3)).item_ids
+        for to in ("front", "back"):
+            moved = queue.move_item(only, to=to)  # type: ignore[arg-type]
+            assert (moved.status, moved.priority) == ("pending", 3)
+
+    def test_bad_moves_are_refused_and_change_nothing(self, queue: SessionQueueBase) -> None:
+        a, b, c = queue.enqueue_batch(QUEUE, contract_batch([1, 2, 3])).item_ids
+        (elsewhere,) = queue.enqueue_batch("other", contract_batch([4])).item_ids
+        running = queue.dequeue()
+        assert running is not None and running.item_id == a
+        queue.cancel_items([c])
+        before = _snapshot(queue)
+        with pytest.raises(QueueItemNotFoundError, match="999999"):
+            queue.move_item(999_999, to="front")
+        with pytest.raises(QueueItemNotFoundError, match="999999"):
+            queue.move_item(b, before=999_999)
+        with pytest.raises(QueueItemNotPendingError, match=f"{a} is in_progress"):
+            queue.move_item(a, to="back")
+        with pytest.raises(QueueItemNotPendingError, match=f"{c} is canceled"):
+            queue.move_item(c, to="front")
+        with pytest.raises(QueueItemNotPendingError, match=f"{a} is in_progress"):
+            queue.move_item(b, before=a)
+        with pytest.raises(QueueError, match="queue 'other'"):
+            queue.move_item(b, before=elsewhere)
+        with pytest.raises(QueueError, match="itself"):
+            queue.move_item(b, before=b)
+        with pytest.raises(QueueError, match="exactly one"):
+            queue.move_item(b)
+        with pytest.raises(QueueError, match="exactly one"):
+            queue.move_item(b, to="front", before=a)
+        with pytest.raises(QueueError, match="'front' or 'back'"):
+            queue.move_item(b, to="middle")  # type: ignore[arg-type]
+        assert _snapshot(queue) == before
+
+    def test_moved_order_survives_a_restart(self, queue: SessionQueueBase) -> None:
+        if not self.persistent:
+            skip_by_choice("this queue does not persist")
+        a, b, c = queue.enqueue_batch(QUEUE, contract_batch([1, 2, 3])).item_ids
+        queue.move_item(c, to="front")
+        queue.move_item(a, to="back")
+        again = self.reopen(queue)
+        assert self._order(again) == [c, b, a]
+        (new,) = again.enqueue_batch(QUEUE, contract_batch([4])).item_ids
+        assert self._order(again) == [c, b, a, new]
 
     # -- the size cap ---------------------------------------------------------------------------
     def test_max_size(self, make_queue: Callable[[int], SessionQueueBase]) -> None:

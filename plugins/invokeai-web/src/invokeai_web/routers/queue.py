@@ -7,11 +7,11 @@ enqueued to it or it was paused; `default` always exists; other queues are 404 e
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Query, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from invokeai_core import (
     DEFAULT_QUEUE_ID,
@@ -98,6 +98,19 @@ class ItemIdsBody(BaseModel):
 
 class ItemIdsResult(BaseModel):
     item_ids: list[int]
+
+
+class MoveBody(BaseModel):
+    """Where to move a pending item: exactly one of `to` and `before`."""
+
+    to: Literal["front", "back"] | None = Field(default=None, description="The front or back of the pending items")
+    before: int | None = Field(default=None, ge=0, le=MAX_ID, description="Just before this pending item")
+
+    @model_validator(mode="after")
+    def _one(self) -> MoveBody:
+        if (self.to is None) == (self.before is None):
+            raise ValueError("give exactly one of 'to' ('front' or 'back') and 'before' (an item id)")
+        return self
 
 
 class CountResult(BaseModel):
@@ -212,6 +225,23 @@ def retry_items(invoker: InvokerDep, queue_id: QueueId, body: ItemIdsBody) -> di
     for item_id in dict.fromkeys(body.item_ids):
         _item_of(invoker, queue_id, item_id)
     return {"item_ids": invoker.queue.retry_items(body.item_ids)}
+
+
+@router.put(
+    "/i/{item_id}/move",
+    response_model=QueueItemOut,
+    summary="Move a pending item",
+    responses=error_responses({404: "The item (or the `before` item) does not exist in this queue"}),
+)
+def move_item(invoker: InvokerDep, queue_id: QueueId, item_id: ItemId, body: MoveBody) -> Response:
+    """Move a pending item to the front or back of the queue's pending items, or just before another
+    pending item. The item takes the priority of where it lands (front: the highest pending priority,
+    back: the lowest, before: the other item's). 409 when either item is not pending (or `before` is
+    the item itself); 404 for an unknown item or one of another queue."""
+    _item_of(invoker, queue_id, item_id)
+    if body.before is not None:
+        _item_of(invoker, queue_id, body.before)
+    return _item_json(invoker.queue.move_item(item_id, to=body.to, before=body.before))
 
 
 @router.put("/clear", response_model=CountResult, summary="Clear the queue")
