@@ -79,6 +79,19 @@ def register_services(register: ServiceRegistrar) -> None:
         description="The session queue in memory (lost on exit)",
     )
     register(
+        "workflows",
+        "sqlite",
+        f"{s}.sqlite_workflows:SqliteWorkflowStorage",
+        description="The workflow library (every save a version) in the SQLite database <root>/invokeai.db",
+        default=True,
+    )
+    register(
+        "workflows",
+        "memory",
+        f"{s}.memory:MemoryWorkflowStorage",
+        description="The workflow library in memory (lost on exit)",
+    )
+    register(
         "events",
         "memory",
         "invokeai_core.events:InProcessEventBus",

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from invokeai_core.invoker import Invoker
     from invokeai_core.registry import NodeRegistry
     from invokeai_core.session import Session
+    from invokeai_core.workflows import Workflow, WorkflowIn, WorkflowSummary, WorkflowVersion
 
 T = TypeVar("T")
 
@@ -608,6 +609,82 @@ class SessionQueueBase(ABC):
 
 
 _claims_lock = threading.Lock()
+
+
+# -- workflows ------------------------------------------------------------------------------------
+class WorkflowStorageBase(ABC):
+    """The workflow library: workflows (a graph plus exposed inputs, see `invokeai_core.workflows`)
+    by id, every save of an id a new version. Kind `workflows`.
+
+    `save` is shared: it checks the workflow against the node registry (`validate_workflow`) and
+    calls the store's `insert_version`, so a store never holds a workflow whose inputs name no real
+    node or field. Unknown ids raise `WorkflowNotFoundError` (a `KeyError`)."""
+
+    #: The node registry saved workflows are checked against (the runtime's).
+    registry: NodeRegistry | None = None
+
+    def save(self, workflow_id: str, workflow: WorkflowIn | dict[str, Any]) -> Workflow:
+        """Store `workflow` as the next version of `workflow_id` (1 for a new id); returns it.
+        Raises `WorkflowError` for a bad id, `WorkflowInputError` / `BatchError` for a bad workflow."""
+        from pydantic import ValidationError
+
+        from invokeai_core.workflows import WorkflowError, WorkflowIn, check_workflow_id, validate_workflow
+
+        check_workflow_id(workflow_id)
+        if not isinstance(workflow, WorkflowIn):
+            from invokeai_core.errors import check_text
+
+            check_text(workflow)  # text that cannot be stored is `InvalidTextError`, naming where
+            try:
+                workflow = WorkflowIn.model_validate(workflow)
+            except ValidationError as e:
+                err = e.errors()[0]
+                where = ".".join(str(x) for x in err.get("loc", ())) or "workflow"
+                raise WorkflowError(f"'{where}': {err.get('msg', 'invalid value')}") from None
+        if self.registry is None:
+            raise WorkflowError(f"{type(self).__name__} was built without a node registry; it cannot check workflows")
+        validate_workflow(workflow, self.registry)
+        return self.insert_version(workflow_id, workflow)
+
+    @abstractmethod
+    def insert_version(self, workflow_id: str, workflow: WorkflowIn) -> Workflow:
+        """Store a checked workflow as version `latest + 1` of `workflow_id`, atomically (two saves
+        at once never get the same version)."""
+
+    @abstractmethod
+    def get(self, workflow_id: str, version: int | None = None) -> Workflow:
+        """The latest version, or `version`. Raises `WorkflowNotFoundError`."""
+
+    @abstractmethod
+    def list(self, *, offset: int = 0, limit: int = 50, query: str | None = None) -> Page[WorkflowSummary]:
+        """The latest version of each workflow, most recently saved first; `query` matches ids and
+        names (case-insensitive substring)."""
+
+    @abstractmethod
+    def versions(self, workflow_id: str) -> list[WorkflowVersion]:
+        """Every stored version, oldest first. Raises `WorkflowNotFoundError`."""
+
+    @abstractmethod
+    def delete(self, workflow_id: str) -> int:
+        """Delete every version; returns how many. Raises `WorkflowNotFoundError`."""
+
+    def resolve(self, ref: str) -> Workflow:
+        """A workflow by id, or else by its exact name when one workflow has it (the CLI's
+        `--workflow NAME`). Raises `WorkflowNotFoundError`, or `WorkflowError` for an ambiguous name."""
+        from invokeai_core.workflows import WORKFLOW_ID_RE, WorkflowError, WorkflowNotFoundError
+
+        if WORKFLOW_ID_RE.match(ref):
+            try:
+                return self.get(ref)
+            except WorkflowNotFoundError:
+                pass
+        matches = [w for w in self.list(limit=10_000, query=ref).items if w.name == ref]
+        if len(matches) > 1:
+            ids = ", ".join(w.id for w in matches)
+            raise WorkflowError(f"several workflows are named '{ref}' ({ids}); give the id")
+        if not matches:
+            raise WorkflowNotFoundError(ref)
+        return self.get(matches[0].id)
 
 
 # -- output cache ---------------------------------------------------------------------------------

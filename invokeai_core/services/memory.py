@@ -36,6 +36,7 @@ from invokeai_core.services.base import (
     SessionQueueBase,
     SessionStorageBase,
     SessionSummary,
+    WorkflowStorageBase,
     check_item_ids,
     check_move,
     check_queue_id,
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
     from invokeai_core.registry import NodeRegistry
     from invokeai_core.runtime import ServiceRuntime
     from invokeai_core.session import Session
+    from invokeai_core.workflows import Workflow, WorkflowIn, WorkflowSummary, WorkflowVersion
 
 
 class MemoryImageRecordStorage(ImageRecordStorageBase):
@@ -559,3 +561,97 @@ class MemorySessionQueue(SessionQueueBase):
                 changed.append(self._change(item_id, changes))
         self._emit_status(changed)
         return changed
+
+
+class MemoryWorkflowStorage(WorkflowStorageBase):
+    """The workflow library in memory (lost on exit)."""
+
+    def __init__(
+        self,
+        config: InvokeAIConfig | None = None,
+        *,
+        registry: NodeRegistry | None = None,
+        runtime: ServiceRuntime | None = None,
+    ) -> None:
+        self.registry = runtime.registry if runtime is not None else registry
+        self._versions: dict[str, list[Workflow]] = {}
+        self._order: list[str] = []  # ids, least recently saved first
+        self._lock = threading.Lock()
+
+    def insert_version(self, workflow_id: str, workflow: WorkflowIn) -> Workflow:
+        from invokeai_core.workflows import Workflow
+
+        with self._lock:
+            versions = self._versions.setdefault(workflow_id, [])
+            saved = Workflow(
+                id=workflow_id,
+                version=(versions[-1].version if versions else 0) + 1,
+                created_at=utcnow(),
+                **copy.deepcopy(workflow.model_dump()),
+            )
+            versions.append(saved)
+            if workflow_id in self._order:
+                self._order.remove(workflow_id)
+            self._order.append(workflow_id)
+        return saved.model_copy(deep=True)
+
+    def _versions_of(self, workflow_id: str) -> list[Workflow]:
+        from invokeai_core.workflows import WorkflowNotFoundError, check_workflow_id
+
+        check_workflow_id(workflow_id)
+        versions = self._versions.get(workflow_id)
+        if not versions:
+            raise WorkflowNotFoundError(workflow_id)
+        return versions
+
+    def get(self, workflow_id: str, version: int | None = None) -> Workflow:
+        from invokeai_core.workflows import WorkflowNotFoundError
+
+        with self._lock:
+            versions = self._versions_of(workflow_id)
+            found = versions[-1] if version is None else next((v for v in versions if v.version == version), None)
+            if found is None:
+                raise WorkflowNotFoundError(workflow_id, version)
+            return found.model_copy(deep=True)
+
+    def list(self, *, offset: int = 0, limit: int = 50, query: str | None = None) -> Page[WorkflowSummary]:
+        from invokeai_core.workflows import WorkflowSummary
+
+        offset, limit = max(0, offset), max(0, limit)
+        with self._lock:
+            summaries = []
+            for wid in reversed(self._order):
+                versions = self._versions[wid]
+                last = versions[-1]
+                if query and query.lower() not in wid.lower() and query.lower() not in last.name.lower():
+                    continue
+                summaries.append(
+                    WorkflowSummary(
+                        id=wid,
+                        name=last.name,
+                        description=last.description,
+                        version=last.version,
+                        versions=len(versions),
+                        inputs=copy.deepcopy(last.inputs),
+                        created_at=versions[0].created_at,
+                        updated_at=last.created_at,
+                    )
+                )
+        page = summaries[offset : offset + limit]
+        return Page[WorkflowSummary](items=page, offset=offset, limit=limit, total=len(summaries))
+
+    def versions(self, workflow_id: str) -> list[WorkflowVersion]:
+        from invokeai_core.workflows import WorkflowVersion
+
+        with self._lock:
+            return [
+                WorkflowVersion(version=v.version, name=v.name, created_at=v.created_at)
+                for v in self._versions_of(workflow_id)
+            ]
+
+    def delete(self, workflow_id: str) -> int:
+        with self._lock:
+            n = len(self._versions_of(workflow_id))
+            del self._versions[workflow_id]
+            self._order.remove(workflow_id)
+        return n
