@@ -162,9 +162,12 @@ def validate_workflow(workflow: WorkflowIn, registry: NodeRegistry) -> None:
         targets[(node_id, field)] = name
 
 
-def convert_inputs(workflow: WorkflowIn, values: dict[str, Any], registry: NodeRegistry) -> dict[str, Any]:
+def convert_inputs(
+    workflow: WorkflowIn, values: dict[str, Any], registry: NodeRegistry, *, text: bool = False
+) -> dict[str, Any]:
     """Each given value checked against its field (type and constraints), by input name. An unknown
-    name or a bad value raises `WorkflowInputError` naming the input."""
+    name or a bad value raises `WorkflowInputError` naming the input. With `text` (command-line
+    values) a string that does not fit its field as is is read as JSON (`[1, 2]`, `{"k": 1}`)."""
     if not isinstance(values, dict):
         raise WorkflowError(f"inputs must be an object of input names to values, not {type(values).__name__}")
     exposed = {i.name: i for i in workflow.inputs}
@@ -182,9 +185,25 @@ def convert_inputs(workflow: WorkflowIn, values: dict[str, Any], registry: NodeR
         try:
             out[name] = adapter.validate_python(value)
         except ValidationError as e:
+            decoded = _json_or_none(value) if text and isinstance(value, str) else None
+            if decoded is not None:
+                try:
+                    out[name] = adapter.validate_python(decoded[0])
+                    continue
+                except ValidationError:
+                    pass
             msg = e.errors()[0].get("msg", "invalid value")
             raise WorkflowInputError(name, f"{value!r} is invalid: {msg}", spec.node_id, spec.field) from None
     return out
+
+
+def _json_or_none(text: str) -> tuple[Any] | None:
+    import json
+
+    try:
+        return (json.loads(text),)
+    except ValueError:
+        return None
 
 
 def _jsonable(value: Any) -> Any:
@@ -195,9 +214,11 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def workflow_graph(workflow: WorkflowIn, values: dict[str, Any], registry: NodeRegistry) -> Graph:
+def workflow_graph(
+    workflow: WorkflowIn, values: dict[str, Any], registry: NodeRegistry, *, text: bool = False
+) -> Graph:
     """The workflow's graph with these input values set (checked by `convert_inputs`)."""
-    converted = convert_inputs(workflow, values, registry)
+    converted = convert_inputs(workflow, values, registry, text=text)
     exposed = {i.name: i for i in workflow.inputs}
     updates: dict[str, dict[str, Any]] = {}
     for name, value in converted.items():
@@ -207,13 +228,19 @@ def workflow_graph(workflow: WorkflowIn, values: dict[str, Any], registry: NodeR
 
 
 def workflow_batch(
-    workflow: WorkflowIn, values: dict[str, Any], registry: NodeRegistry, *, runs: int = 1, priority: int = 0
+    workflow: WorkflowIn,
+    values: dict[str, Any],
+    registry: NodeRegistry,
+    *,
+    runs: int = 1,
+    priority: int = 0,
+    text: bool = False,
 ) -> Batch:
     """A batch that enqueues the workflow `runs` times with these input values (each value one datum,
     so a queue item's `field_values` show what the run set)."""
     from invokeai_core.batch import Batch, BatchDatum
 
-    converted = convert_inputs(workflow, values, registry)
+    converted = convert_inputs(workflow, values, registry, text=text)
     exposed = {i.name: i for i in workflow.inputs}
     group = [
         BatchDatum(node_path=exposed[n].node_id, field_name=exposed[n].field, items=[_jsonable(v)])

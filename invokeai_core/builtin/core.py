@@ -110,6 +110,8 @@ def register_services(register: ServiceRegistrar) -> None:
 @hookimpl
 def register_commands(cli: click.Group) -> None:
     from invokeai_core.cli.queue_commands import queue_group, sessions_group
+    from invokeai_core.cli.workflow_commands import workflows_group
 
     cli.add_command(queue_group)
     cli.add_command(sessions_group)
+    cli.add_command(workflows_group)
