@@ -107,6 +107,7 @@ if TYPE_CHECKING:
         SessionQueueBase,
         SessionStorageBase,
         SessionSummary,
+        WorkflowStorageBase,
         check_item_ids,
         check_move,
         check_queue_id,
@@ -114,7 +115,23 @@ if TYPE_CHECKING:
         utcnow,
     )
     from invokeai_core.services.container import Services
+    from invokeai_core.services.sqlite_db import SqliteDatabase
     from invokeai_core.session import NodeError, Session, parse_prepared_id, prepared_id
+    from invokeai_core.workflows import (
+        ExposedInput,
+        Workflow,
+        WorkflowError,
+        WorkflowIn,
+        WorkflowInputError,
+        WorkflowNotFoundError,
+        WorkflowSummary,
+        WorkflowVersion,
+        check_workflow_id,
+        convert_inputs,
+        validate_workflow,
+        workflow_batch,
+        workflow_graph,
+    )
 
 #: Each public name and the module it lives in, imported when the name is first used.
 _PUBLIC: dict[str, tuple[str, ...]] = {
@@ -141,6 +158,7 @@ _PUBLIC: dict[str, tuple[str, ...]] = {
     # services: what a store implements and is built with
     "invokeai_core.runtime": ("ServiceRuntime",),
     "invokeai_core.services.container": ("Services",),
+    "invokeai_core.services.sqlite_db": ("SqliteDatabase",),
     "invokeai_core.services.base": (
         "DEFAULT_QUEUE_ID",
         "FINISHED",
@@ -167,11 +185,27 @@ _PUBLIC: dict[str, tuple[str, ...]] = {
         "SessionQueueBase",
         "SessionStorageBase",
         "SessionSummary",
+        "WorkflowStorageBase",
         "check_item_ids",
         "check_move",
         "check_queue_id",
         "prepend_priority",
         "utcnow",
+    ),
+    "invokeai_core.workflows": (
+        "ExposedInput",
+        "Workflow",
+        "WorkflowError",
+        "WorkflowIn",
+        "WorkflowInputError",
+        "WorkflowNotFoundError",
+        "WorkflowSummary",
+        "WorkflowVersion",
+        "check_workflow_id",
+        "convert_inputs",
+        "validate_workflow",
+        "workflow_batch",
+        "workflow_graph",
     ),
     "invokeai_core.events": (
         "ALL_EVENTS",
@@ -250,6 +284,7 @@ __all__ = [
     "EventBase",
     "EventServiceBase",
     "ExpandedItem",
+    "ExposedInput",
     "Graph",
     "GraphError",
     "Handler",
@@ -311,15 +346,26 @@ __all__ = [
     "SessionStartedEvent",
     "SessionStorageBase",
     "SessionSummary",
+    "SqliteDatabase",
     "StorageError",
     "StorageUnavailableError",
     "TypeMismatchError",
     "UnknownNodeTypeError",
+    "Workflow",
+    "WorkflowError",
+    "WorkflowIn",
+    "WorkflowInputError",
+    "WorkflowNotFoundError",
+    "WorkflowStorageBase",
+    "WorkflowSummary",
+    "WorkflowVersion",
     "__version__",
     "check_item_ids",
     "check_move",
     "check_queue_id",
     "check_text",
+    "check_workflow_id",
+    "convert_inputs",
     "find_invalid_text",
     "hookimpl",
     "hookspec",
@@ -332,6 +378,9 @@ __all__ = [
     "prepared_id",
     "prepend_priority",
     "utcnow",
+    "validate_workflow",
+    "workflow_batch",
+    "workflow_graph",
 ]
 
 

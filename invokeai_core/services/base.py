@@ -8,6 +8,7 @@ they are chosen by name in configuration and imported only when selected (see
 
 from __future__ import annotations
 
+import builtins
 import datetime as _dt
 import re
 import threading
@@ -661,7 +662,7 @@ class WorkflowStorageBase(ABC):
         names (case-insensitive substring)."""
 
     @abstractmethod
-    def versions(self, workflow_id: str) -> list[WorkflowVersion]:
+    def versions(self, workflow_id: str) -> builtins.list[WorkflowVersion]:
         """Every stored version, oldest first. Raises `WorkflowNotFoundError`."""
 
     @abstractmethod

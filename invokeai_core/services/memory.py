@@ -6,6 +6,7 @@ They honour the same contracts as the persistent stores; the contract tests in
 
 from __future__ import annotations
 
+import builtins
 import copy
 import itertools
 import sys
@@ -640,7 +641,7 @@ class MemoryWorkflowStorage(WorkflowStorageBase):
         page = summaries[offset : offset + limit]
         return Page[WorkflowSummary](items=page, offset=offset, limit=limit, total=len(summaries))
 
-    def versions(self, workflow_id: str) -> list[WorkflowVersion]:
+    def versions(self, workflow_id: str) -> builtins.list[WorkflowVersion]:
         from invokeai_core.workflows import WorkflowVersion
 
         with self._lock:

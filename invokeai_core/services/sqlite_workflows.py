@@ -10,6 +10,7 @@ versions. Shares the file and connection of the other stores (`SqliteDatabase`);
 
 from __future__ import annotations
 
+import builtins
 import json
 import sqlite3
 from pathlib import Path
@@ -165,7 +166,7 @@ class SqliteWorkflowStorage(WorkflowStorageBase):
         ]
         return Page[WorkflowSummary](items=items, offset=offset, limit=limit, total=total)
 
-    def versions(self, workflow_id: str) -> list[WorkflowVersion]:
+    def versions(self, workflow_id: str) -> builtins.list[WorkflowVersion]:
         check_workflow_id(workflow_id)
         with self.db.read() as conn:
             rows = conn.execute(

@@ -971,7 +971,7 @@ class SessionQueueContract(_WithRegistry):
     def test_moving_a_single_item_keeps_it_pending(self, queue: SessionQueueBase) -> None:
         (only,) = queue.enqueue_batch(QUEUE, contract_batch([1], priority=3)).item_ids
         for to in ("front", "back"):
-            moved = queue.move_item(only, to=to)  # type: ignore[arg-type]
+            moved = queue.move_item(only, to=to)
             assert (moved.status, moved.priority) == ("pending", 3)
 
     def test_bad_moves_are_refused_and_change_nothing(self, queue: SessionQueueBase) -> None:
@@ -1447,7 +1447,7 @@ class WorkflowStoreContract(_WithRegistry):
         assert store.delete("gone") == 2
         for call in (store.get, store.versions, store.delete, store.resolve):
             with pytest.raises(WorkflowNotFoundError, match="workflow 'gone' does not exist"):
-                call("gone")  # type: ignore[operator]
+                call("gone")
         assert [w.id for w in store.list().items] == ["kept"]
         assert store.save("gone", contract_workflow()).version == 1  # a new workflow
 

@@ -25,9 +25,10 @@ from invokeai_core import (
     QueueStatus,
     QueueStatusCounts,
 )
-from invokeai_web.dependencies import InvokerDep, rendered
+from invokeai_web.dependencies import InvokerDep, SettingsDep, rendered
 from invokeai_web.errors import CONFLICT, error_responses
 from invokeai_web.openapi import GRAPH_REF, schema_ref
+from invokeai_web.webhooks import WebhookDelivery, WebhooksDep, WebhookUrl, check_webhook
 
 router = APIRouter(prefix="/queue/{queue_id}", tags=["queue"], responses=error_responses({409: CONFLICT}))
 
@@ -46,6 +47,9 @@ class BatchIn(Batch):
 class EnqueueBatchBody(BaseModel):
     batch: BatchIn
     prepend: bool = Field(default=False, description="Run these before every pending item of the queue")
+    webhook: WebhookUrl | None = Field(
+        default=None, description="POST a signed notice here when each item finishes (see docs/webhooks.md)"
+    )
 
 
 class QueueItemSummary(BaseModel):
@@ -139,11 +143,23 @@ def _status(invoker: Invoker, queue_id: str) -> dict[str, Any]:
 
 
 @router.post("/enqueue_batch", status_code=201, response_model=EnqueueResult, summary="Enqueue a batch")
-def enqueue_batch(invoker: InvokerDep, queue_id: QueueId, body: EnqueueBatchBody) -> EnqueueResult:
+def enqueue_batch(
+    invoker: InvokerDep, settings: SettingsDep, webhooks: WebhooksDep, queue_id: QueueId, body: EnqueueBatchBody
+) -> EnqueueResult:
     """Expand the batch into pending items, all or nothing. 422 names the node and field of a bad
-    graph or datum; 409 when the queue would hold more than `max_queue_size` pending items."""
+    graph or datum; 409 when the queue would hold more than `max_queue_size` pending items. With
+    `webhook`, each item's completion, failure or cancel is POSTed there, signed (422 when the URL
+    may not be a target)."""
+    url = check_webhook(settings, body.webhook) if body.webhook is not None else None
     batch = Batch.model_validate(body.batch.model_dump())
-    return invoker.enqueue_batch(queue_id, batch, prepend=body.prepend)
+    if url is not None:
+        webhooks.register(queue_id, batch.batch_id, url)
+    try:
+        return invoker.enqueue_batch(queue_id, batch, prepend=body.prepend)
+    except BaseException:
+        if url is not None:
+            webhooks.unregister(batch.batch_id)
+        raise
 
 
 @router.get("/status", response_model=QueueAndProcessorStatus, summary="Queue and processor status")
@@ -178,6 +194,13 @@ def get_item(invoker: InvokerDep, queue_id: QueueId, item_id: ItemId) -> Respons
 
 def _item_json(item: QueueItem) -> Response:
     return rendered(item.model_dump(mode="json", include=set(QueueItemOut.model_fields)))
+
+
+@router.get("/i/{item_id}/webhooks", response_model=list[WebhookDelivery], summary="Webhook deliveries of an item")
+def item_webhooks(invoker: InvokerDep, webhooks: WebhooksDep, queue_id: QueueId, item_id: ItemId) -> Any:
+    """Every attempt to deliver the item's webhook notice, oldest first (empty without a webhook)."""
+    _item_of(invoker, queue_id, item_id)
+    return webhooks.deliveries(item_id)
 
 
 @router.put("/i/{item_id}/cancel", response_model=QueueItemOut, summary="Cancel a queue item")
