@@ -52,6 +52,7 @@ class ServicesConfig(BaseModel):
     queue: str = Field(default="sqlite", description="Session queue: 'sqlite' (the database) or 'memory'")
     events: str = Field(default="memory", description="Event bus: in-process")
     cache: str = Field(default="memory", description="Invocation output cache: in-memory LRU")
+    workflows: str = Field(default="sqlite", description="Workflow library: 'sqlite' (the database) or 'memory'")
 
     def selected(self) -> dict[str, str]:
         return {k: str(v) for k, v in self.model_dump().items()}

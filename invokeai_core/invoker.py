@@ -300,6 +300,26 @@ class Invoker:
             raise BatchError(e.reason, e.node_id, e.field) from None
         return self.services.queue.enqueue_batch(queue_id, checked, prepend=prepend)
 
+    def enqueue_workflow(
+        self,
+        queue_id: str,
+        workflow_id: str,
+        inputs: dict[str, Any] | None = None,
+        *,
+        runs: int = 1,
+        version: int | None = None,
+        priority: int = 0,
+        prepend: bool = False,
+    ) -> EnqueueResult:
+        """Enqueue a saved workflow `runs` times with these exposed-input values (by name). An unknown
+        workflow raises `WorkflowNotFoundError`; an unknown input name or a bad value
+        `WorkflowInputError` naming the input; nothing is enqueued then."""
+        from invokeai_core.workflows import workflow_batch
+
+        workflow = self.services.workflows.get(workflow_id, version)
+        batch = workflow_batch(workflow, inputs or {}, self.registry, runs=runs, priority=priority)
+        return self.enqueue_batch(queue_id, batch, prepend=prepend)
+
     def preflight(self, nodes: Iterable[BaseInvocation], edges: Iterable[Edge] = ()) -> None:
         """Run `BaseInvocation.preflight(services)` of the nodes that define it (checks that need a
         service, such as "this model is installed") before they are stored or run. A `GraphError` about

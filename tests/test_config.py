@@ -34,6 +34,7 @@ def test_defaults(tmp_path: Path):
         "queue": "sqlite",
         "events": "memory",
         "cache": "memory",
+        "workflows": "sqlite",
     }
     assert config.plugins.block == []
     assert config.sources == {"root": "cli"}

@@ -208,3 +208,28 @@ def test_help_lists_the_commands(cli_root: Path) -> None:
     ):
         assert name in out
     assert "list" in ok("sessions", "--help", root=cli_root) and "show" in ok("sessions", "--help", root=cli_root)
+
+
+def test_move_items_front_back_and_before(cli_root: Path, tmp_path: Path) -> None:
+    root = cli_root
+    batch = {"graph": GRAPH, "data": [[{"node_path": "c", "field_name": "value", "items": [1, 2, 3, 4]}]]}
+    a, b, c, d = ok_json("queue", "enqueue", _file(tmp_path, batch), root=root)["item_ids"]
+    moved = ok_json("queue", "move", str(d), "--front", root=root)
+    assert moved["pending_order"] == [d, a, b, c] and moved["item"]["item_id"] == d
+    assert "moved item 1 to place 4 of 4" in ok("queue", "move", str(a), "--back", root=root)
+    assert ok_json("queue", "move", str(a), "--before", str(b), root=root)["pending_order"] == [d, a, b, c]
+    assert [i["item_id"] for i in ok_json("queue", "list", root=root)] == [d, a, b, c]  # stored
+    ok("queue", "process", "--until-empty", root=root)
+    shown = [ok_json("queue", "show", str(i), root=root) for i in (d, a, b, c)]
+    starts = [s["started_at"] for s in shown]
+    assert starts == sorted(starts)  # the processor took them in the moved order
+    # bad moves: one line, exit 2, nothing changed
+    ok_json("queue", "enqueue", _file(tmp_path, batch), root=root)
+    before = ok_json("queue", "list", root=root)
+    bad("queue", "move", str(a), "--front", root=root, needles=(f"queue item {a} is completed", "only pending"))
+    bad("queue", "move", "999", "--back", root=root, needles=("queue item 999 does not exist",))
+    bad("queue", "move", "5", "--before", "999", root=root, needles=("999",))
+    bad("queue", "move", "5", root=root, needles=("exactly one of --front, --back or --before",))
+    bad("queue", "move", "5", "--front", "--before", "6", root=root, needles=("exactly one",))
+    bad("queue", "move", "5", "--before", "5", root=root, needles=("before itself",))
+    assert ok_json("queue", "list", root=root) == before

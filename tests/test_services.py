@@ -42,6 +42,7 @@ from invokeai_core.services.base import (
     QueueError,
     SessionQueueBase,
     SessionStorageBase,
+    WorkflowStorageBase,
 )
 from invokeai_core.services.container import Services
 from invokeai_core.services.image_service import ImageService
@@ -51,6 +52,7 @@ from invokeai_core.services.memory import (
     MemoryOutputCache,
     MemorySessionQueue,
     MemorySessionStorage,
+    MemoryWorkflowStorage,
 )
 from invokeai_core.services.objects_memory import MemoryObjectStorage
 from invokeai_core.session import Session
@@ -59,6 +61,7 @@ from invokeai_core.testing.contracts import (
     ImageRecordStoreContract,
     SessionQueueContract,
     SessionStoreContract,
+    WorkflowStoreContract,
     checker_image,
     contract_batch,
     image_pixels,
@@ -662,3 +665,9 @@ def test_the_pytest_plugin_stays_import_light():
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "[]"
+
+
+class TestMemoryWorkflowStorage(WorkflowStoreContract):
+    @pytest.fixture
+    def store(self, contract_registry: NodeRegistry) -> WorkflowStorageBase:
+        return MemoryWorkflowStorage(registry=contract_registry)

@@ -19,7 +19,12 @@ from invokeai_core.config import load_config
 from invokeai_core.errors import InvalidTextError, InvokeAIError, StorageUnavailableError
 from invokeai_core.graph import Graph
 from invokeai_core.registry import NodeRegistry
-from invokeai_core.services.base import ImageRecordStorageBase, SessionQueueBase, SessionStorageBase
+from invokeai_core.services.base import (
+    ImageRecordStorageBase,
+    SessionQueueBase,
+    SessionStorageBase,
+    WorkflowStorageBase,
+)
 from invokeai_core.services.container import Services
 from invokeai_core.services.image_service import ImageService
 from invokeai_core.services.images_local import LocalImageFileStorage
@@ -27,12 +32,14 @@ from invokeai_core.services.sqlite_db import DatabaseError, SqliteDatabase
 from invokeai_core.services.sqlite_image_records import SqliteImageRecordStorage
 from invokeai_core.services.sqlite_queue import SqliteSessionQueue
 from invokeai_core.services.sqlite_sessions import SqliteSessionStorage
+from invokeai_core.services.sqlite_workflows import SqliteWorkflowStorage
 from invokeai_core.session import Session
 from invokeai_core.testing.contracts import (
     UNENCODABLE_TEXT,
     ImageRecordStoreContract,
     SessionQueueContract,
     SessionStoreContract,
+    WorkflowStoreContract,
     checker_image,
     contract_batch,
     contract_node_registry,
@@ -241,7 +248,7 @@ def test_one_database_file_in_the_root_folder_in_wal_mode(tmp_path: Path):
     assert {c: db.schema_version(c) for c in ("sessions", "image_records", "queue")} == {
         "sessions": 3,
         "image_records": 2,
-        "queue": 2,
+        "queue": 3,
     }
 
 
@@ -585,3 +592,15 @@ def test_files_without_records_are_collected_and_never_listed(tmp_path: Path):
     assert service.collect_orphans(min_age=3600) == []  # too young: may be a save in progress
     assert service.collect_orphans(min_age=0) == ["orphan.png"]
     assert not files.exists("orphan.png") and files.exists(kept.image_name)
+
+
+class TestSqliteWorkflowStorage(WorkflowStoreContract):
+    persistent = True
+
+    @pytest.fixture
+    def store(self, tmp_path: Path, contract_registry: NodeRegistry) -> WorkflowStorageBase:
+        return SqliteWorkflowStorage(path=_fresh_db(tmp_path), registry=contract_registry)
+
+    def reopen(self, store: WorkflowStorageBase) -> WorkflowStorageBase:
+        assert isinstance(store, SqliteWorkflowStorage)
+        return SqliteWorkflowStorage(db=_own_connection(store.db), registry=store.registry)

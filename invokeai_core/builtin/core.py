@@ -79,6 +79,19 @@ def register_services(register: ServiceRegistrar) -> None:
         description="The session queue in memory (lost on exit)",
     )
     register(
+        "workflows",
+        "sqlite",
+        f"{s}.sqlite_workflows:SqliteWorkflowStorage",
+        description="The workflow library (every save a version) in the SQLite database <root>/invokeai.db",
+        default=True,
+    )
+    register(
+        "workflows",
+        "memory",
+        f"{s}.memory:MemoryWorkflowStorage",
+        description="The workflow library in memory (lost on exit)",
+    )
+    register(
         "events",
         "memory",
         "invokeai_core.events:InProcessEventBus",
@@ -97,6 +110,8 @@ def register_services(register: ServiceRegistrar) -> None:
 @hookimpl
 def register_commands(cli: click.Group) -> None:
     from invokeai_core.cli.queue_commands import queue_group, sessions_group
+    from invokeai_core.cli.workflow_commands import workflows_group
 
     cli.add_command(queue_group)
     cli.add_command(sessions_group)
+    cli.add_command(workflows_group)

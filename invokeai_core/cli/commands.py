@@ -108,6 +108,7 @@ RUN_HELP = """Run a pipeline of node commands, a graph file, or an interactive s
   invokeai run "blank_image --width 64 --height 64 | img_blur --radius 2 | save_image"
   invokeai run add --a 2 --b 3 '|' mul --link -1 value a --b 4   (separate words)
   invokeai run -f graph.json        (or -f - to read the graph from stdin)
+  invokeai run --workflow portrait --set steps=30   (a saved workflow, `invokeai workflows`)
   invokeai run                      (the shell: invoke> lines in one session)
 
 Each command is a node type (`invokeai nodes`), its options are the node's inputs (`invokeai nodes
@@ -133,6 +134,13 @@ Exit status: 0 completed, 1 the session failed or was canceled, 2 bad input (not
     metavar="FILE.png",
     help="Re-run the graph stored in an image this engine produced.",
 )
+@click.option(
+    "--workflow", "workflow", default=None, metavar="ID|NAME", help="Run a saved workflow (`invokeai workflows`)."
+)
+@click.option("--set", "sets", multiple=True, metavar="NAME=VALUE", help="With --workflow: set an exposed input.")
+@click.option(
+    "--version", "workflow_version", type=click.IntRange(1), default=None, help="With --workflow: this version."
+)
 @click.option("--json", "as_json", is_flag=True, default=None, help="Print the session result as one JSON object.")
 @click.option(
     "--out", type=click.Path(file_okay=False), default=None, help="Also export the images produced as PNG files here."
@@ -145,6 +153,9 @@ def run_command(
     ctx: click.Context,
     graph_file: str | None,
     from_image: str | None,
+    workflow: str | None,
+    sets: tuple[str, ...],
+    workflow_version: int | None,
     as_json: bool | None,
     out: str | None,
     timeout: float | None,
@@ -156,8 +167,15 @@ def run_command(
     state = ctx.find_object(CliState)
     assert state is not None
     options = RunOptions(as_json=bool(as_json), out=out, timeout=timeout, progress=progress)
-    if sum(x is not None and x != () for x in (graph_file, from_image, pipeline or None)) > 1:
-        raise CliError("give one of a pipeline, -f FILE or --from-image FILE.png")
+    if sum(x is not None and x != () for x in (graph_file, from_image, workflow, pipeline or None)) > 1:
+        raise CliError("give one of a pipeline, -f FILE, --from-image FILE.png or --workflow ID")
+    if (sets or workflow_version is not None) and workflow is None:
+        raise CliError("--set and --version go with --workflow ID")
+    if workflow is not None:
+        from invokeai_core.cli.workflow_commands import workflow_graph_json
+
+        text = workflow_graph_json(state, workflow, workflow_version, sets)
+        sys.exit(_run_graph_text(state, f"workflow {workflow}", text, options))
     if from_image is not None:
         sys.exit(_run_graph_text(state, from_image, _graph_from_image(from_image), options))
     if graph_file is not None:

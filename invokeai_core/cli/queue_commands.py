@@ -81,7 +81,7 @@ ITEM_HEADERS = ["ITEM", "STATUS", "PRIORITY", "BATCH", "SESSION", "CREATED", "ER
 # == queue =========================================================================================
 @click.group("queue")
 def queue_group() -> None:
-    """The session queue: status, items, enqueue, cancel, retry, clear, prune, pause, resume, process.
+    """The session queue: status, items, enqueue, move, cancel, retry, clear, prune, pause, resume, process.
 
     Queued sessions are run by a queue processor: a server's, or `invokeai queue process`.
     """
@@ -267,6 +267,34 @@ def queue_retry(state: CliState, item_ids: tuple[int, ...], as_json: bool) -> No
         echo_json({"retried": new_ids})
     else:
         click.echo(f"re-queued {len(new_ids)} item(s)" + (f" as {', '.join(map(str, new_ids))}" if new_ids else ""))
+
+
+@queue_group.command("move")
+@click.argument("item_id", type=int)
+@click.option("--front", "where", flag_value="front", help="Before every pending item of its queue.")
+@click.option("--back", "where", flag_value="back", help="After every pending item of its queue.")
+@click.option("--before", "before", type=int, default=None, metavar="OTHER", help="Just before this pending item.")
+@json_option
+@pass_state
+def queue_move(state: CliState, item_id: int, where: str | None, before: int | None, as_json: bool) -> None:
+    """Move a pending item to the front or back of its queue, or before another pending item.
+
+    The item takes the priority of where it lands (front: the highest pending priority, back: the
+    lowest, --before: the other item's); see docs/architecture.md, "Reordering the queue"."""
+    if (where is None) == (before is None):
+        raise CliError("give exactly one of --front, --back or --before OTHER")
+    queue = state.invoker().services.queue
+    with _bad_input():
+        item = queue.move_item(item_id, to=where, before=before)  # type: ignore[arg-type]
+        order = [i.item_id for i in queue.list_items(item.queue_id, status="pending", limit=100_000)]
+    if as_json:
+        echo_json({"item": item.model_dump(exclude={"graph"}), "pending_order": order})
+        return
+    place = order.index(item_id) + 1
+    click.echo(
+        f"moved item {item_id} to place {place} of {len(order)} pending in queue '{item.queue_id}' "
+        f"(priority {item.priority})"
+    )
 
 
 @queue_group.command("clear")

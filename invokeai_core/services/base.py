@@ -8,6 +8,7 @@ they are chosen by name in configuration and imported only when selected (see
 
 from __future__ import annotations
 
+import builtins
 import datetime as _dt
 import re
 import threading
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from invokeai_core.invoker import Invoker
     from invokeai_core.registry import NodeRegistry
     from invokeai_core.session import Session
+    from invokeai_core.workflows import Workflow, WorkflowIn, WorkflowSummary, WorkflowVersion
 
 T = TypeVar("T")
 
@@ -246,6 +248,16 @@ class BatchNotFoundError(QueueError):
         super().__init__(f"no items of batch {shown} in the queue '{queue_id}'")
 
 
+class QueueItemNotPendingError(QueueError):
+    """A move named an item that is not pending (running or finished items keep their place)."""
+
+    def __init__(self, item_id: int, status: str, *, role: str = "item") -> None:
+        self.item_id = item_id
+        self.status = status
+        self.role = role
+        super().__init__(f"queue {role} {item_id} is {status}; only pending items can be moved")
+
+
 class QueueFullError(BatchError, QueueError):
     """Enqueueing would take the queue past `max_queue_size` pending items."""
 
@@ -282,6 +294,22 @@ def prepend_priority(top: int | None, priority: int) -> int:
     if top is None or top < priority:
         return priority
     return min(top + 1, PRIORITY_STORE_MAX)
+
+
+MoveTo = Literal["front", "back"]
+
+
+def check_move(item_id: Any, to: Any, before: Any) -> None:
+    """Exactly one of `to` ("front"/"back") and `before` (another item id), integer ids, not itself."""
+    check_item_ids([item_id])
+    if (to is None) == (before is None):
+        raise QueueError("give exactly one of to='front'|'back' or before=ITEM_ID")
+    if to is not None and to not in ("front", "back"):
+        raise QueueError(f"to must be 'front' or 'back', not {to!r}")
+    if before is not None:
+        check_item_ids([before])
+        if before == item_id:
+            raise QueueError(f"cannot move queue item {item_id} before itself")
 
 
 class QueueItem(BaseModel):
@@ -512,6 +540,20 @@ class SessionQueueBase(ABC):
         """Re-queue failed or canceled items as new pending items; returns the new ids (others are
         skipped). Unknown ids raise `QueueItemNotFoundError` and re-queue nothing."""
 
+    def move_item(self, item_id: int, *, to: MoveTo | None = None, before: int | None = None) -> QueueItem:
+        """Move a pending item to the `to="front"` or `"back"` of its queue's pending items, or just
+        `before` another pending item of the same queue; returns the moved item.
+
+        Order stays `priority DESC`, then a store-kept position, then item id; a move changes the
+        item's priority to the one of where it lands (front: the highest pending priority of the
+        queue, back: the lowest, before: the other item's) and its position within that priority,
+        so it is taken exactly where it was put and later enqueues still sort by priority. Unknown ids
+        raise `QueueItemNotFoundError`; a running or finished item (or `before` one) raises
+        `QueueItemNotPendingError`, another queue's `before` item or bad arguments a `QueueError`;
+        nothing changes then. A store that cannot reorder keeps this default, which refuses."""
+        check_move(item_id, to, before)
+        raise QueueError(f"{type(self).__name__} cannot reorder queue items")
+
     @abstractmethod
     def clear(self, queue_id: str) -> int:
         """Delete every item of the queue that is not in progress; returns how many."""
@@ -579,6 +621,82 @@ class SessionQueueBase(ABC):
 
 
 _claims_lock = threading.Lock()
+
+
+# -- workflows ------------------------------------------------------------------------------------
+class WorkflowStorageBase(ABC):
+    """The workflow library: workflows (a graph plus exposed inputs, see `invokeai_core.workflows`)
+    by id, every save of an id a new version. Kind `workflows`.
+
+    `save` is shared: it checks the workflow against the node registry (`validate_workflow`) and
+    calls the store's `insert_version`, so a store never holds a workflow whose inputs name no real
+    node or field. Unknown ids raise `WorkflowNotFoundError` (a `KeyError`)."""
+
+    #: The node registry saved workflows are checked against (the runtime's).
+    registry: NodeRegistry | None = None
+
+    def save(self, workflow_id: str, workflow: WorkflowIn | dict[str, Any]) -> Workflow:
+        """Store `workflow` as the next version of `workflow_id` (1 for a new id); returns it.
+        Raises `WorkflowError` for a bad id, `WorkflowInputError` / `BatchError` for a bad workflow."""
+        from pydantic import ValidationError
+
+        from invokeai_core.workflows import WorkflowError, WorkflowIn, check_workflow_id, validate_workflow
+
+        check_workflow_id(workflow_id)
+        if not isinstance(workflow, WorkflowIn):
+            from invokeai_core.errors import check_text
+
+            check_text(workflow)  # text that cannot be stored is `InvalidTextError`, naming where
+            try:
+                workflow = WorkflowIn.model_validate(workflow)
+            except ValidationError as e:
+                err = e.errors()[0]
+                where = ".".join(str(x) for x in err.get("loc", ())) or "workflow"
+                raise WorkflowError(f"'{where}': {err.get('msg', 'invalid value')}") from None
+        if self.registry is None:
+            raise WorkflowError(f"{type(self).__name__} was built without a node registry; it cannot check workflows")
+        validate_workflow(workflow, self.registry)
+        return self.insert_version(workflow_id, workflow)
+
+    @abstractmethod
+    def insert_version(self, workflow_id: str, workflow: WorkflowIn) -> Workflow:
+        """Store a checked workflow as version `latest + 1` of `workflow_id`, atomically (two saves
+        at once never get the same version)."""
+
+    @abstractmethod
+    def get(self, workflow_id: str, version: int | None = None) -> Workflow:
+        """The latest version, or `version`. Raises `WorkflowNotFoundError`."""
+
+    @abstractmethod
+    def list(self, *, offset: int = 0, limit: int = 50, query: str | None = None) -> Page[WorkflowSummary]:
+        """The latest version of each workflow, most recently saved first; `query` matches ids and
+        names (case-insensitive substring)."""
+
+    @abstractmethod
+    def versions(self, workflow_id: str) -> builtins.list[WorkflowVersion]:
+        """Every stored version, oldest first. Raises `WorkflowNotFoundError`."""
+
+    @abstractmethod
+    def delete(self, workflow_id: str) -> int:
+        """Delete every version; returns how many. Raises `WorkflowNotFoundError`."""
+
+    def resolve(self, ref: str) -> Workflow:
+        """A workflow by id, or else by its exact name when one workflow has it (the CLI's
+        `--workflow NAME`). Raises `WorkflowNotFoundError`, or `WorkflowError` for an ambiguous name."""
+        from invokeai_core.workflows import WORKFLOW_ID_RE, WorkflowError, WorkflowNotFoundError
+
+        if WORKFLOW_ID_RE.match(ref):
+            try:
+                return self.get(ref)
+            except WorkflowNotFoundError:
+                pass
+        matches = [w for w in self.list(limit=10_000, query=ref).items if w.name == ref]
+        if len(matches) > 1:
+            ids = ", ".join(w.id for w in matches)
+            raise WorkflowError(f"several workflows are named '{ref}' ({ids}); give the id")
+        if not matches:
+            raise WorkflowNotFoundError(ref)
+        return self.get(matches[0].id)
 
 
 # -- output cache ---------------------------------------------------------------------------------

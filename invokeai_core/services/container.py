@@ -20,6 +20,7 @@ from invokeai_core.services.base import (
     OutputCacheBase,
     SessionQueueBase,
     SessionStorageBase,
+    WorkflowStorageBase,
 )
 from invokeai_core.services.image_service import ImageService
 
@@ -40,6 +41,7 @@ KERNEL_KINDS: dict[str, type] = {
     "queue": SessionQueueBase,
     "events": EventServiceBase,
     "cache": OutputCacheBase,
+    "workflows": WorkflowStorageBase,
 }
 
 
@@ -166,6 +168,10 @@ class Services:
     @property
     def cache(self) -> OutputCacheBase:
         return cast(OutputCacheBase, self.get("cache"))
+
+    @property
+    def workflows(self) -> WorkflowStorageBase:
+        return cast(WorkflowStorageBase, self.get("workflows"))
 
     @property
     def image_service(self) -> ImageService:

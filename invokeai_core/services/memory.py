@@ -6,6 +6,7 @@ They honour the same contracts as the persistent stores; the contract tests in
 
 from __future__ import annotations
 
+import builtins
 import copy
 import itertools
 import sys
@@ -24,17 +25,21 @@ from invokeai_core.services.base import (
     ExpandedItem,
     ImageRecord,
     ImageRecordStorageBase,
+    MoveTo,
     OutputCacheBase,
     Page,
     QueueError,
     QueueItem,
     QueueItemNotFoundError,
+    QueueItemNotPendingError,
     QueueStatus,
     QueueStatusCounts,
     SessionQueueBase,
     SessionStorageBase,
     SessionSummary,
+    WorkflowStorageBase,
     check_item_ids,
+    check_move,
     check_queue_id,
     prepend_priority,
     utcnow,
@@ -47,6 +52,7 @@ if TYPE_CHECKING:
     from invokeai_core.registry import NodeRegistry
     from invokeai_core.runtime import ServiceRuntime
     from invokeai_core.session import Session
+    from invokeai_core.workflows import Workflow, WorkflowIn, WorkflowSummary, WorkflowVersion
 
 
 class MemoryImageRecordStorage(ImageRecordStorageBase):
@@ -260,9 +266,52 @@ class MemorySessionQueue(SessionQueueBase):
         self._ids = itertools.count(1)
         self._paused: set[str] = set()
         self._lock = threading.RLock()
+        #: Each item's position within its priority (its id unless moved), see `move_item`.
+        self._positions: dict[int, int] = {}
 
-    def _order(self, item: QueueItem) -> tuple[int, int]:
-        return (-item.priority, item.item_id)
+    def _order(self, item: QueueItem) -> tuple[int, int, int]:
+        return (-item.priority, self._positions.get(item.item_id, item.item_id), item.item_id)
+
+    def move_item(self, item_id: int, *, to: MoveTo | None = None, before: int | None = None) -> QueueItem:
+        check_move(item_id, to, before)
+        with self._lock:
+            wanted = [item_id] if before is None else [item_id, before]
+            self._check_known(wanted)
+            item = self._items[item_id]
+            if item.status != "pending":
+                raise QueueItemNotPendingError(item_id, item.status)
+            others = [
+                i
+                for i in self._items.values()
+                if i.queue_id == item.queue_id and i.status == "pending" and i is not item
+            ]
+            pos = self._positions
+            if before is not None:
+                other = self._items[before]
+                if other.queue_id != item.queue_id:
+                    raise QueueError(
+                        f"queue item {before} is in the queue '{other.queue_id}', not '{item.queue_id}' (the queue "
+                        f"of item {item_id})"
+                    )
+                if other.status != "pending":
+                    raise QueueItemNotPendingError(before, other.status, role="item (before)")
+                priority, position = other.priority, pos.get(before, before)
+                for i in self._items.values():
+                    if i.queue_id == item.queue_id and i.priority == priority and i is not item:
+                        p = pos.get(i.item_id, i.item_id)
+                        if p >= position:
+                            pos[i.item_id] = p + 1
+                self._ids = itertools.count(max([next(self._ids), *pos.values()]) + 1)
+            elif to == "front":
+                priority = max((i.priority for i in others), default=item.priority)
+                same = [pos.get(i.item_id, i.item_id) for i in others if i.priority == priority]
+                position = min(same) - 1 if same else pos.get(item_id, item_id)
+            else:
+                priority = min((i.priority for i in others), default=item.priority)
+                position = max([next(self._ids), *pos.values()])
+                self._ids = itertools.count(position + 1)
+            pos[item_id] = position
+            return self._change(item_id, {"priority": priority})
 
     def _pending(self, queue_id: str) -> int:
         return sum(1 for i in self._items.values() if i.queue_id == queue_id and i.status == "pending")
@@ -436,7 +485,7 @@ class MemorySessionQueue(SessionQueueBase):
             candidates = [
                 i for i in self._items.values() if i.queue_id == queue_id and (status is None or i.status == status)
             ]
-            after: tuple[int, int] | None = None
+            after: tuple[int, int, int] | None = None
             if cursor is not None:
                 anchor = self._items.get(cursor)
                 # Items strictly after the cursor in queue order. The cursor item itself may have
@@ -513,3 +562,97 @@ class MemorySessionQueue(SessionQueueBase):
                 changed.append(self._change(item_id, changes))
         self._emit_status(changed)
         return changed
+
+
+class MemoryWorkflowStorage(WorkflowStorageBase):
+    """The workflow library in memory (lost on exit)."""
+
+    def __init__(
+        self,
+        config: InvokeAIConfig | None = None,
+        *,
+        registry: NodeRegistry | None = None,
+        runtime: ServiceRuntime | None = None,
+    ) -> None:
+        self.registry = runtime.registry if runtime is not None else registry
+        self._versions: dict[str, list[Workflow]] = {}
+        self._order: list[str] = []  # ids, least recently saved first
+        self._lock = threading.Lock()
+
+    def insert_version(self, workflow_id: str, workflow: WorkflowIn) -> Workflow:
+        from invokeai_core.workflows import Workflow
+
+        with self._lock:
+            versions = self._versions.setdefault(workflow_id, [])
+            saved = Workflow(
+                id=workflow_id,
+                version=(versions[-1].version if versions else 0) + 1,
+                created_at=utcnow(),
+                **copy.deepcopy(workflow.model_dump()),
+            )
+            versions.append(saved)
+            if workflow_id in self._order:
+                self._order.remove(workflow_id)
+            self._order.append(workflow_id)
+        return saved.model_copy(deep=True)
+
+    def _versions_of(self, workflow_id: str) -> list[Workflow]:
+        from invokeai_core.workflows import WorkflowNotFoundError, check_workflow_id
+
+        check_workflow_id(workflow_id)
+        versions = self._versions.get(workflow_id)
+        if not versions:
+            raise WorkflowNotFoundError(workflow_id)
+        return versions
+
+    def get(self, workflow_id: str, version: int | None = None) -> Workflow:
+        from invokeai_core.workflows import WorkflowNotFoundError
+
+        with self._lock:
+            versions = self._versions_of(workflow_id)
+            found = versions[-1] if version is None else next((v for v in versions if v.version == version), None)
+            if found is None:
+                raise WorkflowNotFoundError(workflow_id, version)
+            return found.model_copy(deep=True)
+
+    def list(self, *, offset: int = 0, limit: int = 50, query: str | None = None) -> Page[WorkflowSummary]:
+        from invokeai_core.workflows import WorkflowSummary
+
+        offset, limit = max(0, offset), max(0, limit)
+        with self._lock:
+            summaries = []
+            for wid in reversed(self._order):
+                versions = self._versions[wid]
+                last = versions[-1]
+                if query and query.lower() not in wid.lower() and query.lower() not in last.name.lower():
+                    continue
+                summaries.append(
+                    WorkflowSummary(
+                        id=wid,
+                        name=last.name,
+                        description=last.description,
+                        version=last.version,
+                        versions=len(versions),
+                        inputs=copy.deepcopy(last.inputs),
+                        created_at=versions[0].created_at,
+                        updated_at=last.created_at,
+                    )
+                )
+        page = summaries[offset : offset + limit]
+        return Page[WorkflowSummary](items=page, offset=offset, limit=limit, total=len(summaries))
+
+    def versions(self, workflow_id: str) -> builtins.list[WorkflowVersion]:
+        from invokeai_core.workflows import WorkflowVersion
+
+        with self._lock:
+            return [
+                WorkflowVersion(version=v.version, name=v.name, created_at=v.created_at)
+                for v in self._versions_of(workflow_id)
+            ]
+
+    def delete(self, workflow_id: str) -> int:
+        with self._lock:
+            n = len(self._versions_of(workflow_id))
+            del self._versions[workflow_id]
+            self._order.remove(workflow_id)
+        return n

@@ -25,13 +25,16 @@ from invokeai_core.services.base import (
     QUEUE_STATUSES,
     BatchNotFoundError,
     ExpandedItem,
+    MoveTo,
     QueueError,
     QueueItem,
     QueueItemNotFoundError,
+    QueueItemNotPendingError,
     QueueStatus,
     QueueStatusCounts,
     SessionQueueBase,
     check_item_ids,
+    check_move,
     check_queue_id,
     prepend_priority,
     utcnow,
@@ -92,7 +95,20 @@ def _v2(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE queue_items DROP COLUMN graph")
 
 
-MIGRATIONS = [_v1, _v2]
+def _v3(conn: sqlite3.Connection) -> None:
+    """A `position` within a priority, so pending items can be reordered (`move_item`): the queue
+    order becomes `priority DESC, position, item_id`. Existing items keep their order (position =
+    item id); new items get their item id, which is past every other position (`move_item` keeps the
+    item sequence ahead of every position)."""
+    conn.execute("ALTER TABLE queue_items ADD COLUMN position INTEGER NOT NULL DEFAULT 0")
+    conn.execute("UPDATE queue_items SET position = item_id")
+    conn.execute("DROP INDEX ix_queue_next")
+    conn.execute("DROP INDEX ix_queue_order")
+    conn.execute("CREATE INDEX ix_queue_next ON queue_items (status, priority DESC, position, item_id)")
+    conn.execute("CREATE INDEX ix_queue_order ON queue_items (queue_id, priority DESC, position, item_id)")
+
+
+MIGRATIONS = [_v1, _v2, _v3]
 
 _FIELDS = (
     "item_id",
@@ -191,8 +207,8 @@ class SqliteSessionQueue(SessionQueueBase):
             ids = list(range(first, first + len(rows)))
             conn.executemany(
                 "INSERT INTO queue_items (item_id, queue_id, batch_id, session_id, priority, field_values, "
-                "created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(i, q, b, s, priority, fv, c) for i, (q, b, s, fv, c) in zip(ids, rows, strict=True)],
+                "created_at, position) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [(i, q, b, s, priority, fv, c, i) for i, (q, b, s, fv, c) in zip(ids, rows, strict=True)],
             )
             conn.executemany(
                 "INSERT INTO queue_graphs (item_id, graph) VALUES (?, ?)", list(zip(ids, graphs, strict=True))
@@ -210,7 +226,7 @@ class SqliteSessionQueue(SessionQueueBase):
                     SELECT item_id FROM queue_items
                     WHERE status = 'pending'
                       AND queue_id NOT IN (SELECT queue_id FROM queue_state WHERE paused = 1)
-                    ORDER BY priority DESC, item_id ASC LIMIT 1)
+                    ORDER BY priority DESC, position ASC, item_id ASC LIMIT 1)
                 RETURNING item_id
                 """,
                 (utcnow(),),
@@ -371,6 +387,7 @@ class SqliteSessionQueue(SessionQueueBase):
                     "SELECT queue_id, batch_id, ?, priority, field_values, ? FROM queue_items WHERE item_id = ?",
                     (uuid.uuid4().hex, now, item_id),
                 )
+                conn.execute("UPDATE queue_items SET position = item_id WHERE item_id = ?", (cur.lastrowid,))
                 conn.execute(
                     "INSERT INTO queue_graphs (item_id, graph) SELECT ?, graph FROM queue_graphs WHERE item_id = ?",
                     (cur.lastrowid, item_id),
@@ -378,6 +395,75 @@ class SqliteSessionQueue(SessionQueueBase):
                 new_items += _load(conn, [int(cur.lastrowid or 0)])
         self._emit_status(new_items)
         return [i.item_id for i in new_items]
+
+    # -- reorder --------------------------------------------------------------------------------
+    def move_item(self, item_id: int, *, to: MoveTo | None = None, before: int | None = None) -> QueueItem:
+        """See `SessionQueueBase.move_item`. Positions are integers: the front takes one less than the
+        first, the back a fresh id from the item sequence (so items enqueued later still go after it),
+        `before` takes the other item's position and shifts it and everything after it (in that
+        queue and priority) by one. One transaction."""
+        check_move(item_id, to, before)
+        with self.db.transaction() as conn:
+            wanted = [item_id] if before is None else [item_id, before]
+            rows = {
+                r[0]: r[1:]
+                for r in conn.execute(
+                    f"SELECT item_id, queue_id, status, priority, position FROM queue_items "
+                    f"WHERE item_id IN ({_marks(len(wanted))})",
+                    wanted,
+                )
+            }
+            missing = [i for i in wanted if i not in rows]
+            if missing:
+                raise QueueItemNotFoundError(missing)
+            queue_id, status, _, _ = rows[item_id]
+            if status != "pending":
+                raise QueueItemNotPendingError(item_id, status)
+            if before is not None:
+                other_queue, other_status, priority, position = rows[before]
+                if other_queue != queue_id:
+                    raise QueueError(
+                        f"queue item {before} is in the queue '{other_queue}', not '{queue_id}' (the queue of "
+                        f"item {item_id})"
+                    )
+                if other_status != "pending":
+                    raise QueueItemNotPendingError(before, other_status, role="item (before)")
+                conn.execute(
+                    "UPDATE queue_items SET position = position + 1 "
+                    "WHERE queue_id = ? AND priority = ? AND position >= ? AND item_id != ?",
+                    (queue_id, priority, position, item_id),
+                )
+                # shifted positions may pass the sequence: keep later items after them
+                conn.execute(
+                    "UPDATE sqlite_sequence SET seq = max(seq, (SELECT max(position) FROM queue_items)) "
+                    "WHERE name = 'queue_items'"
+                )
+            else:
+                top, bottom = conn.execute(
+                    "SELECT max(priority), min(priority) FROM queue_items "
+                    "WHERE queue_id = ? AND status = 'pending' AND item_id != ?",
+                    (queue_id, item_id),
+                ).fetchone()
+                own = rows[item_id][2]
+                if to == "front":
+                    priority = own if top is None else top
+                    first = conn.execute(
+                        "SELECT min(position) FROM queue_items WHERE queue_id = ? AND status = 'pending' "
+                        "AND priority = ? AND item_id != ?",
+                        (queue_id, priority, item_id),
+                    ).fetchone()[0]
+                    position = rows[item_id][3] if first is None else int(first) - 1
+                else:
+                    priority = own if bottom is None else bottom
+                    last = conn.execute("SELECT coalesce(max(item_id), 0) FROM queue_items").fetchone()[0]
+                    seq = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'queue_items'").fetchone()
+                    high = conn.execute("SELECT coalesce(max(position), 0) FROM queue_items").fetchone()[0]
+                    position = max(int(last), int(seq[0]) if seq else 0, int(high)) + 1
+                    conn.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = 'queue_items'", (position,))
+            conn.execute(
+                "UPDATE queue_items SET priority = ?, position = ? WHERE item_id = ?", (priority, position, item_id)
+            )
+            return _load(conn, [item_id])[0]
 
     # -- clear, prune -----------------------------------------------------------------------------
     def clear(self, queue_id: str) -> int:
@@ -409,16 +495,23 @@ class SqliteSessionQueue(SessionQueueBase):
             args.append(status)
         with self.db.read() as conn:
             if cursor is not None:
-                anchor = conn.execute("SELECT priority FROM queue_items WHERE item_id = ?", (cursor,)).fetchone()
+                anchor = conn.execute(
+                    "SELECT priority, position FROM queue_items WHERE item_id = ?", (cursor,)
+                ).fetchone()
                 if anchor is not None:
-                    # strictly after the cursor in queue order (priority DESC, item_id ASC)
-                    where.append("(q.priority < ? OR (q.priority = ? AND q.item_id > ?))")
-                    args += [anchor[0], anchor[0], cursor]
+                    # strictly after the cursor in queue order (priority DESC, position, item_id)
+                    p, pos = anchor
+                    where.append(
+                        "(q.priority < ? OR (q.priority = ? AND "
+                        "(q.position > ? OR (q.position = ? AND q.item_id > ?))))"
+                    )
+                    args += [p, p, pos, pos, cursor]
                 else:  # the cursor item is gone (pruned): order by id alone
                     where.append("q.item_id > ?")
                     args.append(cursor)
             rows = conn.execute(
-                f"{_SELECT} WHERE {' AND '.join(where)} ORDER BY q.priority DESC, q.item_id ASC LIMIT ?",
+                f"{_SELECT} WHERE {' AND '.join(where)} ORDER BY q.priority DESC, q.position ASC, q.item_id ASC "
+                "LIMIT ?",
                 [*args, max(0, limit)],
             ).fetchall()
         return [_item(r) for r in rows]

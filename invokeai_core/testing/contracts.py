@@ -21,6 +21,8 @@ SQLite stores; a plugin runs them against its own):
   implement `reopen(store)`.
 * `SessionStoreContract`: a `store` fixture parsing sessions against `contract_registry`;
   `persistent` and `reopen(store)` likewise.
+* `WorkflowStoreContract`: a `store` fixture checking workflows against `contract_registry`;
+  `persistent` and `reopen(store)` likewise.
 * `SessionQueueContract`: a `make_queue` fixture, `make_queue(max_size)` returning a queue on
   fresh, empty storage that parses batches against `contract_registry`; `persistent` and
   `reopen(queue)` likewise.
@@ -64,13 +66,16 @@ from invokeai_core.services.base import (
     QueueError,
     QueueFullError,
     QueueItemNotFoundError,
+    QueueItemNotPendingError,
     SessionQueueBase,
     SessionStorageBase,
+    WorkflowStorageBase,
 )
 from invokeai_core.services.image_service import ImageService
 from invokeai_core.services.memory import MemoryImageRecordStorage
 from invokeai_core.session import NodeError, Session
 from invokeai_core.testing import skip_by_choice
+from invokeai_core.workflows import WorkflowError, WorkflowInputError, WorkflowNotFoundError
 
 __all__ = [
     "UNENCODABLE_TEXT",
@@ -80,9 +85,11 @@ __all__ = [
     "MemoryImageRecordStorage",
     "SessionQueueContract",
     "SessionStoreContract",
+    "WorkflowStoreContract",
     "checker_image",
     "contract_batch",
     "contract_node_registry",
+    "contract_workflow",
     "image_pixels",
     "run_in_store",
 ]
@@ -911,6 +918,102 @@ class SessionQueueContract(_WithRegistry):
         first = queue.dequeue()
         assert first is not None and first.item_id == b[0]  # dequeue serves every queue, by priority
 
+    # -- reorder (move_item) --------------------------------------------------------------------
+    def _order(self, queue: SessionQueueBase, queue_id: str = QUEUE) -> list[int]:
+        return [i.item_id for i in queue.list_items(queue_id, status="pending", limit=100_000)]
+
+    def test_move_to_front_back_and_before(self, queue: SessionQueueBase) -> None:
+        a, b, c, d = queue.enqueue_batch(QUEUE, contract_batch([1, 2, 3, 4])).item_ids
+        assert queue.move_item(d, to="front").item_id == d
+        assert self._order(queue) == [d, a, b, c]
+        queue.move_item(a, to="back")
+        assert self._order(queue) == [d, b, c, a]
+        queue.move_item(a, before=b)
+        assert self._order(queue) == [d, a, b, c]
+        queue.move_item(c, before=d)
+        assert self._order(queue) == [c, d, a, b]
+        later = queue.enqueue_batch(QUEUE, contract_batch([5])).item_ids
+        assert self._order(queue) == [c, d, a, b, *later]  # enqueued later still goes last
+        queue.move_item(d, to="back")
+        queue.move_item(a, to="back")
+        newest = queue.enqueue_batch(QUEUE, contract_batch([6])).item_ids
+        assert self._order(queue) == [c, b, *later, d, a, *newest]
+        taken = []
+        while (item := queue.dequeue()) is not None:
+            taken.append(item.item_id)
+        assert taken == [c, b, *later, d, a, *newest]  # the processor takes them in the new order
+
+    def test_move_adopts_the_priority_of_where_it_lands(self, queue: SessionQueueBase) -> None:
+        (high,) = queue.enqueue_batch(QUEUE, contract_batch([1], priority=5)).item_ids
+        low1, low2 = queue.enqueue_batch(QUEUE, contract_batch([2, 3], priority=0)).item_ids
+        (neg,) = queue.enqueue_batch(QUEUE, contract_batch([4], priority=-2)).item_ids
+        assert queue.move_item(low2, to="front").priority == 5
+        assert self._order(queue) == [low2, high, low1, neg]
+        assert queue.move_item(high, to="back").priority == -2
+        assert self._order(queue) == [low2, low1, neg, high]
+        assert queue.move_item(neg, before=low1).priority == 0
+        assert self._order(queue) == [low2, neg, low1, high]
+        (top,) = queue.enqueue_batch(QUEUE, contract_batch([5], priority=9)).item_ids
+        assert self._order(queue)[0] == top  # priority still comes first for new work
+
+    def test_cursor_pages_follow_the_moved_order(self, queue: SessionQueueBase) -> None:
+        ids = queue.enqueue_batch(QUEUE, contract_batch([1, 2, 3, 4, 5])).item_ids
+        queue.move_item(ids[4], before=ids[1])
+        queue.move_item(ids[0], to="back")
+        expected = [ids[4], ids[1], ids[2], ids[3], ids[0]]
+        seen: list[int] = []
+        cursor = None
+        while page := queue.list_items(QUEUE, cursor=cursor, limit=2):
+            seen += [i.item_id for i in page]
+            cursor = page[-1].item_id
+        assert seen == expected
+
+    def test_moving_a_single_item_keeps_it_pending(self, queue: SessionQueueBase) -> None:
+        (only,) = queue.enqueue_batch(QUEUE, contract_batch([1], priority=3)).item_ids
+        for to in ("front", "back"):
+            moved = queue.move_item(only, to=to)
+            assert (moved.status, moved.priority) == ("pending", 3)
+
+    def test_bad_moves_are_refused_and_change_nothing(self, queue: SessionQueueBase) -> None:
+        a, b, c = queue.enqueue_batch(QUEUE, contract_batch([1, 2, 3])).item_ids
+        (elsewhere,) = queue.enqueue_batch("other", contract_batch([4])).item_ids
+        running = queue.dequeue()
+        assert running is not None and running.item_id == a
+        queue.cancel_items([c])
+        before = _snapshot(queue)
+        with pytest.raises(QueueItemNotFoundError, match="999999"):
+            queue.move_item(999_999, to="front")
+        with pytest.raises(QueueItemNotFoundError, match="999999"):
+            queue.move_item(b, before=999_999)
+        with pytest.raises(QueueItemNotPendingError, match=f"{a} is in_progress"):
+            queue.move_item(a, to="back")
+        with pytest.raises(QueueItemNotPendingError, match=f"{c} is canceled"):
+            queue.move_item(c, to="front")
+        with pytest.raises(QueueItemNotPendingError, match=f"{a} is in_progress"):
+            queue.move_item(b, before=a)
+        with pytest.raises(QueueError, match="queue 'other'"):
+            queue.move_item(b, before=elsewhere)
+        with pytest.raises(QueueError, match="itself"):
+            queue.move_item(b, before=b)
+        with pytest.raises(QueueError, match="exactly one"):
+            queue.move_item(b)
+        with pytest.raises(QueueError, match="exactly one"):
+            queue.move_item(b, to="front", before=a)
+        with pytest.raises(QueueError, match="'front' or 'back'"):
+            queue.move_item(b, to="middle")  # type: ignore[arg-type]
+        assert _snapshot(queue) == before
+
+    def test_moved_order_survives_a_restart(self, queue: SessionQueueBase) -> None:
+        if not self.persistent:
+            skip_by_choice("this queue does not persist")
+        a, b, c = queue.enqueue_batch(QUEUE, contract_batch([1, 2, 3])).item_ids
+        queue.move_item(c, to="front")
+        queue.move_item(a, to="back")
+        again = self.reopen(queue)
+        assert self._order(again) == [c, b, a]
+        (new,) = again.enqueue_batch(QUEUE, contract_batch([4])).item_ids
+        assert self._order(again) == [c, b, a, new]
+
     # -- the size cap ---------------------------------------------------------------------------
     def test_max_size(self, make_queue: Callable[[int], SessionQueueBase]) -> None:
         small = make_queue(3)
@@ -1269,3 +1372,143 @@ class SessionQueueContract(_WithRegistry):
         assert nxt is not None and nxt.item_id == ids[1]
         new = again.enqueue_batch(QUEUE, contract_batch([9])).item_ids
         assert new[0] > max(i["item_id"] for i in before)
+
+
+# == workflows =======================================================================================
+def contract_workflow(name: str = "adder", *, b: int = 100) -> dict[str, Any]:
+    """A workflow of `contract_add` -> `contract_mul` exposing `start` (add.a), `step` (add.b) and
+    `times` (mul.b); `mul.a` is fed by an edge."""
+    return {
+        "name": name,
+        "description": "adds, then multiplies",
+        "graph": {
+            "nodes": {
+                "add": {"id": "add", "type": "contract_add", "a": 1, "b": b},
+                "mul": {"id": "mul", "type": "contract_mul", "b": 2},
+            },
+            "edges": [_edge("add", "value", "mul", "a")],
+        },
+        "inputs": [
+            {"name": "start", "node_id": "add", "field": "a", "description": "The first number"},
+            {"name": "step", "node_id": "add", "field": "b"},
+            {"name": "times", "node_id": "mul", "field": "b"},
+        ],
+    }
+
+
+class WorkflowStoreContract(_WithRegistry):
+    """Subclass with a `store` fixture: a `WorkflowStorageBase` on fresh, empty storage checking
+    workflows against `contract_registry`. Persistent stores set `persistent = True` and implement
+    `reopen(store)`."""
+
+    persistent = False
+
+    @pytest.fixture
+    def store(self) -> WorkflowStorageBase:  # pragma: no cover - provided by subclasses
+        raise NotImplementedError
+
+    def reopen(self, store: WorkflowStorageBase) -> WorkflowStorageBase:
+        raise NotImplementedError
+
+    def test_save_makes_versions_and_get_returns_latest_or_one(self, store: WorkflowStorageBase) -> None:
+        first = store.save("wf1", contract_workflow(b=1))
+        assert (first.id, first.version, first.name) == ("wf1", 1, "adder")
+        assert [i.name for i in first.inputs] == ["start", "step", "times"]
+        assert first.inputs[0].description == "The first number"
+        second = store.save("wf1", contract_workflow("adder v2", b=2))
+        assert second.version == 2
+        assert store.get("wf1").version == 2 and store.get("wf1").graph["nodes"]["add"]["b"] == 2
+        old = store.get("wf1", 1)
+        assert old.graph["nodes"]["add"]["b"] == 1 and old.name == "adder"
+        assert old == first
+        assert [(v.version, v.name) for v in store.versions("wf1")] == [(1, "adder"), (2, "adder v2")]
+        with pytest.raises(WorkflowNotFoundError, match="version 3 of workflow 'wf1'"):
+            store.get("wf1", 3)
+
+    def test_list_latest_versions_most_recently_saved_first(self, store: WorkflowStorageBase) -> None:
+        store.save("a", contract_workflow("Alpha"))
+        store.save("b", contract_workflow("Beta"))
+        store.save("a", contract_workflow("Alpha 2"))
+        page = store.list()
+        assert [(w.id, w.version, w.versions, w.name) for w in page.items] == [
+            ("a", 2, 2, "Alpha 2"),
+            ("b", 1, 1, "Beta"),
+        ]
+        assert page.total == 2
+        assert [w.id for w in store.list(query="BET").items] == ["b"]
+        assert [w.id for w in store.list(offset=1, limit=1).items] == ["b"]
+        assert store.list(query="zzz").total == 0
+        assert store.resolve("Beta").id == "b" and store.resolve("a").version == 2
+
+    def test_delete_removes_every_version(self, store: WorkflowStorageBase) -> None:
+        store.save("gone", contract_workflow())
+        store.save("gone", contract_workflow())
+        store.save("kept", contract_workflow())
+        assert store.delete("gone") == 2
+        for call in (store.get, store.versions, store.delete, store.resolve):
+            with pytest.raises(WorkflowNotFoundError, match="workflow 'gone' does not exist"):
+                call("gone")
+        assert [w.id for w in store.list().items] == ["kept"]
+        assert store.save("gone", contract_workflow()).version == 1  # a new workflow
+
+    @pytest.mark.parametrize(
+        ("inputs", "needles"),
+        [
+            ([{"name": "x", "node_id": "nope", "field": "a"}], ("'x'", "no node 'nope'", "add, mul")),
+            ([{"name": "x", "node_id": "add", "field": "c"}], ("'x'", "no input named 'c'", "a, b")),
+            ([{"name": "x", "node_id": "mul", "field": "a"}], ("'x'", "fed by an edge")),
+            (
+                [{"name": "x", "node_id": "add", "field": "a"}, {"name": "x", "node_id": "add", "field": "b"}],
+                ("'x'", "exposed twice"),
+            ),
+            (
+                [{"name": "x", "node_id": "add", "field": "a"}, {"name": "y", "node_id": "add", "field": "a"}],
+                ("'y'", "'x' already exposes"),
+            ),
+        ],
+    )
+    def test_bad_exposed_inputs_are_refused_naming_them(
+        self, store: WorkflowStorageBase, inputs: list[dict[str, Any]], needles: tuple[str, ...]
+    ) -> None:
+        workflow = {**contract_workflow(), "inputs": inputs}
+        with pytest.raises(WorkflowInputError) as info:
+            store.save("bad", workflow)
+        for needle in needles:
+            assert needle in str(info.value), str(info.value)
+        assert info.value.input_name in ("x", "y")
+        assert store.list().total == 0
+
+    @pytest.mark.parametrize(
+        ("change", "error"),
+        [
+            ({"graph": {"nodes": {"n": {"id": "n", "type": "no_such_type"}}, "edges": []}}, BatchError),
+            ({"inputs": [{"name": "bad name!", "node_id": "add", "field": "a"}]}, WorkflowError),
+            ({"name": ""}, WorkflowError),
+            ({"extra": 1}, WorkflowError),
+        ],
+    )
+    def test_malformed_workflows_are_refused(
+        self, store: WorkflowStorageBase, change: dict[str, Any], error: type[Exception]
+    ) -> None:
+        with pytest.raises(error):
+            store.save("bad", {**contract_workflow(), **change})
+        with pytest.raises(WorkflowError, match="invalid workflow id"):
+            store.save("bad id/", contract_workflow())
+        assert store.list().total == 0
+
+    def test_unencodable_text_is_refused_or_round_trips(self, store: WorkflowStorageBase) -> None:
+        for text in UNENCODABLE_TEXT:
+            try:
+                saved = store.save("t", contract_workflow(f"name {text}"))
+            except InvalidTextError:
+                continue
+            assert store.get("t", saved.version).name == f"name {text}"
+
+    def test_workflows_survive_a_restart(self, store: WorkflowStorageBase) -> None:
+        if not self.persistent:
+            skip_by_choice("this store does not persist")
+        store.save("wf", contract_workflow(b=1))
+        store.save("wf", contract_workflow(b=2))
+        again = self.reopen(store)
+        assert again.get("wf").version == 2 and again.get("wf", 1).graph["nodes"]["add"]["b"] == 1
+        assert again.save("wf", contract_workflow()).version == 3

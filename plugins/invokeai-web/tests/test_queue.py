@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -203,3 +204,54 @@ async def test_a_locked_database_is_503_with_retry_after(server: Any) -> None:
     async with server.async_client() as http:
         r = await http.post("/queue/default/enqueue_batch", json={"batch": chain_batch([1])})
         assert r.status_code == 201, r.text
+
+
+async def test_move_pending_items_and_the_refusals(server: Any) -> None:
+    async with server.async_client() as http:
+        await http.put("/queue/mv/processor/pause")
+        r = await http.post("/queue/mv/enqueue_batch", json={"batch": chain_batch([1, 2, 3, 4])})
+        a, b, c, d = r.json()["item_ids"]
+
+        async def order() -> list[int]:
+            page = (await http.get("/queue/mv/list", params={"status": "pending"})).json()
+            return [i["item_id"] for i in page["items"]]
+
+        r = await http.put(f"/queue/mv/i/{d}/move", json={"to": "front"})
+        assert r.status_code == 200, r.text
+        assert r.json()["item_id"] == d and r.json()["status"] == "pending"
+        assert await order() == [d, a, b, c]
+        assert (await http.put(f"/queue/mv/i/{a}/move", json={"to": "back"})).status_code == 200
+        assert (await http.put(f"/queue/mv/i/{c}/move", json={"before": d})).status_code == 200
+        assert await order() == [c, d, b, a]
+
+        r = await http.put(f"/queue/mv/i/{a}/move", json={"to": "front", "before": b})
+        assert r.status_code == 422 and "exactly one" in r.text
+        r = await http.put(f"/queue/mv/i/{a}/move", json={})
+        assert r.status_code == 422 and "exactly one" in r.text
+        r = await http.put(f"/queue/mv/i/{a}/move", json={"to": "middle"})
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "to"]
+        assert (await http.put("/queue/mv/i/999999/move", json={"to": "front"})).status_code == 404
+        r = await http.put(f"/queue/mv/i/{a}/move", json={"before": 999999})
+        assert r.status_code == 404 and "999999" in r.text
+        r = await http.put(f"/queue/mv/i/{a}/move", json={"before": a})
+        assert r.status_code == 409 and "before itself" in r.json()["detail"]
+        await http.put(f"/queue/mv/i/{b}/cancel")
+        r = await http.put(f"/queue/mv/i/{b}/move", json={"to": "front"})
+        assert r.status_code == 409 and r.json() == {
+            "detail": f"queue item {b} is canceled; only pending items can be moved",
+            "type": "QueueItemNotPendingError",
+        }
+        other = (await http.post("/queue/other/enqueue_batch", json={"batch": chain_batch([9])})).json()["item_ids"]
+        assert (await http.put(f"/queue/mv/i/{a}/move", json={"before": other[0]})).status_code == 404
+        assert await order() == [c, d, a]  # nothing changed by the refusals
+
+        await http.put("/queue/mv/processor/resume")
+        for _ in range(200):
+            status = (await http.get("/queue/mv/status")).json()["queue"]
+            if status["completed"] == 3:
+                break
+            await asyncio.sleep(0.05)
+        items = [(await http.get(f"/queue/mv/i/{i}")).json() for i in (c, d, a)]
+        assert all(i["status"] == "completed" for i in items)
+        starts = [i["started_at"] for i in items]
+        assert starts == sorted(starts)  # taken in the moved order

@@ -12,6 +12,7 @@ INVOKEAI_REQUIRE_ALL_TESTS=1 each of those fails the run instead (`invokeai_core
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import subprocess
@@ -527,3 +528,106 @@ def test_the_api_docs_render_with_no_network(browser: Any, ui_url: str) -> None:
         context.close()
     assert elsewhere == [], f"the docs reached outside the server: {elsewhere}"
     assert not problems, "errors in the browser console:\n" + "\n".join(problems)
+
+
+INT_BATCH = {
+    "graph": {"nodes": {"n": {"id": "n", "type": "integer", "value": 0}}, "edges": []},
+    "data": [[{"node_path": "n", "field_name": "value", "items": [1, 2, 3]}]],
+}
+
+
+def _pending_order(pg: Any) -> list[int]:
+    ids = pg.locator("[data-testid=pending-order] li[data-item-id]").evaluate_all(
+        "els => els.map(e => Number(e.dataset.itemId))"
+    )
+    return [int(i) for i in ids]
+
+
+def test_pending_items_are_reordered_by_dragging(page: Any, ui_url: str) -> None:
+    pg = page
+    expect = sync_api.expect
+    api = ui_url + "/api/v1/queue/default"
+    assert pg.request.put(api + "/processor/pause").ok
+    a, b, c = pg.request.post(api + "/enqueue_batch", data={"batch": INT_BATCH}).json()["item_ids"]
+    try:
+        pg.get_by_role("tab", name="Queue").click()
+        rows = pg.locator("[data-testid=pending-order] li[data-item-id]")
+        expect(rows).to_have_count(3)
+        assert _pending_order(pg) == [a, b, c]
+        # drag the last item onto the first: it goes just before it
+        rows.filter(has_text=f"item {c}").drag_to(rows.filter(has_text=f"item {a}"))
+        expect(rows.first).to_have_attribute("data-item-id", str(c))
+        assert _pending_order(pg) == [c, a, b]
+        # onto the end zone: it runs last
+        rows.filter(has_text=f"item {c}").drag_to(pg.get_by_test_id("pending-end"))
+        expect(rows.last).to_have_attribute("data-item-id", str(c))
+        assert _pending_order(pg) == [a, b, c]
+        # the keyboard way
+        pg.get_by_role("button", name=f"Move item {b} to the front").click()
+        expect(rows.first).to_have_attribute("data-item-id", str(b))
+        shot(pg, "queue-reorder")
+        listed = pg.request.get(api + "/list?status=pending").json()["items"]
+        assert [i["item_id"] for i in listed] == [b, a, c]  # the server's order, not only the screen's
+    finally:
+        pg.request.put(api + "/cancel_all_except_current")
+        pg.request.put(api + "/processor/resume")
+        pg.request.put(api + "/prune")
+
+
+def test_the_workflow_library_saves_opens_and_runs_with_inputs(page: Any, ui_url: str, tmp_path: Path) -> None:
+    pg = page
+    expect = sync_api.expect
+    graph = {
+        "nodes": {
+            "x": {"id": "x", "type": "integer", "value": 2},
+            "y": {"id": "y", "type": "integer", "value": 3},
+        },
+        "edges": [],
+    }
+    path = tmp_path / "two.json"
+    path.write_text(json.dumps({"graph": graph}))
+    pg.get_by_role("tab", name="Workflow").click()
+    pg.get_by_test_id("canvas").wait_for()
+    pg.get_by_test_id("open-workflow").set_input_files(str(path))
+    expect(pg.get_by_test_id("graph-size")).to_contain_text("2 nodes")
+    pg.get_by_test_id("toggle-library").click()
+    lib = pg.get_by_test_id("library")
+    pg.get_by_test_id("wf-id").fill("two-ints")
+    pg.get_by_test_id("wf-name").fill("Two integers")
+    # an exposed input naming no real field is refused, naming it
+    pg.get_by_test_id("wf-inputs").fill("first = x.nope")
+    pg.get_by_test_id("wf-save").click()
+    expect(pg.get_by_test_id("wf-error")).to_contain_text("workflow input 'first'")
+    pg.console_problems.clear()  # the refused request is logged by the browser
+    pg.get_by_test_id("wf-inputs").fill("first = x.value  # the first number\nsecond = y.value")
+    pg.get_by_test_id("wf-save").click()
+    item = lib.locator("li[data-workflow-id=two-ints]")
+    expect(item).to_contain_text("v1 · 2 input(s)")
+    pg.get_by_test_id("wf-save").click()
+    expect(item).to_contain_text("v2 · 2 input(s)")
+    # run it with inputs: a bad value names the input, a good one enqueues
+    assert pg.request.put(ui_url + "/api/v1/queue/default/processor/pause").ok
+    try:
+        item.get_by_role("button", name="Run two-ints").click()
+        pg.get_by_test_id("wf-input-first").fill("many")
+        pg.get_by_test_id("wf-enqueue").click()
+        expect(pg.get_by_test_id("wf-error")).to_contain_text("inputs.first")
+        pg.console_problems.clear()
+        pg.get_by_test_id("wf-input-first").fill("40")
+        pg.get_by_test_id("wf-runs").fill("2")
+        pg.get_by_test_id("wf-enqueue").click()
+        expect(pg.get_by_test_id("wf-error")).to_have_count(0)
+        pending = pg.request.get(ui_url + "/api/v1/queue/default/list?status=pending").json()["items"]
+        assert len(pending) == 2
+        assert all(i["field_values"] == [{"node_path": "x", "field_name": "value", "value": 40}] for i in pending)
+        shot(pg, "workflow-library")
+    finally:
+        pg.request.put(ui_url + "/api/v1/queue/default/cancel_all_except_current")
+        pg.request.put(ui_url + "/api/v1/queue/default/processor/resume")
+        pg.request.put(ui_url + "/api/v1/queue/default/prune")
+    # open it back into an empty editor
+    pg.get_by_role("button", name="Clear").click()
+    expect(pg.get_by_test_id("graph-size")).to_contain_text("0 nodes")
+    item.get_by_role("button", name="Open two-ints").click()
+    expect(pg.get_by_test_id("graph-size")).to_contain_text("2 nodes")
+    assert pg.request.delete(ui_url + "/api/v1/workflows/two-ints").ok

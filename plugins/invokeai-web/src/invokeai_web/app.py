@@ -111,17 +111,21 @@ def create_app(invoker: Invoker, settings: WebSettings, *, manage_invoker: bool 
     from invokeai_web.errors import COMMON_ERRORS, TextCheckMiddleware, error_responses, install_error_handlers
     from invokeai_web.events import EventBridge, LocalFanout
     from invokeai_web.openapi import install_openapi
-    from invokeai_web.routers import auth, images, nodes, queue, sessions, system
+    from invokeai_web.routers import auth, images, nodes, queue, sessions, system, workflows
     from invokeai_web.security import GuardMiddleware
     from invokeai_web.sockets import SOCKETIO_PATH, create_socket_server
+    from invokeai_web.webhooks import WebhookService
 
     bridge = EventBridge(invoker.services.events)
     gate = Gate(
         settings.access_token, settings.auth_failures_per_minute, signouts=invoker.config.root / "web_signouts.json"
     )
 
+    webhooks = WebhookService(invoker, settings)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        webhooks.start()  # before the processor: no finished item goes unnoticed
         if manage_invoker:
             await run_in_threadpool(lambda: invoker.start(process_queue=settings.queue_processor))
         await bridge.start()
@@ -129,6 +133,7 @@ def create_app(invoker: Invoker, settings: WebSettings, *, manage_invoker: bool 
             yield
         finally:
             await bridge.stop()
+            webhooks.stop()
             if manage_invoker:
                 await run_in_threadpool(invoker.stop)
 
@@ -143,6 +148,7 @@ def create_app(invoker: Invoker, settings: WebSettings, *, manage_invoker: bool 
         openapi_tags=[
             {"name": "sessions", "description": "Build sessions node by node and run them"},
             {"name": "queue", "description": "The session queue: batches, items, pause/resume"},
+            {"name": "workflows", "description": "The workflow library: save in versions, run with inputs"},
             {"name": "images", "description": "Upload, list and serve images"},
             {"name": "nodes", "description": "Node types and their schemas"},
             {"name": "app", "description": "Versions, configuration and plugins"},
@@ -152,10 +158,11 @@ def create_app(invoker: Invoker, settings: WebSettings, *, manage_invoker: bool 
     api.state.settings = settings
     api.state.bridge = bridge
     api.state.gate = gate
+    api.state.webhooks = webhooks
     api.state.api_prefix = API_PREFIX
     install_error_handlers(api)
     api.add_middleware(TextCheckMiddleware)
-    for module in (sessions, queue, images, nodes, system, auth):
+    for module in (sessions, queue, workflows, images, nodes, system, auth):
         api.include_router(module.router, prefix=API_PREFIX)
     api.state.route_errors = add_plugin_routes(api, invoker)
     install_openapi(api, lambda: invoker.registry, SOCKETIO_MOUNT)

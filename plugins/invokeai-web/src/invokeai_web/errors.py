@@ -18,6 +18,11 @@ structured details shaped like FastAPI's own validation errors, plus the kernel'
 | `StorageUnavailableError` (a store unreachable or busy: object store down, database locked) | 503 + Retry-After |
 | `StorageError` (a store failed: access denied, no such bucket, a corrupt database) | 502 |
 | `InvalidTextError` (text that cannot be encoded as UTF-8, caught by a store) | 422 |
+| `WorkflowInputError` (a bad exposed input on save, an unknown input or bad value on enqueue) | 422 (1) |
+| `WorkflowNotFoundError` | 404 |
+| other `WorkflowError` (a bad workflow id, a malformed workflow) | 422 |
+
+(1) located at `["body", "inputs", NAME]`, with `input` naming the exposed input.
 | any other `InvokeAIError` | 400 |
 
 **Text that cannot be encoded as UTF-8** (a lone surrogate such as `"\\ud800"` in JSON, or a body
@@ -54,6 +59,9 @@ from invokeai_core import (
     SessionNotFoundError,
     StorageError,
     StorageUnavailableError,
+    WorkflowError,
+    WorkflowInputError,
+    WorkflowNotFoundError,
     find_invalid_text,
 )
 from invokeai_web.security import ASGIApp, Message, Receive, Scope, Send
@@ -106,6 +114,22 @@ async def _http_error(request: Request, exc: Exception) -> Any:
     return await http_exception_handler(request, exc)  # type: ignore[arg-type]
 
 
+async def _workflow_input(request: Request, exc: Exception) -> JSONResponse:
+    """A workflow's exposed input was wrong: located at the input's name (`["body", "inputs", NAME]`),
+    with `input` naming it, and the node and field it sets when known."""
+    assert isinstance(exc, WorkflowInputError)
+    detail = {
+        "type": "WorkflowInputError",
+        "loc": ["body", "inputs", exc.input_name],
+        "msg": str(exc),
+        "input": exc.input_name,
+        "node_id": exc.node_id,
+        "field": exc.field,
+        "reason": exc.reason,
+    }
+    return JSONResponse({"detail": [detail]}, status_code=422)
+
+
 async def _invalid_text(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, InvalidTextError)
     return JSONResponse({"detail": [text_detail(("body", *exc.loc), exc.reason)]}, status_code=422)
@@ -135,6 +159,9 @@ def install_error_handlers(app: FastAPI) -> None:
     # Starlette picks the handler of the most specific class in the exception's MRO.
     app.add_exception_handler(405, _method_not_allowed)
     app.add_exception_handler(InvalidTextError, _invalid_text)
+    app.add_exception_handler(WorkflowInputError, _workflow_input)
+    app.add_exception_handler(WorkflowNotFoundError, _plain(404))
+    app.add_exception_handler(WorkflowError, _plain(422))
     app.add_exception_handler(GraphError, _located(422))
     app.add_exception_handler(BatchError, _located(422))
     app.add_exception_handler(QueueFullError, _plain(409))

@@ -11,6 +11,11 @@
     max_image_pixels = 40000000  # uploads with more pixels are refused (decompression bombs)
     queue_processor = true    # run queued sessions in the server process
     client_backlog = 2000     # events queued for one Socket.IO client before it is disconnected
+    webhook_secret = ""       # signs webhook notices (HMAC-SHA256); webhooks are off until it is set
+    webhook_attempts = 5      # attempts per notice; waits webhook_backoff_seconds (2), then doubles
+    webhook_timeout_seconds = 10
+    webhook_allowed_hosts = []  # hosts webhooks may target ("hooks.example.com", "*.example.com")
+    public_url = ""           # the server's URL as receivers reach it (absolute image URLs in notices)
 
 Environment variables work as for every key: `INVOKEAI_PLUGINS__WEB__ACCESS_TOKEN=...`.
 Light to import (pydantic only).
@@ -49,6 +54,22 @@ class WebSettings(BaseModel):
         ge=10,
         description="Events queued for one Socket.IO client that stopped reading before it is disconnected "
         "(progress events are skipped for it past a quarter of this)",
+    )
+
+    webhook_secret: str | None = Field(
+        default=None, description="The HMAC-SHA256 key webhook notices are signed with (webhooks are off without it)"
+    )
+    webhook_attempts: int = Field(default=5, ge=1, le=20, description="Attempts per webhook notice (1 = no retry)")
+    webhook_backoff_seconds: float = Field(
+        default=2.0, ge=0, le=3600, description="Wait before the 2nd attempt; doubled for each later one"
+    )
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=300, description="Timeout of one attempt")
+    webhook_allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Hosts webhooks may target ('example.com', '*.example.com'); empty allows any host",
+    )
+    public_url: str | None = Field(
+        default=None, description="The server's URL as others reach it (makes webhook image URLs absolute)"
     )
 
     @field_validator("access_token", mode="before")
@@ -102,8 +123,9 @@ class WebSettings(BaseModel):
 
     def public_dict(self) -> dict[str, Any]:
         data = self.model_dump(mode="json")
-        if data.get("access_token"):
-            data["access_token"] = "********"
+        for key in ("access_token", "webhook_secret"):
+            if data.get(key):
+                data[key] = "********"
         return data
 
 

@@ -159,6 +159,34 @@ export interface ModelRecord {
 const q = `/queue/${QUEUE}`;
 const enc = encodeURIComponent;
 
+export interface ExposedInput {
+  name: string;
+  node_id: string;
+  field: string;
+  description?: string | null;
+}
+export interface WorkflowDoc {
+  name: string;
+  description?: string;
+  graph: GraphJson;
+  inputs: ExposedInput[];
+}
+export interface SavedWorkflow extends WorkflowDoc {
+  id: string;
+  version: number;
+  created_at: string;
+}
+export interface WorkflowSummary {
+  id: string;
+  name: string;
+  description: string;
+  version: number;
+  versions: number;
+  inputs: ExposedInput[];
+  updated_at: string;
+}
+export type MoveTo = { to: "front" | "back" } | { before: number };
+
 export interface AuthStatus {
   required: boolean;
   authenticated: boolean;
@@ -201,6 +229,14 @@ export const api = {
   retry: (ids: number[]) => request<{ item_ids: number[] }>("PUT", `${q}/retry_items_by_id`, { item_ids: ids }),
   clear: () => request<{ deleted: number }>("PUT", `${q}/clear`),
   prune: () => request<{ deleted: number }>("PUT", `${q}/prune`),
+  move: (id: number, where: MoveTo) => request<QueueItem>("PUT", `${q}/i/${id}/move`, where),
+  workflows: () => request<Page<WorkflowSummary>>("GET", "/workflows?limit=500"),
+  workflow: (id: string, version?: number) =>
+    request<SavedWorkflow>("GET", `/workflows/${enc(id)}${version ? `?version=${version}` : ""}`),
+  saveWorkflow: (id: string, doc: WorkflowDoc) => request<SavedWorkflow>("POST", `/workflows/${enc(id)}/versions`, doc),
+  deleteWorkflow: (id: string) => request<{ deleted: number }>("DELETE", `/workflows/${enc(id)}`),
+  enqueueWorkflow: (id: string, inputs: Record<string, unknown>, runs = 1) =>
+    request<EnqueueResult>("POST", `/workflows/${enc(id)}/enqueue`, { inputs, runs, queue_id: QUEUE }),
   pause: () => request<QueueState>("PUT", `${q}/processor/pause`),
   resume: () => request<QueueState>("PUT", `${q}/processor/resume`),
 };

@@ -1,5 +1,5 @@
-import { useCallback, useEffect, useRef, useState } from "react";
-import { api, type QueueItem, type QueueState } from "../lib/api";
+import { useCallback, useEffect, useRef, useState, type DragEvent } from "react";
+import { api, type MoveTo, type QueueItem, type QueueState } from "../lib/api";
 import { useConnection, useServerEvents } from "../lib/events";
 import { errorText, useStore } from "../store";
 
@@ -12,6 +12,73 @@ export function duration(a?: string | null, b?: string | null): string {
   return ms < 1000 ? `${Math.max(0, ms)} ms` : `${(ms / 1000).toFixed(1)} s`;
 }
 
+/** The pending items in the order they will run: drag one onto another to put it just before that
+ * one, onto the end zone to put it last; the buttons do the same from the keyboard. A moved item
+ * takes the priority of where it lands (docs/architecture.md, "Reordering the queue"). */
+function PendingOrder({ items, move }: { items: QueueItem[]; move: (id: number, where: MoveTo) => void }) {
+  const dragged = useRef<number | null>(null);
+  const [over, setOver] = useState<number | "end" | null>(null);
+  const drop = (target: number | "end") => {
+    const id = dragged.current;
+    dragged.current = null;
+    setOver(null);
+    if (id === null || id === target) return;
+    move(id, target === "end" ? { to: "back" } : { before: target });
+  };
+  const zone = (target: number | "end") => ({
+    onDragOver: (e: DragEvent) => {
+      e.preventDefault();
+      e.dataTransfer.dropEffect = "move";
+      setOver(target);
+    },
+    onDragLeave: () => setOver((o) => (o === target ? null : o)),
+    onDrop: (e: DragEvent) => {
+      e.preventDefault();
+      drop(target);
+    },
+  });
+  return (
+    <section className="pending-order">
+      <h3>
+        Up next <span className="muted small">drag to reorder</span>
+      </h3>
+      <ol data-testid="pending-order">
+        {items.map((it, i) => (
+          <li
+            key={it.item_id}
+            data-item-id={it.item_id}
+            draggable
+            className={over === it.item_id ? "drop-target" : ""}
+            onDragStart={(e) => {
+              dragged.current = it.item_id;
+              e.dataTransfer.effectAllowed = "move";
+              e.dataTransfer.setData("text/plain", String(it.item_id));
+            }}
+            onDragEnd={() => setOver(null)}
+            {...zone(it.item_id)}
+          >
+            <span className="grip" aria-hidden>
+              ⠿
+            </span>
+            <span className="pos">{i + 1}.</span> item {it.item_id}
+            <span className="muted small"> priority {it.priority}</span>
+            <span className="spacer" />
+            <button disabled={i === 0} onClick={() => move(it.item_id, { to: "front" })} aria-label={`Move item ${it.item_id} to the front`}>
+              Front
+            </button>
+            <button disabled={i === items.length - 1} onClick={() => move(it.item_id, { to: "back" })} aria-label={`Move item ${it.item_id} to the back`}>
+              Back
+            </button>
+          </li>
+        ))}
+        <li className={`end-zone ${over === "end" ? "drop-target" : ""}`} data-testid="pending-end" {...zone("end")}>
+          drop here to run last
+        </li>
+      </ol>
+    </section>
+  );
+}
+
 export function QueueScreen() {
   const { notify } = useStore();
   const [items, setItems] = useState<QueueItem[] | null>(null);
@@ -19,10 +86,12 @@ export function QueueScreen() {
   const [error, setError] = useState<string | null>(null);
   const timer = useRef<number | undefined>(undefined);
 
+  const [pending, setPending] = useState<QueueItem[]>([]);
   const load = useCallback(() => {
     Promise.all([api.queueStatus(), api.queueList(undefined, 500)])
       .then(([s, l]) => {
         setState(s);
+        setPending(l.items.filter((i) => i.status === "pending")); // queue order: runs first, first
         setItems([...l.items].reverse()); // newest first
         setError(null);
       })
@@ -97,6 +166,12 @@ export function QueueScreen() {
         <p className="error-text" role="alert">
           {error}
         </p>
+      )}
+      {pending.length > 1 && (
+        <PendingOrder
+          items={pending}
+          move={(id, where) => act(() => api.move(id, where), () => `Moved item ${id}`)}
+        />
       )}
       {items && items.length === 0 && <p className="muted">The queue is empty.</p>}
       {items && items.length > 0 && (

@@ -21,6 +21,7 @@ import { createContext, memo, useCallback, useContext, useEffect, useMemo, useRe
 import { api, imagesInResult, thumbUrl, type GraphJson, type ImageRecord } from "../lib/api";
 import { recentEvents, useServerEvents, type ServerEvent } from "../lib/events";
 import { connectionProblem, fromGraph, newNodeId, toGraph, type EditorEdge, type EditorNode } from "../lib/graph";
+import { Library } from "./Library";
 import { coerceNumber, colorToHex, groupTemplates, hexToColor, initialValue, type FieldTemplate, type NodeTemplate } from "../lib/schema";
 import { typeName } from "../lib/typecompat";
 import { errorText, useStore } from "../store";
@@ -337,6 +338,7 @@ function Editor() {
   const [edges, setEdges] = useState<Edge[]>([]);
   const [runs, setRuns] = useState<Record<string, RunState>>({});
   const [itemId, setItemId] = useState<number | null>(null);
+  const [showLibrary, setShowLibrary] = useState(false);
   const itemRef = useRef<number | null>(null);
   const flow = useReactFlow();
   const wrapper = useRef<HTMLDivElement>(null);
@@ -549,10 +551,14 @@ function Editor() {
             >
               Clear
             </button>
+            <button onClick={() => setShowLibrary((s) => !s)} aria-pressed={showLibrary} data-testid="toggle-library">
+              Library
+            </button>
             <span className="muted small" data-testid="graph-size">
               {nodes.length} nodes · {edges.length} edges{itemId !== null ? ` · queue item ${itemId}` : ""}
             </span>
           </div>
+          <div className="canvas-row">
           <div className="canvas" ref={wrapper} onDragOver={(e) => e.preventDefault()} onDrop={onDrop} data-testid="canvas">
             <ReactFlow
               nodes={nodes}
@@ -572,6 +578,8 @@ function Editor() {
               <Background />
               <Controls />
             </ReactFlow>
+          </div>
+          {showLibrary && <Library graph={graph} load={(g) => load(g)} empty={!nodes.length} />}
           </div>
         </div>
       </div>

@@ -7,11 +7,11 @@ enqueued to it or it was paused; `default` always exists; other queues are 404 e
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Query, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from invokeai_core import (
     DEFAULT_QUEUE_ID,
@@ -25,9 +25,10 @@ from invokeai_core import (
     QueueStatus,
     QueueStatusCounts,
 )
-from invokeai_web.dependencies import InvokerDep, rendered
+from invokeai_web.dependencies import InvokerDep, SettingsDep, rendered
 from invokeai_web.errors import CONFLICT, error_responses
 from invokeai_web.openapi import GRAPH_REF, schema_ref
+from invokeai_web.webhooks import WebhookDelivery, WebhooksDep, WebhookUrl, check_webhook
 
 router = APIRouter(prefix="/queue/{queue_id}", tags=["queue"], responses=error_responses({409: CONFLICT}))
 
@@ -46,6 +47,9 @@ class BatchIn(Batch):
 class EnqueueBatchBody(BaseModel):
     batch: BatchIn
     prepend: bool = Field(default=False, description="Run these before every pending item of the queue")
+    webhook: WebhookUrl | None = Field(
+        default=None, description="POST a signed notice here when each item finishes (see docs/webhooks.md)"
+    )
 
 
 class QueueItemSummary(BaseModel):
@@ -100,6 +104,19 @@ class ItemIdsResult(BaseModel):
     item_ids: list[int]
 
 
+class MoveBody(BaseModel):
+    """Where to move a pending item: exactly one of `to` and `before`."""
+
+    to: Literal["front", "back"] | None = Field(default=None, description="The front or back of the pending items")
+    before: int | None = Field(default=None, ge=0, le=MAX_ID, description="Just before this pending item")
+
+    @model_validator(mode="after")
+    def _one(self) -> MoveBody:
+        if (self.to is None) == (self.before is None):
+            raise ValueError("give exactly one of 'to' ('front' or 'back') and 'before' (an item id)")
+        return self
+
+
 class CountResult(BaseModel):
     deleted: int
 
@@ -126,11 +143,23 @@ def _status(invoker: Invoker, queue_id: str) -> dict[str, Any]:
 
 
 @router.post("/enqueue_batch", status_code=201, response_model=EnqueueResult, summary="Enqueue a batch")
-def enqueue_batch(invoker: InvokerDep, queue_id: QueueId, body: EnqueueBatchBody) -> EnqueueResult:
+def enqueue_batch(
+    invoker: InvokerDep, settings: SettingsDep, webhooks: WebhooksDep, queue_id: QueueId, body: EnqueueBatchBody
+) -> EnqueueResult:
     """Expand the batch into pending items, all or nothing. 422 names the node and field of a bad
-    graph or datum; 409 when the queue would hold more than `max_queue_size` pending items."""
+    graph or datum; 409 when the queue would hold more than `max_queue_size` pending items. With
+    `webhook`, each item's completion, failure or cancel is POSTed there, signed (422 when the URL
+    may not be a target)."""
+    url = check_webhook(settings, body.webhook) if body.webhook is not None else None
     batch = Batch.model_validate(body.batch.model_dump())
-    return invoker.enqueue_batch(queue_id, batch, prepend=body.prepend)
+    if url is not None:
+        webhooks.register(queue_id, batch.batch_id, url)
+    try:
+        return invoker.enqueue_batch(queue_id, batch, prepend=body.prepend)
+    except BaseException:
+        if url is not None:
+            webhooks.unregister(batch.batch_id)
+        raise
 
 
 @router.get("/status", response_model=QueueAndProcessorStatus, summary="Queue and processor status")
@@ -165,6 +194,13 @@ def get_item(invoker: InvokerDep, queue_id: QueueId, item_id: ItemId) -> Respons
 
 def _item_json(item: QueueItem) -> Response:
     return rendered(item.model_dump(mode="json", include=set(QueueItemOut.model_fields)))
+
+
+@router.get("/i/{item_id}/webhooks", response_model=list[WebhookDelivery], summary="Webhook deliveries of an item")
+def item_webhooks(invoker: InvokerDep, webhooks: WebhooksDep, queue_id: QueueId, item_id: ItemId) -> Any:
+    """Every attempt to deliver the item's webhook notice, oldest first (empty without a webhook)."""
+    _item_of(invoker, queue_id, item_id)
+    return webhooks.deliveries(item_id)
 
 
 @router.put("/i/{item_id}/cancel", response_model=QueueItemOut, summary="Cancel a queue item")
@@ -212,6 +248,23 @@ def retry_items(invoker: InvokerDep, queue_id: QueueId, body: ItemIdsBody) -> di
     for item_id in dict.fromkeys(body.item_ids):
         _item_of(invoker, queue_id, item_id)
     return {"item_ids": invoker.queue.retry_items(body.item_ids)}
+
+
+@router.put(
+    "/i/{item_id}/move",
+    response_model=QueueItemOut,
+    summary="Move a pending item",
+    responses=error_responses({404: "The item (or the `before` item) does not exist in this queue"}),
+)
+def move_item(invoker: InvokerDep, queue_id: QueueId, item_id: ItemId, body: MoveBody) -> Response:
+    """Move a pending item to the front or back of the queue's pending items, or just before another
+    pending item. The item takes the priority of where it lands (front: the highest pending priority,
+    back: the lowest, before: the other item's). 409 when either item is not pending (or `before` is
+    the item itself); 404 for an unknown item or one of another queue."""
+    _item_of(invoker, queue_id, item_id)
+    if body.before is not None:
+        _item_of(invoker, queue_id, body.before)
+    return _item_json(invoker.queue.move_item(item_id, to=body.to, before=body.before))
 
 
 @router.put("/clear", response_model=CountResult, summary="Clear the queue")
