@@ -136,26 +136,49 @@ def test_the_password_never_appears_in_messages() -> None:
 def test_migrations_on_an_empty_database_then_a_newer_schema_is_refused(pg_dsn: str) -> None:
     db = PostgresDatabase(pg_settings(pg_dsn))
     try:
-        assert db.migrate("queue", MIGRATIONS) == 1  # version 0 -> 1 on an empty database
-        assert db.migrate("queue", MIGRATIONS) == 1  # nothing to do
+        assert db.migrate("queue", MIGRATIONS) == len(MIGRATIONS)  # version 0 -> latest on an empty database
+        assert db.migrate("queue", MIGRATIONS) == len(MIGRATIONS)  # nothing to do
         with db.transaction() as conn:
             conn.execute("UPDATE schema_versions SET version = 9 WHERE component = 'queue'")
-        with pytest.raises(PostgresError, match=r"schema version 9.*knows only up to 1"):
+        with pytest.raises(PostgresError, match=rf"schema version 9.*knows only up to {len(MIGRATIONS)}"):
             PostgresSessionQueue(db=db)
     finally:
         db.close()
 
 
-def test_a_migration_runs_on_the_previous_version_in_one_transaction(pg_dsn: str) -> None:
-    """A plugin's next migration (here a version 2 adding a column) runs on a database at version 1
-    with data in it; one that fails leaves the database at version 1, unchanged."""
+def test_queue_v2_migrates_a_version_1_database_with_items(pg_dsn: str) -> None:
+    """Version 2 (positions, for reordering) on a queue written at version 1: every item keeps its
+    place in the order and can then be moved."""
+    db = PostgresDatabase(pg_settings(pg_dsn))
+    try:
+        assert db.migrate("queue", MIGRATIONS[:1]) == 1
+        with db.transaction() as conn:  # what version 1 wrote: three items, two priorities
+            for item_id, priority in ((1, 0), (2, 5), (3, 0)):
+                conn.execute(
+                    "INSERT INTO queue_items (item_id, queue_id, batch_id, session_id, priority, created_at) "
+                    "VALUES (?, 'q', 'b', ?, ?, '2026-01-01T00:00:00.000+00:00')",
+                    (item_id, f"s{item_id}", priority),
+                )
+                conn.execute("INSERT INTO queue_graphs (item_id, graph) VALUES (?, '{}')", (item_id,))
+            conn.execute("SELECT setval('queue_item_ids', 3)")
+        queue = PostgresSessionQueue(db=db, registry=_contract_registry())
+        assert db.schema_version("queue") == 2
+        assert [i.item_id for i in queue.list_items("q")] == [2, 1, 3]
+        queue.move_item(3, to="front")
+        assert [i.item_id for i in queue.list_items("q")] == [3, 2, 1]
+        (new,) = queue.enqueue_batch("q", contract_batch([1])).item_ids
+        assert new == 4 and [i.item_id for i in queue.list_items("q")] == [3, 2, 1, 4]
+    finally:
+        db.close()
+
+
+def test_a_failing_migration_changes_nothing(pg_dsn: str) -> None:
+    """A migration runs in one transaction with its version bump: one that fails leaves the database
+    at the previous version, unchanged."""
     db = PostgresDatabase(pg_settings(pg_dsn))
     try:
         queue = PostgresSessionQueue(db=db, registry=_contract_registry())
         ids = queue.enqueue_batch("q", contract_batch([1, 2])).item_ids
-
-        def v2(conn: Any) -> None:
-            conn.execute("ALTER TABLE queue_items ADD COLUMN note TEXT NOT NULL DEFAULT 'none'")
 
         def broken(conn: Any) -> None:
             conn.execute("ALTER TABLE queue_items ADD COLUMN other TEXT")
@@ -163,10 +186,9 @@ def test_a_migration_runs_on_the_previous_version_in_one_transaction(pg_dsn: str
 
         with pytest.raises(RuntimeError):
             db.migrate("queue", [*MIGRATIONS, broken])
-        assert db.schema_version("queue") == 1
+        assert db.schema_version("queue") == len(MIGRATIONS)
         assert "other" not in {r[0] for r in _rows(pg_dsn, _COLUMNS)}
-        assert db.migrate("queue", [*MIGRATIONS, v2]) == 2
-        assert _rows(pg_dsn, "SELECT item_id, note FROM queue_items ORDER BY 1") == [(i, "none") for i in ids]
+        assert [i.item_id for i in queue.list_items("q")] == ids
     finally:
         db.close()
 
@@ -184,7 +206,7 @@ def test_processes_starting_together_migrate_once(pg_dsn: str, tmp_path: Path) -
         assert p.wait(120) == 0, p.stderr.read() if p.stderr else ""
     assert _rows(pg_dsn, "SELECT component, version FROM schema_versions ORDER BY 1") == [
         ("image_records", 1),
-        ("queue", 1),
+        ("queue", len(MIGRATIONS)),
         ("sessions", 1),
     ]
 

@@ -39,13 +39,16 @@ from invokeai_core import (
     QUEUE_STATUSES,
     BatchNotFoundError,
     ExpandedItem,
+    MoveTo,
     QueueError,
     QueueItem,
     QueueItemNotFoundError,
+    QueueItemNotPendingError,
     QueueStatus,
     QueueStatusCounts,
     SessionQueueBase,
     check_item_ids,
+    check_move,
     check_queue_id,
     prepend_priority,
     utcnow,
@@ -115,7 +118,23 @@ def _v1(conn: SqlConnection) -> None:
     conn.execute("CREATE TABLE queue_state (queue_id TEXT PRIMARY KEY, paused BOOLEAN NOT NULL DEFAULT FALSE)")
 
 
-MIGRATIONS = [_v1]
+def _v2(conn: SqlConnection) -> None:
+    """A `position` within a priority, so pending items can be reordered (`move_item`): the queue
+    order becomes `priority DESC, position, item_id`. Existing items keep their order (position =
+    item id); new items get their item id, which stays past every position (`move_item` advances the
+    id sequence past any position it hands out)."""
+    conn.execute("ALTER TABLE queue_items ADD COLUMN position BIGINT")
+    conn.execute("UPDATE queue_items SET position = item_id")
+    conn.execute("ALTER TABLE queue_items ALTER COLUMN position SET NOT NULL")
+    conn.execute("DROP INDEX ix_queue_next")
+    conn.execute("DROP INDEX ix_queue_order")
+    conn.execute(
+        "CREATE INDEX ix_queue_next ON queue_items (priority DESC, position, item_id) WHERE status = 'pending'"
+    )
+    conn.execute("CREATE INDEX ix_queue_order ON queue_items (queue_id, priority DESC, position, item_id)")
+
+
+MIGRATIONS = [_v1, _v2]
 
 _FIELDS = (
     "item_id",
@@ -234,8 +253,8 @@ class PostgresSessionQueue(SessionQueueBase):
                 ).fetchall()
             ]
             conn.execute(
-                "INSERT INTO queue_items (item_id, queue_id, batch_id, session_id, priority, field_values, created_at) "
-                "SELECT i, ?, ?, s, ?, f, ? FROM unnest(?::bigint[], ?::text[], ?::text[]) AS t(i, s, f)",
+                "INSERT INTO queue_items (item_id, queue_id, batch_id, session_id, priority, field_values, created_at, "
+                "position) SELECT i, ?, ?, s, ?, f, ?, i FROM unnest(?::bigint[], ?::text[], ?::text[]) AS t(i, s, f)",
                 (
                     queue_id,
                     batch.batch_id,
@@ -265,7 +284,7 @@ class PostgresSessionQueue(SessionQueueBase):
                     SELECT item_id FROM queue_items
                     WHERE status = 'pending'
                       AND queue_id NOT IN (SELECT queue_id FROM queue_state WHERE paused)
-                    ORDER BY priority DESC, item_id ASC LIMIT 1
+                    ORDER BY priority DESC, position ASC, item_id ASC LIMIT 1
                     FOR UPDATE SKIP LOCKED)
                 RETURNING item_id
                 """,
@@ -424,9 +443,9 @@ class PostgresSessionQueue(SessionQueueBase):
                 new = int(conn.execute("SELECT nextval('queue_item_ids')").fetchone()[0])
                 conn.execute(
                     "INSERT INTO queue_items (item_id, queue_id, batch_id, session_id, priority, field_values, "
-                    "created_at) SELECT ?, queue_id, batch_id, ?, priority, field_values, ? FROM queue_items "
-                    "WHERE item_id = ?",
-                    (new, uuid.uuid4().hex, now, old),
+                    "created_at, position) SELECT ?, queue_id, batch_id, ?, priority, field_values, ?, ? "
+                    "FROM queue_items WHERE item_id = ?",
+                    (new, uuid.uuid4().hex, now, new, old),
                 )
                 conn.execute(
                     "INSERT INTO queue_graphs (item_id, graph) SELECT ?, graph FROM queue_graphs WHERE item_id = ?",
@@ -438,6 +457,70 @@ class PostgresSessionQueue(SessionQueueBase):
                 _notify(conn, WORK_CHANNEL, new_items[0].queue_id)
         self._emit_status(new_items)
         return [i.item_id for i in new_items]
+
+    # -- reorder --------------------------------------------------------------------------------
+    def move_item(self, item_id: int, *, to: MoveTo | None = None, before: int | None = None) -> QueueItem:
+        """See `SessionQueueBase.move_item`. One transaction under the queue's advisory lock (as
+        enqueues): the front takes one less than the first position of its priority, the back a fresh
+        value of the item id sequence (so items enqueued later still go after it), `before` the other
+        item's position, shifting it and what follows (in that queue and priority) by one."""
+        check_move(item_id, to, before)
+        wanted = [item_id] if before is None else [item_id, before]
+        with self.db.transaction() as conn:
+            rows = {
+                int(r[0]): r[1:]
+                for r in conn.execute(
+                    "SELECT item_id, queue_id, status, priority, position FROM queue_items WHERE item_id = ANY(?)",
+                    (wanted,),
+                ).fetchall()
+            }
+            missing = [i for i in wanted if i not in rows]
+            if missing:
+                raise QueueItemNotFoundError(missing)
+            queue_id, status, own, own_position = rows[item_id]
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext('invokeai-queue:' || ?))", (queue_id,))
+            if status != "pending":
+                raise QueueItemNotPendingError(item_id, status)
+            if before is not None:
+                other_queue, other_status, priority, position = rows[before]
+                if other_queue != queue_id:
+                    raise QueueError(
+                        f"queue item {before} is in the queue '{other_queue}', not '{queue_id}' (the queue of "
+                        f"item {item_id})"
+                    )
+                if other_status != "pending":
+                    raise QueueItemNotPendingError(before, other_status, role="item (before)")
+                conn.execute(
+                    "UPDATE queue_items SET position = position + 1 "
+                    "WHERE queue_id = ? AND priority = ? AND position >= ? AND item_id != ?",
+                    (queue_id, priority, position, item_id),
+                )
+                # shifted positions may pass the id sequence: keep later items after them
+                conn.execute(
+                    "SELECT setval('queue_item_ids', greatest((SELECT last_value FROM queue_item_ids), "
+                    "(SELECT max(position) FROM queue_items)))"
+                )
+            else:
+                top, bottom = conn.execute(
+                    "SELECT max(priority), min(priority) FROM queue_items "
+                    "WHERE queue_id = ? AND status = 'pending' AND item_id != ?",
+                    (queue_id, item_id),
+                ).fetchone()
+                if to == "front":
+                    priority = own if top is None else top
+                    first = conn.execute(
+                        "SELECT min(position) FROM queue_items WHERE queue_id = ? AND status = 'pending' "
+                        "AND priority = ? AND item_id != ?",
+                        (queue_id, priority, item_id),
+                    ).fetchone()[0]
+                    position = own_position if first is None else int(first) - 1
+                else:
+                    priority = own if bottom is None else bottom
+                    position = int(conn.execute("SELECT nextval('queue_item_ids')").fetchone()[0])
+            conn.execute(
+                "UPDATE queue_items SET priority = ?, position = ? WHERE item_id = ?", (priority, position, item_id)
+            )
+            return _load(conn, [item_id])[0]
 
     # -- clear, prune -----------------------------------------------------------------------------
     def clear(self, queue_id: str) -> int:
@@ -473,15 +556,17 @@ class PostgresSessionQueue(SessionQueueBase):
             args.append(status)
         with self.db.read() as conn:
             if cursor is not None:
-                anchor = conn.execute("SELECT priority FROM queue_items WHERE item_id = ?", (cursor,)).fetchone()
-                if anchor is not None:
-                    where.append("(q.priority < ? OR (q.priority = ? AND q.item_id > ?))")
-                    args += [anchor[0], anchor[0], cursor]
+                anchor = conn.execute(
+                    "SELECT priority, position FROM queue_items WHERE item_id = ?", (cursor,)
+                ).fetchone()
+                if anchor is not None:  # strictly after the cursor in queue order
+                    where.append("(q.priority, -q.position, -q.item_id) < (?, ?, ?)")
+                    args += [anchor[0], -anchor[1], -cursor]
                 else:
                     where.append("q.item_id > ?")
                     args.append(cursor)
             rows = conn.execute(
-                f"{_SELECT} WHERE {' AND '.join(where)} ORDER BY q.priority DESC, q.item_id ASC LIMIT ?",
+                f"{_SELECT} WHERE {' AND '.join(where)} ORDER BY q.priority DESC, q.position, q.item_id LIMIT ?",
                 [*args, max(0, limit)],
             ).fetchall()
         return [_item(r) for r in rows]
