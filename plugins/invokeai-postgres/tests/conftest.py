@@ -23,7 +23,7 @@ from pg_server import PgServer
 if TYPE_CHECKING:
     from invokeai_core import InvokeAIConfig
 
-STORES = ("sessions", "image_records", "queue")
+STORES = ("sessions", "image_records", "queue", "workflows")
 
 
 @pytest.fixture(autouse=True)

@@ -10,9 +10,15 @@ from invokeai_postgres.db import PostgresDatabase
 from invokeai_postgres.image_records import PostgresImageRecordStorage
 from invokeai_postgres.queue import PostgresSessionQueue
 from invokeai_postgres.sessions import PostgresSessionStorage
+from invokeai_postgres.workflows import PostgresWorkflowStorage
 
 from invokeai_core import NodeRegistry, SessionQueueBase
-from invokeai_core.testing.contracts import ImageRecordStoreContract, SessionQueueContract, SessionStoreContract
+from invokeai_core.testing.contracts import (
+    ImageRecordStoreContract,
+    SessionQueueContract,
+    SessionStoreContract,
+    WorkflowStoreContract,
+)
 
 
 def _own_pool(db: PostgresDatabase) -> PostgresDatabase:
@@ -82,3 +88,21 @@ class TestPostgresQueue(SessionQueueContract):
         db = _own_pool(queue.db)
         self._closing.append(db)
         return PostgresSessionQueue(db=db, max_size=queue.max_size, registry=queue.registry)
+
+
+class TestPostgresWorkflows(WorkflowStoreContract):
+    persistent = True
+
+    @pytest.fixture
+    def store(
+        self, pg_dsn: str, contract_registry: NodeRegistry, closing: list[PostgresDatabase]
+    ) -> PostgresWorkflowStorage:
+        db = PostgresDatabase(pg_settings(pg_dsn))
+        closing.append(db)
+        self._closing = closing
+        return PostgresWorkflowStorage(db=db, registry=contract_registry)
+
+    def reopen(self, store: PostgresWorkflowStorage) -> PostgresWorkflowStorage:  # type: ignore[override]
+        db = _own_pool(store.db)
+        self._closing.append(db)
+        return PostgresWorkflowStorage(db=db, registry=store.registry)

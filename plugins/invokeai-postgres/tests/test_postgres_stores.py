@@ -16,6 +16,7 @@ from invokeai_postgres.db import PostgresDatabase, PostgresError, PostgresUnavai
 from invokeai_postgres.image_records import PostgresImageRecordStorage
 from invokeai_postgres.queue import LOST, MIGRATIONS, PostgresSessionQueue
 from invokeai_postgres.sessions import PostgresSessionStorage
+from invokeai_postgres.workflows import PostgresWorkflowStorage
 from pg_server import free_port
 
 from invokeai_core import Invoker, NodeRegistry
@@ -48,8 +49,10 @@ def test_the_configuration_selects_every_store(invokeai_invoker: Invoker) -> Non
     assert isinstance(services.sessions, PostgresSessionStorage)
     assert isinstance(services.image_records, PostgresImageRecordStorage)
     assert isinstance(services.queue, PostgresSessionQueue)
-    # one pool per process, shared by the three stores
-    assert services.sessions.db is services.image_records.db is services.queue.db
+    workflows = services.get("workflows")
+    assert isinstance(workflows, PostgresWorkflowStorage)
+    # one pool per process, shared by the stores
+    assert services.sessions.db is services.image_records.db is services.queue.db is workflows.db
 
 
 def test_a_run_lands_in_postgres(invokeai_run_graph: Any, invokeai_invoker: Invoker, pg_dsn: str) -> None:
@@ -89,6 +92,7 @@ def test_the_dsn_from_the_environment(tmp_path: Path, pg_dsn: str) -> None:
         ("image_records",),
         ("queue",),
         ("sessions",),
+        ("workflows",),
     ]
 
 
@@ -208,6 +212,7 @@ def test_processes_starting_together_migrate_once(pg_dsn: str, tmp_path: Path) -
         ("image_records", 1),
         ("queue", len(MIGRATIONS)),
         ("sessions", 1),
+        ("workflows", 1),
     ]
 
 

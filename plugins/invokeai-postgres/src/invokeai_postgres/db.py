@@ -145,9 +145,12 @@ class PostgresDatabase:
                 "server running, and plugins.postgres.dsn right?"
             ) from None
         with self.transaction() as conn:
+            # IF NOT EXISTS is not safe against a concurrent creator: processes starting together queue up
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext(?))", (f"invokeai-schema:{self.schema}",))
             conn.execute(f"CREATE SCHEMA IF NOT EXISTS {self.schema}")
             conn.execute(
-                "CREATE TABLE IF NOT EXISTS schema_versions (component TEXT PRIMARY KEY, version INTEGER NOT NULL)"
+                f"CREATE TABLE IF NOT EXISTS {self.schema}.schema_versions "
+                "(component TEXT PRIMARY KEY, version INTEGER NOT NULL)"
             )
 
     def _configure(self, conn: psycopg.Connection[Any]) -> None:

@@ -1,6 +1,6 @@
 """Entry point of the plugin (group `invokeai.plugins`, name `postgres`).
 
-Registering costs three strings: the store modules (and with them psycopg) are imported by the
+Registering costs four strings: the store modules (and with them psycopg) are imported by the
 kernel only when the configuration selects `services.<kind> = "postgres"`.
 """
 
@@ -25,6 +25,13 @@ def register_services(register: ServiceRegistrar) -> None:
         "postgres",
         "invokeai_postgres.image_records:PostgresImageRecordStorage",
         description="Image records on PostgreSQL; settings in [plugins.postgres]",
+        install_hint=_HINT,
+    )
+    register(
+        "workflows",
+        "postgres",
+        "invokeai_postgres.workflows:PostgresWorkflowStorage",
+        description="The workflow library on PostgreSQL (shared by every server); settings in [plugins.postgres]",
         install_hint=_HINT,
     )
     register(
