@@ -236,25 +236,25 @@ class PostgresSessionQueue(SessionQueueBase):
         now = utcnow()
         with self.db.transaction() as conn:
             conn.execute("SELECT pg_advisory_xact_lock(hashtext('invokeai-queue:' || ?))", (queue_id,))
-            pending = conn.execute(
-                "SELECT count(*) FROM queue_items WHERE queue_id = ? AND status = 'pending'", (queue_id,)
-            ).fetchone()[0]
+            pending, top = conn.execute(
+                "SELECT count(*), max(priority) FROM queue_items WHERE queue_id = ? AND status = 'pending'",
+                (queue_id,),
+            ).fetchone()
             self.check_room(queue_id, int(pending), len(items))
-            priority = batch.priority
-            if prepend:
-                top = conn.execute(
-                    "SELECT max(priority) FROM queue_items WHERE queue_id = ? AND status = 'pending'", (queue_id,)
-                ).fetchone()[0]
-                priority = prepend_priority(top, priority)
+            priority = prepend_priority(top, batch.priority) if prepend else batch.priority
             ids = [
                 int(r[0])
                 for r in conn.execute(
                     "SELECT nextval('queue_item_ids') FROM generate_series(1, ?) ORDER BY 1", (len(items),)
                 ).fetchall()
             ]
+            # the items, their graphs and the notification in one statement (one round trip)
             conn.execute(
-                "INSERT INTO queue_items (item_id, queue_id, batch_id, session_id, priority, field_values, created_at, "
-                "position) SELECT i, ?, ?, s, ?, f, ?, i FROM unnest(?::bigint[], ?::text[], ?::text[]) AS t(i, s, f)",
+                "WITH items AS (INSERT INTO queue_items (item_id, queue_id, batch_id, session_id, priority, "
+                "field_values, created_at, position) SELECT i, ?, ?, s, ?, f, ?, i "
+                "FROM unnest(?::bigint[], ?::text[], ?::text[]) AS t(i, s, f)), "
+                "graphs AS (INSERT INTO queue_graphs (item_id, graph) SELECT * FROM unnest(?::bigint[], ?::text[])) "
+                "SELECT pg_notify(?, ?)",
                 (
                     queue_id,
                     batch.batch_id,
@@ -263,13 +263,12 @@ class PostgresSessionQueue(SessionQueueBase):
                     ids,
                     [i.session_id for i in items],
                     [_dumps(i.field_values) for i in items],
+                    ids,
+                    [_dumps(i.graph) for i in items],
+                    WORK_CHANNEL,
+                    queue_id,
                 ),
             )
-            conn.execute(
-                "INSERT INTO queue_graphs (item_id, graph) SELECT * FROM unnest(?::bigint[], ?::text[])",
-                (ids, [_dumps(i.graph) for i in items]),
-            )
-            _notify(conn, WORK_CHANNEL, queue_id)
         return priority, ids
 
     # -- taking and finishing items ---------------------------------------------------------------
