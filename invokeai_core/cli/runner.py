@@ -229,13 +229,13 @@ class CliSession:
     def commit(self, built: Built, resolver: Any) -> str:
         """Upload the line's images and append its nodes and edges to the (stored) session."""
         resolver.upload()
-        if self.session_id is None:
-            self.use(self.invoker.create_session())
-        self.invoker.add_nodes(
-            self.session_id,
-            {"nodes": {n.id: n for n in built.nodes}, "edges": list(built.edges)},
-        )
-        return self.session_id
+        sid = self.session_id
+        if sid is None:
+            session = self.invoker.create_session()
+            self.use(session)
+            sid = session.id
+        self.invoker.add_nodes(sid, {"nodes": {n.id: n for n in built.nodes}, "edges": list(built.edges)})
+        return sid
 
     def run(self) -> Session:
         """Run everything ready in the session; Ctrl-C cancels it. Progress bars when enabled."""
