@@ -118,6 +118,7 @@ if TYPE_CHECKING:
     from invokeai_core.services.sqlite_db import SqliteDatabase
     from invokeai_core.session import NodeError, Session, parse_prepared_id, prepared_id
     from invokeai_core.workflows import (
+        WORKFLOW_ID_RE,
         ExposedInput,
         Workflow,
         WorkflowError,
@@ -193,6 +194,7 @@ _PUBLIC: dict[str, tuple[str, ...]] = {
         "utcnow",
     ),
     "invokeai_core.workflows": (
+        "WORKFLOW_ID_RE",
         "ExposedInput",
         "Workflow",
         "WorkflowError",
@@ -264,6 +266,7 @@ __all__ = [
     "FINISHED",
     "QUEUE_ID_RE",
     "QUEUE_STATUSES",
+    "WORKFLOW_ID_RE",
     "BaseInvocation",
     "BaseInvocationOutput",
     "Batch",
