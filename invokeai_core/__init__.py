@@ -119,6 +119,7 @@ if TYPE_CHECKING:
     from invokeai_core.services.sqlite_db import SqliteDatabase
     from invokeai_core.session import NodeError, Session, parse_prepared_id, prepared_id
     from invokeai_core.workflows import (
+        WORKFLOW_ID_RE,
         ExposedInput,
         Workflow,
         WorkflowError,
@@ -195,6 +196,7 @@ _PUBLIC: dict[str, tuple[str, ...]] = {
     ),
     "invokeai_core.services.sql_sessions": ("SqlDatabase", "SqlSessionStorage"),
     "invokeai_core.workflows": (
+        "WORKFLOW_ID_RE",
         "ExposedInput",
         "Workflow",
         "WorkflowError",
@@ -266,6 +268,7 @@ __all__ = [
     "FINISHED",
     "QUEUE_ID_RE",
     "QUEUE_STATUSES",
+    "WORKFLOW_ID_RE",
     "BaseInvocation",
     "BaseInvocationOutput",
     "Batch",

@@ -372,7 +372,7 @@ def test_other_bad_pipelines_exit_2(cli_root: Path, cli_env: dict[str, str]) -> 
     assert_bad_input(run_cli("run", "add --id x | mul --id x", root=cli_root, env=cli_env), "--id 'x' is already used")
     assert_bad_input(
         run_cli("run", "-f", "g.json", "add", root=cli_root, env=cli_env),
-        "give one of a pipeline, -f FILE or --from-image FILE.png",
+        "give one of a pipeline, -f FILE, --from-image FILE.png or --workflow ID",
     )
 
 

@@ -113,6 +113,33 @@ def _drive(url: str, out: Path) -> None:
     call("retry_items", 200, queue_id="q1", body=models.ItemIdsBody(item_ids=[item_id]))
     call("clear", 200, queue_id="q1")
     call("prune", 200, queue_id="default")
+    # reorder a pending item of a paused queue, and read its (empty) webhook deliveries
+    call("pause", 200, queue_id="q2")
+    body = models.EnqueueBatchBody.from_dict({"batch": {"graph": graph.to_dict(), "runs": 2}})
+    first, second = call("enqueue_batch", 201, queue_id="q2", body=body).item_ids
+    moved = call("move_item", 200, queue_id="q2", item_id=second, body=models.MoveBody.from_dict({"to": "front"}))
+    assert moved.item_id == second
+    call("move_item", 200, queue_id="q2", item_id=second, body=models.MoveBody.from_dict({"before": first}))
+    call("move_item", 404, queue_id="q2", item_id=10**9, body=models.MoveBody.from_dict({"to": "back"}))
+    assert call("item_webhooks", 200, queue_id="q2", item_id=first) == []
+    # the workflow library
+    wf = {
+        "name": "one",
+        "graph": graph.to_dict(),
+        "inputs": [{"name": "value", "node_id": "one", "field": "value"}],
+    }
+    saved = call("save_workflow", 201, workflow_id="one", body=models.WorkflowBody.from_dict(wf))
+    assert saved.version == 1
+    assert call("list_workflows", 200).total == 1
+    assert call("get_workflow", 200, workflow_id="one").inputs[0].name == "value"
+    call("get_workflow", 404, workflow_id="nope")
+    assert [v.version for v in call("list_versions", 200, workflow_id="one")] == [1]
+    run = models.EnqueueWorkflowBody.from_dict({"inputs": {"value": 5}, "runs": 2, "queue_id": "q2"})
+    assert call("enqueue_workflow", 201, workflow_id="one", body=run).enqueued == 2
+    bad_run = models.EnqueueWorkflowBody.from_dict({"inputs": {"nope": 5}, "queue_id": "q2"})
+    assert call("enqueue_workflow", 422, workflow_id="one", body=bad_run).detail[0].to_dict()["input"] == "nope"
+    assert call("delete_workflow", 200, workflow_id="one").deleted == 1
+    call("clear", 200, queue_id="q2")
     upload = models.BodyUploadImageApiV1ImagesUploadPost(
         file=types.File(payload=io.BytesIO(_png()), file_name="a.png", mime_type="image/png")
     )

@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 from invokeai_core import (
     DEFAULT_QUEUE_ID,
     QUEUE_ID_RE,
+    WORKFLOW_ID_RE,
     EnqueueResult,
     ExposedInput,
     Page,
@@ -25,7 +26,6 @@ from invokeai_core import (
     WorkflowVersion,
     workflow_batch,
 )
-from invokeai_core.workflows import WORKFLOW_ID_RE
 from invokeai_web.dependencies import InvokerDep, SettingsDep, rendered
 from invokeai_web.errors import CONFLICT, error_responses
 from invokeai_web.openapi import GRAPH_REF, schema_ref
