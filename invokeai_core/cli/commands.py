@@ -276,4 +276,26 @@ def config_show(state: CliState, as_json: bool) -> None:
     click.echo(table(rows, ["KEY", "VALUE", "FROM"]))
 
 
-COMMANDS: list[click.Command] = [plugins_command, nodes_command, run_command, config_group]
+# -- schema ---------------------------------------------------------------------------------------
+@click.group("schema")
+def schema_group() -> None:
+    """Print JSON Schemas of the files invokeai reads."""
+
+
+@schema_group.command("graph")
+@click.option(
+    "--no-nodes",
+    is_flag=True,
+    help="Only the file format: any node type, no checks of node fields (independent of the installed plugins).",
+)
+@pass_state
+def schema_graph(state: CliState, no_nodes: bool) -> None:
+    """The JSON Schema (draft 2020-12) of graph files (`invokeai run -f`, the web UI's saved
+    workflows): `invokeai schema graph > graph.schema.json`. Nodes are checked against the node types
+    installed here unless --no-nodes."""
+    from invokeai_core.graph import Graph
+
+    echo_json(Graph.file_schema(None if no_nodes else state.host.registry))
+
+
+COMMANDS: list[click.Command] = [plugins_command, nodes_command, run_command, config_group, schema_group]
