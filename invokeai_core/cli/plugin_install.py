@@ -362,6 +362,7 @@ def uninstall_command(state: CliState, name: str, allow_changes: bool, dry_run: 
         "removed": False,
     }
     if required_by and not allow_changes:
+        _emit(as_json, data, [])
         raise CliError(
             f"refusing to remove {dist_name} {version}: " + ", ".join(required_by) + "; pass --allow-changes to do it"
         )

@@ -111,7 +111,7 @@ def create_app(invoker: Invoker, settings: WebSettings, *, manage_invoker: bool 
     from invokeai_web.errors import COMMON_ERRORS, TextCheckMiddleware, error_responses, install_error_handlers
     from invokeai_web.events import EventBridge, LocalFanout
     from invokeai_web.openapi import install_openapi
-    from invokeai_web.routers import auth, images, nodes, queue, sessions, system
+    from invokeai_web.routers import auth, graphs, images, nodes, plugin_install, queue, sessions, system
     from invokeai_web.security import GuardMiddleware
     from invokeai_web.sockets import SOCKETIO_PATH, create_socket_server
 
@@ -145,6 +145,7 @@ def create_app(invoker: Invoker, settings: WebSettings, *, manage_invoker: bool 
             {"name": "queue", "description": "The session queue: batches, items, pause/resume"},
             {"name": "images", "description": "Upload, list and serve images"},
             {"name": "nodes", "description": "Node types and their schemas"},
+            {"name": "graphs", "description": "Graph files: versioned saves, loading with migrations, the JSON Schema"},
             {"name": "app", "description": "Versions, configuration and plugins"},
         ],
     )
@@ -155,7 +156,7 @@ def create_app(invoker: Invoker, settings: WebSettings, *, manage_invoker: bool 
     api.state.api_prefix = API_PREFIX
     install_error_handlers(api)
     api.add_middleware(TextCheckMiddleware)
-    for module in (sessions, queue, images, nodes, system, auth):
+    for module in (sessions, queue, images, nodes, graphs, system, plugin_install, auth):
         api.include_router(module.router, prefix=API_PREFIX)
     api.state.route_errors = add_plugin_routes(api, invoker)
     install_openapi(api, lambda: invoker.registry, SOCKETIO_MOUNT)

@@ -11,6 +11,8 @@
     max_image_pixels = 40000000  # uploads with more pixels are refused (decompression bombs)
     queue_processor = true    # run queued sessions in the server process
     client_backlog = 2000     # events queued for one Socket.IO client before it is disconnected
+    allow_plugin_install = false  # POST /plugins/install and /plugins/uninstall (needs access_token too)
+    plugin_pip_options = []   # pip options for those, e.g. ["--no-index", "--find-links", "/srv/wheels"]
 
 Environment variables work as for every key: `INVOKEAI_PLUGINS__WEB__ACCESS_TOKEN=...`.
 Light to import (pydantic only).
@@ -49,6 +51,14 @@ class WebSettings(BaseModel):
         ge=10,
         description="Events queued for one Socket.IO client that stopped reading before it is disconnected "
         "(progress events are skipped for it past a quarter of this)",
+    )
+
+    allow_plugin_install: bool = Field(
+        default=False,
+        description="Allow POST /plugins/install and /plugins/uninstall (also needs access_token): they run pip",
+    )
+    plugin_pip_options: list[str] = Field(
+        default_factory=list, description="pip options for API installs (where to look: --find-links, --index-url)"
     )
 
     @field_validator("access_token", mode="before")
