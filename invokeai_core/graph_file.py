@@ -16,6 +16,8 @@ A graph file is the JSON of a `Graph` (what the API accepts) plus two optional k
 * A node whose type is not installed is one error naming the distribution to install
   (`MissingPluginError`), instead of "unknown node type".
 * A file of a newer schema version is refused rather than guessed at.
+* `ui` holds an editor's own state (the web UI's node positions); the engine ignores it, so a
+  workflow saved by the web UI runs with `invokeai run -f` as it is.
 
 Parsing happens in `Graph.from_dict`, so every way in (`invokeai run -f`, `--from-image`, the API's
 sessions and queue routes) reads both forms. Light to import (pydantic and packaging only).
@@ -36,7 +38,7 @@ if TYPE_CHECKING:
 #: The graph file format this kernel writes (and the newest it reads).
 GRAPH_SCHEMA_VERSION = 2
 #: The keys a graph file may have at its top level.
-FILE_KEYS = frozenset({"$schema", "id", "schema_version", "nodes", "edges", "node_versions"})
+FILE_KEYS = frozenset({"$schema", "id", "schema_version", "nodes", "edges", "node_versions", "ui"})
 PROVENANCE_KEYS = ("version", "plugin", "distribution", "distribution_version")
 
 NodeMigrate = Callable[[dict[str, Any]], dict[str, Any]]
@@ -125,7 +127,7 @@ class NodeMigrations:
 
 # -- reading -----------------------------------------------------------------------------------------
 def is_graph_file(data: Mapping[str, Any]) -> bool:
-    return "schema_version" in data or "node_versions" in data or "$schema" in data
+    return any(key in data for key in ("schema_version", "node_versions", "$schema", "ui"))
 
 
 def schema_version(data: Mapping[str, Any]) -> int:
@@ -426,6 +428,10 @@ def file_schema(registry: NodeRegistry | None = None, *, node_ref: str | None = 
                 "type": "object",
                 "description": "Per node id, what provided the node when the file was saved",
                 "additionalProperties": {"$ref": "#/$defs/NodeVersion"},
+            },
+            "ui": {
+                "type": "object",
+                "description": "Editor state (the web UI keeps node positions here); ignored by the engine",
             },
         },
         "$defs": defs,

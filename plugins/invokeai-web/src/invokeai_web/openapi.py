@@ -179,6 +179,7 @@ def enrich(schema: dict[str, Any], registry: NodeRegistry, socketio_path: str = 
                 "description": file_schema["properties"]["node_versions"]["description"],
                 "additionalProperties": {"$ref": COMPONENTS + "NodeVersion"},
             },
+            "ui": file_schema["properties"]["ui"],
         },
     }
     components["ServerEvents"] = {
