@@ -215,15 +215,22 @@ def upgrade_file(data: Mapping[str, Any], registry: NodeRegistry) -> dict[str, A
     if unknown:
         raise GraphError(f"unknown graph key(s): {', '.join(sorted(unknown))} (expected 'nodes', 'edges')")
     version = schema_version(data)
+    if "ui" in data and not isinstance(data["ui"], dict):
+        raise GraphError(f"'ui' must be an object (an editor's state), not {type(data['ui']).__name__}")
+    if "$schema" in data and not isinstance(data["$schema"], str):
+        raise GraphError("'$schema' must be a string (the URL of the graph file schema)")
     nodes = data.get("nodes", {})
     edges = data.get("edges", [])
-    if version < 2 or "node_versions" not in data or not isinstance(nodes, dict | list):
-        return {k: v for k, v in data.items() if k in ("nodes", "edges", "id")}
+    plain = {k: v for k, v in data.items() if k in ("nodes", "edges", "id")}
+    if "node_versions" not in data or not isinstance(nodes, dict | list):
+        return plain
     if isinstance(nodes, list):
         items = [(n.get("id"), n) if isinstance(n, dict) else (None, n) for n in nodes]
     else:
         items = list(nodes.items())
     provenance = _provenances(data, {k for k, _ in items if isinstance(k, str)})
+    if version < 2:
+        return plain  # version 1 records no versions: nodes are taken to be at the installed ones
     renamed_in: dict[str, dict[str, str]] = {}
     renamed_out: dict[str, dict[str, str]] = {}
     new_items: list[tuple[Any, Any]] = []

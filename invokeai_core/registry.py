@@ -61,9 +61,7 @@ class NodeRegistry:
         if existing_out is not None and existing_out.cls is not out:
             raise DuplicateRegistrationError("output type", out.output_type, existing_out.plugin, plugin)
 
-    def add(
-        self, cls: type[BaseInvocation], plugin: str, plugin_version: str = "0", dist: str | None = None
-    ) -> None:
+    def add(self, cls: type[BaseInvocation], plugin: str, plugin_version: str = "0", dist: str | None = None) -> None:
         """Register a node class (and its output class) for a plugin."""
         self.check(cls, plugin)
         self._nodes[cls.invocation_type] = NodeEntry(cls, plugin, plugin_version, dist)

@@ -42,7 +42,7 @@ PACKS: dict[str, tuple[str, list[str], str | None]] = {
     "invokeai-tp-torchy": ("1.0", ["invokeai-core>=0.1,<1", "torch==0.0.1"], "tp_torchy"),
 }
 
-HOOKS = '''
+HOOKS = """
 from invokeai_core import hookimpl
 
 
@@ -51,7 +51,7 @@ def register_invocations(register):
     from {module} import nodes
 
     register(nodes.Echo)
-'''
+"""
 
 NODES = '''
 from invokeai_core import BaseInvocation, BaseInvocationOutput, InputField, OutputField, invocation, invocation_output
@@ -93,7 +93,9 @@ def _write_project(folder: Path, dist: str, version: str, requires: list[str], p
             """
         )
         + entry
-        + '\n[tool.setuptools]\npackages = ["' + module + '"]\n'
+        + '\n[tool.setuptools]\npackages = ["'
+        + module
+        + '"]\n'
     )
     package = folder / module
     package.mkdir()
@@ -115,9 +117,9 @@ def build_wheelhouse(folder: Path) -> Path:
         projects.append(str(project))
     wheels = folder / "wheels"
     for batch in (projects[:1], projects[1:]):
+        command = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q"]
         res = subprocess.run(
-            [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q"]
-            + ["-w", str(wheels), *batch],
+            [*command, "-w", str(wheels), *batch],
             capture_output=True,
             text=True,
             timeout=300,

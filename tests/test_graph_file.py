@@ -82,7 +82,10 @@ def old_file(version: str = "1.0.0") -> dict[str, Any]:
 def test_a_saved_graph_records_versions_and_loads_back(tmp_path: Path) -> None:
     host = _host(tmp_path)
     graph = Graph.from_dict(
-        {"nodes": {"n": {"id": "n", "type": "gf_number"}, "b": {"id": "b", "type": "gf_blur", "size": 1.5}}, "edges": []},
+        {
+            "nodes": {"n": {"id": "n", "type": "gf_number"}, "b": {"id": "b", "type": "gf_blur", "size": 1.5}},
+            "edges": [],
+        },
         host.registry,
     )
     data = graph.to_file_dict()
@@ -128,6 +131,8 @@ def test_files_without_versions_load_as_version_1_unmigrated(tmp_path: Path) -> 
         ({"node_versions": {"b": {"version": "1.0.0", "colour": "red"}}}, "unknown 'node_versions' key"),
         ({"node_versions": {"b": {"version": "one"}}}, "node 'b', field 'version': 'node_versions': 'one' is not"),
         ({"extra": 1}, "unknown graph key"),
+        ({"ui": [1]}, "'ui' must be an object"),
+        ({"$schema": 3}, "'$schema' must be a string"),
     ],
 )
 def test_malformed_files_are_refused_clearly(tmp_path: Path, change: dict[str, Any], message: str) -> None:
@@ -158,7 +163,7 @@ def test_a_missing_node_type_names_the_distribution(tmp_path: Path) -> None:
     )
     # a distribution that is installed but does not provide the type says so
     data["node_versions"]["b"] = {"version": "1.0.0", "distribution": "pydantic"}
-    with pytest.raises(MissingPluginError, match="pydantic .* is installed but provides no 'gf_sharpen'"):
+    with pytest.raises(MissingPluginError, match=r"pydantic .* is installed but provides no 'gf_sharpen'"):
         Graph.from_dict(data, host.registry)
 
 

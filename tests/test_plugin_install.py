@@ -88,7 +88,10 @@ def test_a_pack_for_another_invokeai_core_is_refused_and_reported(env: Env, whee
     check = env.run("plugins", "check", "--json", root=tmp_path)
     assert check.returncode == 1
     [problem] = json.loads(check.stdout)["problems"]
-    assert problem["pack"] == "invokeai-tp-incompat" and "requires invokeai-core>=99, but invokeai-core" in problem["problem"]
+    assert (
+        problem["pack"] == "invokeai-tp-incompat"
+        and "requires invokeai-core>=99, but invokeai-core" in problem["problem"]
+    )
     listed = json.loads(env.run("plugins", "--json", root=tmp_path).stdout)
     assert next(p for p in listed if p["name"] == "tp_incompat")["status"] == "failed"
 
@@ -108,7 +111,10 @@ def test_uninstall_refuses_what_another_pack_requires(env: Env, tmp_path: Path) 
     assert res.returncode == 2
     assert "refusing to remove tp-dep 2.0: invokeai-tp-pin requires tp-dep>=2" in res.stderr
     assert env.version("tp-dep", tmp_path) == "2.0"
-    for name, message in [("no-such-pack", "no installed plugin or distribution named"), ("invokeai-core", "not a node pack")]:
+    for name, message in [
+        ("no-such-pack", "no installed plugin or distribution named"),
+        ("invokeai-core", "not a node pack"),
+    ]:
         res = env.run("plugins", "uninstall", name, root=tmp_path)
         assert res.returncode == 2 and message in res.stderr
 

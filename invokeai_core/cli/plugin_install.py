@@ -107,8 +107,10 @@ def protected_packages(exclude: set[str]) -> dict[str, list[str]]:
         owners.setdefault(KERNEL_DIST, metadata.distribution(KERNEL_DIST))
     except metadata.PackageNotFoundError:  # pragma: no cover - a source tree run without installing
         pass
-    protected: dict[str, list[str]] = {name: ["torch is never changed by a plugin install"] for name in ALWAYS_PROTECTED}
-    for owner, dist in sorted(owners.items()):
+    protected: dict[str, list[str]] = {
+        name: ["torch is never changed by a plugin install"] for name in ALWAYS_PROTECTED
+    }
+    for dist in (owners[k] for k in sorted(owners)):
         for req in _requirements(dist):
             protected.setdefault(canonical(req.name), []).append(f"{dist.metadata['Name']} requires {req}")
     return protected
@@ -215,7 +217,14 @@ def plugin_status(state: CliState, dists: set[str]) -> list[dict[str, Any]]:
 
 def status_table(infos: list[dict[str, Any]]) -> str:
     rows = [
-        [i["name"], i["dist"] or "-", i["version"] or "-", i["status"], ", ".join(i["hooks"]) or "-", str(len(i["nodes"]))]
+        [
+            i["name"],
+            i["dist"] or "-",
+            i["version"] or "-",
+            i["status"],
+            ", ".join(i["hooks"]) or "-",
+            str(len(i["nodes"])),
+        ]
         for i in infos
     ]
     text = table(rows, ["NAME", "DISTRIBUTION", "VERSION", "STATUS", "HOOKS", "NODES"])
@@ -389,14 +398,17 @@ def check_problems() -> tuple[list[dict[str, str]], list[str]]:
 
     packs = pack_distributions()
     problems: list[dict[str, str]] = []
-    for key, dist in sorted(packs.items()):
+    for dist in (packs[k] for k in sorted(packs)):
         for req in _requirements(dist):
-            if canonical(req.name) == KERNEL_DIST and not req.specifier.contains(Version(__version__), prereleases=True):
+            if canonical(req.name) == KERNEL_DIST and not req.specifier.contains(
+                Version(__version__), prereleases=True
+            ):
                 problems.append(
                     {
                         "pack": dist.metadata["Name"],
                         "version": dist.version,
-                        "problem": f"requires invokeai-core{req.specifier}, but invokeai-core {__version__} is installed",
+                        "problem": f"requires invokeai-core{req.specifier}, "
+                        f"but invokeai-core {__version__} is installed",
                     }
                 )
     res = pip("check")
@@ -409,9 +421,9 @@ def check_problems() -> tuple[list[dict[str, str]], list[str]]:
         if match is None:
             others.append(line)
             continue
-        dist = canonical(match["dist"])
+        subject = canonical(match["dist"])
         req_name = canonical(re.split(r"[<>=!~ ;\[(]", match["req"], maxsplit=1)[0])
-        if dist in packs:
+        if subject in packs:
             if req_name == KERNEL_DIST:
                 continue  # reported above, with the running version
             problems.append({"pack": match["dist"], "version": match["ver"], "problem": line})

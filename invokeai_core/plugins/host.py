@@ -427,11 +427,12 @@ class PluginHost:
         for name, steps in collected.items():
             seen: set[tuple[str, Any]] = set()
 
-            def check(step: Any, seen: set[tuple[str, Any]] = seen) -> None:
+            def check(step: Any, seen: set[tuple[str, Any]] = seen, name: str = name) -> None:
                 registry.migrations.check(step)
                 if (step.node_type, step.key) in seen:
-                    raise PluginError(f"plugin '{name}' registers the migration of '{step.node_type}' to "
-                                      f"{step.to_version} twice")
+                    raise PluginError(
+                        f"plugin '{name}' registers the migration of '{step.node_type}' to {step.to_version} twice"
+                    )
                 seen.add((step.node_type, step.key))
 
             if self.plugins[name].status != "loaded" or not self._checked(name, steps, check):

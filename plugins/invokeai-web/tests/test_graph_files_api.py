@@ -62,7 +62,10 @@ def migrating_plugin(invokeai_register_plugin: Callable[..., Any]) -> None:
 
 
 def test_save_stamps_versions_and_load_migrates(server: Server, migrating_plugin: None) -> None:
-    graph = {"nodes": {"b": {"id": "b", "type": "wg_blur", "size": 1.5}, "i": {"id": "i", "type": "wt_int"}}, "edges": []}
+    graph = {
+        "nodes": {"b": {"id": "b", "type": "wg_blur", "size": 1.5}, "i": {"id": "i", "type": "wt_int"}},
+        "edges": [],
+    }
     with server.client() as c:
         saved = c.post("/graphs/file", json=graph)
         assert saved.status_code == 200, saved.text
@@ -75,7 +78,9 @@ def test_save_stamps_versions_and_load_migrates(server: Server, migrating_plugin
         old = {
             "schema_version": 2,
             "nodes": {"n": {"id": "n", "type": "wg_blur"}, "b": {"id": "b", "type": "wg_blur", "radius": 3}},
-            "edges": [{"source": {"node_id": "n", "field": "size"}, "destination": {"node_id": "b", "field": "radius"}}],
+            "edges": [
+                {"source": {"node_id": "n", "field": "size"}, "destination": {"node_id": "b", "field": "radius"}}
+            ],
             "node_versions": {"b": {"version": "1.0.0", "plugin": "wg"}},
         }
         loaded = c.post("/graphs/load", json=old)
@@ -98,7 +103,14 @@ def test_a_missing_pack_is_422_naming_the_distribution(server: Server) -> None:
         "schema_version": 2,
         "nodes": {"s": {"id": "s", "type": "sunset_gradient", "width": 8}},
         "edges": [],
-        "node_versions": {"s": {"version": "1.0.0", "plugin": "sunset", "distribution": "invokeai-sunset", "distribution_version": "0.3.0"}},
+        "node_versions": {
+            "s": {
+                "version": "1.0.0",
+                "plugin": "sunset",
+                "distribution": "invokeai-sunset",
+                "distribution_version": "0.3.0",
+            }
+        },
     }
     with server.client() as c:
         for path in ("/graphs/load", "/sessions"):
@@ -118,9 +130,13 @@ def test_the_openapi_describes_graph_files(server: Server) -> None:
         schema = c.get(server.url + "/openapi.json").json()
     components = schema["components"]["schemas"]
     graph_file = components["GraphFile"]
-    assert graph_file["properties"]["node_versions"]["additionalProperties"] == {"$ref": "#/components/schemas/NodeVersion"}
+    assert graph_file["properties"]["node_versions"]["additionalProperties"] == {
+        "$ref": "#/components/schemas/NodeVersion"
+    }
     assert graph_file["properties"]["nodes"]["additionalProperties"] == {"$ref": "#/components/schemas/AnyInvocation"}
     assert components["NodeVersion"]["required"] == ["version"]
     load = schema["paths"]["/api/v1/graphs/load"]["post"]
-    assert load["requestBody"]["content"]["application/json"]["schema"]["allOf"] == [{"$ref": "#/components/schemas/GraphFile"}]
+    assert load["requestBody"]["content"]["application/json"]["schema"]["allOf"] == [
+        {"$ref": "#/components/schemas/GraphFile"}
+    ]
     assert "/api/v1/graphs/schema" in schema["paths"] and "/api/v1/graphs/file" in schema["paths"]

@@ -14,7 +14,7 @@ import pytest
 from conftest import Server
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "tests"))
-from plugin_packs import Env, build_wheelhouse  # noqa: E402
+from plugin_packs import Env, build_wheelhouse
 
 TOKEN = "a-test-token-of-24-chars"
 

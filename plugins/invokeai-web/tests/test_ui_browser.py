@@ -341,13 +341,17 @@ def test_workflow_editor_builds_connects_and_runs_a_graph(page: Any, tmp_path: P
     # a file needing a pack that is not installed: one line naming the distribution, nothing loaded
     needs = json.loads(saved.read_text())
     needs["nodes"]["img_blur_1"]["type"] = "sunset_blur"
-    needs["node_versions"]["img_blur_1"] = {"version": "1.0.0", "distribution": "invokeai-sunset", "distribution_version": "0.3.0"}
+    needs["node_versions"]["img_blur_1"] = {
+        "version": "1.0.0",
+        "distribution": "invokeai-sunset",
+        "distribution_version": "0.3.0",
+    }
     (tmp_path / "needs.json").write_text(json.dumps(needs))
     pg.get_by_test_id("open-workflow").set_input_files(str(tmp_path / "needs.json"))
     note = pg.locator(".note.error").filter(has_text="needs.json")
     expect(note).to_contain_text("needs the distribution invokeai-sunset 0.3.0")
     expect(note).to_contain_text("invokeai plugins install 'invokeai-sunset>=0.3.0'")
-    assert "\n" not in note.inner_text().strip().removesuffix("×").strip()  # one line (and the dismiss button)
+    assert "\n" not in note.inner_text().strip().removesuffix("\u00d7").strip()  # one line (and the dismiss button)
     expect(pg.get_by_test_id("graph-size")).to_contain_text("3 nodes · 2 edges")  # the editor kept its graph
     shot(pg, "workflow-missing-pack")
     pg.console_problems.clear()  # the 422 answer is logged by the browser, on purpose

@@ -60,13 +60,19 @@ def load_graph_file(invoker: InvokerDep, file: Annotated[GraphFileJson, Body()])
     loads as it is."""
     graph = Graph.from_dict(file, invoker.registry)
     changed = []
-    versions = file.get("node_versions") if isinstance(file.get("node_versions"), dict) else {}
+    raw = file.get("node_versions")
+    version = file.get("schema_version", 1)
+    versions: dict[str, Any] = raw if isinstance(raw, dict) and version >= 2 else {}
     for node_id, info in versions.items():
         node = graph.nodes[node_id]
         installed = node.invocation_meta.version
         if info.get("version") != installed:
             changed.append(
-                {"node_id": node_id, "node_type": node.invocation_type, "saved": info["version"], "installed": installed}
+                {
+                    "node_id": node_id,
+                    "node_type": node.invocation_type,
+                    "saved": info["version"],
+                    "installed": installed,
+                }
             )
-    version = file.get("schema_version", 1)
     return rendered({"graph": graph.to_dict(), "changed": changed, "schema_version": version})

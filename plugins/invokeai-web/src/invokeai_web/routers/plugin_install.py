@@ -116,8 +116,9 @@ class CheckResult(BaseModel):
 def _require_enabled(settings: WebSettings) -> None:
     if not settings.allow_plugin_install:
         raise HTTPException(
-            403, "installing plugins over the API is off: set [plugins.web] allow_plugin_install = true (and an "
-            "access_token), or use `invokeai plugins install` on the server"
+            403,
+            "installing plugins over the API is off: set [plugins.web] allow_plugin_install = true (and an "
+            "access_token), or use `invokeai plugins install` on the server",
         )
     if not settings.access_token:
         raise HTTPException(403, "installing plugins over the API needs plugins.web.access_token to be set")
@@ -201,7 +202,7 @@ def uninstall_plugin(invoker: InvokerDep, settings: SettingsDep, body: Uninstall
 def check_plugins(invoker: InvokerDep, settings: SettingsDep) -> Any:
     """`invokeai plugins check`: what `pip check` finds about installed packs, and each pack's
     `invokeai-core` range against the running version. Read-only, always available."""
-    code, data, message = _run_cli(invoker, settings, "check", "--json")
+    _, data, message = _run_cli(invoker, settings, "check", "--json")
     if data is None:
         raise HTTPException(502, message or "pip check failed")
     return data
