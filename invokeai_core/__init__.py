@@ -35,6 +35,7 @@ if TYPE_CHECKING:
         InvokeAIError,
         IterateCollectError,
         MissingInputError,
+        MissingPluginError,
         NodeFieldError,
         NodeNotFoundError,
         PluginError,
@@ -69,7 +70,7 @@ if TYPE_CHECKING:
         SessionStartedEvent,
     )
     from invokeai_core.graph import Edge, EdgeConnection, Graph, node_json
-    from invokeai_core.hookspecs import ServiceRegistrar, hookspec
+    from invokeai_core.hookspecs import NodeMigrationRegistrar, ServiceRegistrar, hookspec
     from invokeai_core.invocations.baseinvocation import (
         BaseInvocation,
         BaseInvocationOutput,
@@ -147,7 +148,7 @@ _PUBLIC: dict[str, tuple[str, ...]] = {
     "invokeai_core.invocations.fields": ("ImageField", "Input", "InputField", "OutputField"),
     "invokeai_core.context": ("InvocationContext",),
     # hooks and plugins
-    "invokeai_core.hookspecs": ("ServiceRegistrar", "hookspec"),
+    "invokeai_core.hookspecs": ("NodeMigrationRegistrar", "ServiceRegistrar", "hookspec"),
     "invokeai_core.plugins.host": ("PluginHost", "PluginInfo"),
     "invokeai_core.registry": ("NodeRegistry",),
     "invokeai_core.cli.state": ("CliError", "CliState", "pass_state"),
@@ -243,6 +244,7 @@ _PUBLIC: dict[str, tuple[str, ...]] = {
         "InvokeAIError",
         "IterateCollectError",
         "MissingInputError",
+        "MissingPluginError",
         "NodeFieldError",
         "NodeNotFoundError",
         "PluginError",
@@ -314,11 +316,13 @@ __all__ = [
     "IterateCollectError",
     "LimitsConfig",
     "MissingInputError",
+    "MissingPluginError",
     "ModelLoadCompleteEvent",
     "ModelLoadStartedEvent",
     "MoveTo",
     "NodeError",
     "NodeFieldError",
+    "NodeMigrationRegistrar",
     "NodeNotFoundError",
     "NodeRegistry",
     "ObjectStorageBase",

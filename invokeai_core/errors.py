@@ -62,6 +62,36 @@ class UnknownNodeTypeError(GraphError):
     """A node's `type` is not registered by any loaded plugin."""
 
 
+class MissingPluginError(UnknownNodeTypeError):
+    """A graph file needs a node type that no loaded plugin provides; names the distribution that
+    provided it when the file was saved (`distribution`, `distribution_version`), when it says."""
+
+    def __init__(
+        self,
+        reason: str,
+        node_id: str | None = None,
+        *,
+        node_type: str,
+        plugin: str | None = None,
+        distribution: str | None = None,
+        distribution_version: str | None = None,
+    ) -> None:
+        self.node_type = node_type
+        self.plugin = plugin
+        self.distribution = distribution
+        self.distribution_version = distribution_version
+        super().__init__(reason, node_id, "type")
+
+    def to_dict(self) -> dict[str, str | None]:
+        return {
+            **super().to_dict(),
+            "node_type": self.node_type,
+            "plugin": self.plugin,
+            "distribution": self.distribution,
+            "distribution_version": self.distribution_version,
+        }
+
+
 class NodeFieldError(GraphError):
     """A node has an unknown field or a value of the wrong type."""
 

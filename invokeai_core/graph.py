@@ -144,6 +144,10 @@ class Graph:
         graph = cls(registry)
         if not isinstance(data, dict):
             raise GraphError(f"a graph must be a JSON object with 'nodes' and 'edges', not {type(data).__name__}")
+        from invokeai_core.graph_file import is_graph_file, upgrade_file
+
+        if is_graph_file(data):  # a graph file with versions: checked against what is installed, migrated
+            data = upgrade_file(data, registry)
         unknown = set(data) - {"nodes", "edges", "id"}
         if unknown:
             raise GraphError(f"unknown graph key(s): {', '.join(sorted(unknown))} (expected 'nodes', 'edges')")
@@ -266,6 +270,25 @@ class Graph:
         nodes = ", ".join(f"{json.dumps(nid)}: {node_json_text(n)}" for nid, n in self.nodes.items())
         edges = ", ".join(e.model_dump_json() for e in self.edges)
         return '{"nodes": {' + nodes + '}, "edges": [' + edges + "]}"
+
+    def to_file_dict(self) -> dict[str, Any]:
+        """The graph as a graph file: `to_dict()` plus `schema_version` and, per node, its type's
+        version and the plugin and distribution that provided it (`node_versions`), so that a later
+        load can migrate old nodes and name what to install (see `invokeai_core.graph_file`)."""
+        from invokeai_core.graph_file import file_dict
+
+        return file_dict(self)
+
+    def to_file_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_file_dict(), indent=indent)
+
+    @staticmethod
+    def file_schema(registry: NodeRegistry | None = None) -> dict[str, Any]:
+        """The JSON Schema of graph files (`invokeai schema graph`); with a registry, nodes are
+        checked against the installed node types."""
+        from invokeai_core.graph_file import file_schema
+
+        return file_schema(registry)
 
     # -- mutation (append-only) ---------------------------------------------------------------
     def add_node(self, node: BaseInvocation | dict[str, Any]) -> BaseInvocation:

@@ -14,7 +14,7 @@ load time.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 import pluggy
@@ -47,6 +47,20 @@ class ServiceRegistrar(Protocol):
     ) -> None: ...
 
 
+class NodeMigrationRegistrar(Protocol):
+    """The `register` callable passed to `register_node_migrations`."""
+
+    def __call__(
+        self,
+        node_type: str,
+        to_version: str,
+        migrate: Callable[[dict[str, Any]], dict[str, Any]],
+        *,
+        renamed_inputs: Mapping[str, str] | None = None,
+        renamed_outputs: Mapping[str, str] | None = None,
+    ) -> None: ...
+
+
 @hookspec
 def register_invocations(register: Callable[[type[BaseInvocation]], None]) -> None:
     """Register node classes: call `register(InvocationClass)` for each.
@@ -54,6 +68,21 @@ def register_invocations(register: Callable[[type[BaseInvocation]], None]) -> No
     Called once, when the node registry is first needed (not when the CLI shows `--help`). Import
     your node modules inside this function. A node type id registered by two plugins is an error
     naming both; the later plugin is marked failed and all its registrations are rolled back.
+    """
+
+
+@hookspec
+def register_node_migrations(register: NodeMigrationRegistrar) -> None:
+    """Register how graph files saved with older versions of your node types are upgraded.
+
+    `register(node_type, to_version, migrate, renamed_inputs=None, renamed_outputs=None)`:
+    `migrate(node_json) -> node_json` turns the JSON of a `node_type` node saved at a version before
+    `to_version` into its JSON at `to_version`. Loading a graph file whose `node_versions` say a node
+    was saved at an older version than the installed one runs every migration after it, up to the
+    installed version, in version order; `renamed_inputs` / `renamed_outputs` (`{"old": "new"}`)
+    rename the fields in the file's edges too. Called when the node registry is built, after
+    `register_invocations`. Two plugins registering the same (node type, version) is an error naming
+    both; the later plugin fails.
     """
 
 

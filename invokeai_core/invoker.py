@@ -482,7 +482,7 @@ class Invoker:
                     invocation_type=type_id,
                     is_canceled=lambda: sid in self._canceled,
                     emit_progress=self._progress_emitter(sid, prepared, queue_id, item_id),
-                    graph_json=session.graph.to_dict,
+                    graph_json=session.graph.to_file_dict,
                     queue_id=queue_id,
                     item_id=item_id,
                 )

@@ -21,6 +21,8 @@ class NodeEntry:
     cls: type[BaseInvocation]
     plugin: str
     plugin_version: str
+    #: The distribution that installed the plugin (None for plugins registered at run time).
+    dist: str | None = None
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,10 @@ class NodeRegistry:
         #: a node's validators can read `info.context["config"]` (the host's configuration: limits,
         #: plugin settings) without any process-wide lookup.
         self.validation_context: Mapping[str, Any] | None = validation_context
+        from invokeai_core.graph_file import NodeMigrations
+
+        #: Node migrations (`register_node_migrations`), run when a graph file is read.
+        self.migrations = NodeMigrations()
 
     # -- registration -------------------------------------------------------------------------
     def check(self, cls: type[BaseInvocation], plugin: str) -> None:
@@ -55,10 +61,10 @@ class NodeRegistry:
         if existing_out is not None and existing_out.cls is not out:
             raise DuplicateRegistrationError("output type", out.output_type, existing_out.plugin, plugin)
 
-    def add(self, cls: type[BaseInvocation], plugin: str, plugin_version: str = "0") -> None:
+    def add(self, cls: type[BaseInvocation], plugin: str, plugin_version: str = "0", dist: str | None = None) -> None:
         """Register a node class (and its output class) for a plugin."""
         self.check(cls, plugin)
-        self._nodes[cls.invocation_type] = NodeEntry(cls, plugin, plugin_version)
+        self._nodes[cls.invocation_type] = NodeEntry(cls, plugin, plugin_version, dist)
         out = cls.output_class
         self._outputs.setdefault(out.output_type, OutputEntry(out, plugin))
 
@@ -66,6 +72,7 @@ class NodeRegistry:
         """Roll back everything a plugin registered."""
         self._nodes = {k: v for k, v in self._nodes.items() if v.plugin != plugin}
         self._outputs = {k: v for k, v in self._outputs.items() if v.plugin != plugin}
+        self.migrations.remove_plugin(plugin)
 
     # -- lookups ------------------------------------------------------------------------------
     def get(self, type_id: str, node_id: str | None = None) -> type[BaseInvocation]:
@@ -111,6 +118,7 @@ class NodeRegistry:
         schema = entry.cls.model_json_schema()
         schema["plugin"] = entry.plugin
         schema["plugin_version"] = entry.plugin_version
+        schema["distribution"] = entry.dist
         out = entry.cls.output_class
         schema["output"] = out.model_json_schema()
         return schema

@@ -28,7 +28,15 @@ def _hookspec_names() -> list[str]:
 def test_every_hookspec_has_a_test() -> None:
     names = _hookspec_names()
     assert names == sorted(
-        ["register_invocations", "register_services", "register_commands", "register_hookspecs", "startup", "shutdown"]
+        [
+            "register_invocations",
+            "register_services",
+            "register_commands",
+            "register_hookspecs",
+            "register_node_migrations",
+            "startup",
+            "shutdown",
+        ]
     )
     here = globals()
     for name in names:
@@ -64,6 +72,30 @@ def test_hook_register_invocations(tmp_path: Path) -> None:
     entry = host.registry.entry("tp_const")
     assert entry.plugin == "p_inv" and entry.plugin_version == "3.0.0"
     assert host.plugins["p_inv"].nodes == ["tp_const"]
+
+
+def test_hook_register_node_migrations(tmp_path: Path) -> None:
+    from graph_file_nodes import BlurV2, blur_to_2
+
+    plugin = types.ModuleType("p_mig")
+
+    @hookimpl
+    def register_invocations(register: Any) -> None:
+        register(BlurV2)
+
+    @hookimpl
+    def register_node_migrations(register: Any) -> None:
+        register("gf_blur", "2.0.0", blur_to_2, renamed_inputs={"radius": "size"})
+
+    plugin.register_invocations = register_invocations  # type: ignore[attr-defined]
+    plugin.register_node_migrations = register_node_migrations  # type: ignore[attr-defined]
+    host = _host(tmp_path)
+    host.register_plugin(plugin, "p_mig")
+    [step] = host.registry.migrations.steps("gf_blur", "1.0.0", "2.0.0")
+    assert step.plugin == "p_mig" and step.renamed_inputs == {"radius": "size"}
+    assert host.plugins["p_mig"].hooks == ["register_invocations", "register_node_migrations"]
+    host.unregister_plugin("p_mig")
+    assert host.registry.migrations.steps("gf_blur", "1.0.0", "2.0.0") == []
 
 
 class SpecialStore:

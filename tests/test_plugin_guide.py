@@ -43,6 +43,7 @@ from invokeai_core.testing.contracts import ImageFileStoreContract
 
 GUIDE = REPO / "docs" / "plugins.md"
 KERNEL_HOOKS = {"register_invocations", "register_services", "register_commands", "register_hookspecs"}
+KERNEL_HOOKS |= {"register_node_migrations"}
 KERNEL_HOOKS |= {"startup", "shutdown"}
 #: Top-level packages the guide's examples import that stand for the reader's own code.
 EXAMPLE_PACKAGES = {"my_nodes", "my_store"}

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from invokeai_core.cli import plugin_install
 from invokeai_core.cli.output import echo_json, table
 from invokeai_core.cli.plugin_new import new_command
 from invokeai_core.cli.state import CliError, CliState, pass_state, read_input
@@ -22,7 +23,8 @@ if TYPE_CHECKING:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def plugins_command(ctx: click.Context, as_json: bool) -> None:
-    """List plugins: name, version, hooks, status (and why one failed); `new NAME` creates one."""
+    """List plugins: name, version, hooks, status (and why one failed); `new NAME` creates one;
+    `install SPEC...`, `uninstall NAME` and `check` change and check the installed node packs."""
     if ctx.invoked_subcommand is not None:
         return
     state = ctx.find_object(CliState)
@@ -52,6 +54,8 @@ def plugins_command(ctx: click.Context, as_json: bool) -> None:
 
 
 plugins_command.add_command(new_command)
+for _command in plugin_install.COMMANDS:
+    plugins_command.add_command(_command)
 
 
 # -- nodes ----------------------------------------------------------------------------------------
@@ -294,4 +298,26 @@ def config_show(state: CliState, as_json: bool) -> None:
     click.echo(table(rows, ["KEY", "VALUE", "FROM"]))
 
 
-COMMANDS: list[click.Command] = [plugins_command, nodes_command, run_command, config_group]
+# -- schema ---------------------------------------------------------------------------------------
+@click.group("schema")
+def schema_group() -> None:
+    """Print JSON Schemas of the files invokeai reads."""
+
+
+@schema_group.command("graph")
+@click.option(
+    "--no-nodes",
+    is_flag=True,
+    help="Only the file format: any node type, no checks of node fields (independent of the installed plugins).",
+)
+@pass_state
+def schema_graph(state: CliState, no_nodes: bool) -> None:
+    """The JSON Schema (draft 2020-12) of graph files (`invokeai run -f`, the web UI's saved
+    workflows): `invokeai schema graph > graph.schema.json`. Nodes are checked against the node types
+    installed here unless --no-nodes."""
+    from invokeai_core.graph import Graph
+
+    echo_json(Graph.file_schema(None if no_nodes else state.host.registry))
+
+
+COMMANDS: list[click.Command] = [plugins_command, nodes_command, run_command, config_group, schema_group]

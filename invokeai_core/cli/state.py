@@ -55,7 +55,8 @@ def check_argv(argv: list[str]) -> None:
     for i, arg in enumerate(argv, 1):
         found = find_invalid_text(arg)
         if found is not None:
-            raise CliError(f"argument {i} ({printable(arg)[:80]}) is not valid UTF-8: {found[1]}")
+            shown = printable(arg)[:80].encode("unicode_escape").decode("ascii")  # one line, whatever it holds
+            raise CliError(f"argument {i} ({shown}) is not valid UTF-8: {found[1]}")
 
 
 def parse_override(text: str) -> tuple[str, Any]:

@@ -416,8 +416,29 @@ class PluginHost:
                 continue
             info = self.plugins[name]
             for cls in classes:
-                registry.add(cls, name, info.version or "0")
+                registry.add(cls, name, info.version or "0", info.dist)
             info.nodes = registry.by_plugin(name)
+        self._run_register_node_migrations(registry, only=only)
+
+    def _run_register_node_migrations(self, registry: NodeRegistry, only: str | None = None) -> None:
+        from invokeai_core.graph_file import make_migration
+
+        collected = self._collect("register_node_migrations", make_migration, only=only)
+        for name, steps in collected.items():
+            seen: set[tuple[str, Any]] = set()
+
+            def check(step: Any, seen: set[tuple[str, Any]] = seen, name: str = name) -> None:
+                registry.migrations.check(step)
+                if (step.node_type, step.key) in seen:
+                    raise PluginError(
+                        f"plugin '{name}' registers the migration of '{step.node_type}' to {step.to_version} twice"
+                    )
+                seen.add((step.node_type, step.key))
+
+            if self.plugins[name].status != "loaded" or not self._checked(name, steps, check):
+                continue
+            for step in steps:
+                registry.migrations.add(step)
 
     @property
     def service_registry(self) -> ServiceRegistry:

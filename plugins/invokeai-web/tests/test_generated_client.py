@@ -158,4 +158,15 @@ def _drive(url: str, out: Path) -> None:
     call("add_model", 422, body=models.ModelAdd(path="missing"))
     call("get_model", 404, name="nope")
     call("remove_model", 404, name="nope")
+    call("graph_file_schema", 200)
+    saved = call("graph_file", 200, body=graph)
+    assert saved.schema_version == 2 and saved.node_versions["one"].distribution == "invokeai-nodes"
+    loaded = call("load_graph_file", 200, body=models.GraphFile.from_dict(saved.to_dict()))
+    assert loaded.schema_version == 2 and loaded.changed == []
+    newer = {**saved.to_dict(), "schema_version": 9}  # (a missing node type: test_graph_files_api.py)
+    error = call("load_graph_file", 422, body=models.GraphFile.from_dict(newer))
+    assert "schema version 9" in error.detail[0].msg
+    call("check_plugins", 200)
+    call("install_plugins", 403, body=models.InstallRequest(specs=["invokeai-sunset"]))  # off by default
+    call("uninstall_plugin", 403, body=models.UninstallRequest(name="sunset"))
     assert called == set(modules), sorted(set(modules) - called)

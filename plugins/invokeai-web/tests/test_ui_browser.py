@@ -323,13 +323,38 @@ def test_workflow_editor_builds_connects_and_runs_a_graph(page: Any, tmp_path: P
         pg.get_by_role("button", name="Save…").click()
     saved = tmp_path / "workflow.json"
     dl.value.save_as(saved)
-    data = __import__("json").loads(saved.read_text())
-    assert set(data["graph"]["nodes"]) == {"blank_image_1", "img_blur_1", "save_image_1"}
-    assert data["graph"]["nodes"]["blank_image_1"]["width"] == 64
+    data = json.loads(saved.read_text())
+    assert set(data["nodes"]) == {"blank_image_1", "img_blur_1", "save_image_1"}
+    assert data["nodes"]["blank_image_1"]["width"] == 64
+    # a graph file that says what it needs, and validates against the published schema
+    assert data["schema_version"] == 2 and set(data["ui"]["positions"]) == set(data["nodes"])
+    assert {v["distribution"] for v in data["node_versions"].values()} == {"invokeai-nodes"}
+    assert all(v["version"] and v["distribution_version"] for v in data["node_versions"].values())
+    import jsonschema
+
+    jsonschema.validate(data, pg.evaluate("fetch('/api/v1/graphs/schema').then((r) => r.json())"))
     pg.get_by_role("button", name="Clear").click()
     expect(pg.get_by_test_id("graph-size")).to_contain_text("0 nodes")
     pg.get_by_test_id("open-workflow").set_input_files(str(saved))
     expect(pg.get_by_test_id("graph-size")).to_contain_text("3 nodes · 2 edges")
+
+    # a file needing a pack that is not installed: one line naming the distribution, nothing loaded
+    needs = json.loads(saved.read_text())
+    needs["nodes"]["img_blur_1"]["type"] = "sunset_blur"
+    needs["node_versions"]["img_blur_1"] = {
+        "version": "1.0.0",
+        "distribution": "invokeai-sunset",
+        "distribution_version": "0.3.0",
+    }
+    (tmp_path / "needs.json").write_text(json.dumps(needs))
+    pg.get_by_test_id("open-workflow").set_input_files(str(tmp_path / "needs.json"))
+    note = pg.locator(".note.error").filter(has_text="needs.json")
+    expect(note).to_contain_text("needs the distribution invokeai-sunset 0.3.0")
+    expect(note).to_contain_text("invokeai plugins install 'invokeai-sunset>=0.3.0'")
+    assert "\n" not in note.inner_text().strip().removesuffix("\u00d7").strip()  # one line (and the dismiss button)
+    expect(pg.get_by_test_id("graph-size")).to_contain_text("3 nodes · 2 edges")  # the editor kept its graph
+    shot(pg, "workflow-missing-pack")
+    pg.console_problems.clear()  # the 422 answer is logged by the browser, on purpose
 
     # the saved image is in the gallery, and its workflow loads back into the editor
     pg.get_by_role("tab", name="Gallery").click()

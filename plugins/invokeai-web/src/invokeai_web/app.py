@@ -111,7 +111,17 @@ def create_app(invoker: Invoker, settings: WebSettings, *, manage_invoker: bool 
     from invokeai_web.errors import COMMON_ERRORS, TextCheckMiddleware, error_responses, install_error_handlers
     from invokeai_web.events import EventBridge, LocalFanout
     from invokeai_web.openapi import install_openapi
-    from invokeai_web.routers import auth, images, nodes, queue, sessions, system, workflows
+    from invokeai_web.routers import (
+        auth,
+        graphs,
+        images,
+        nodes,
+        plugin_install,
+        queue,
+        sessions,
+        system,
+        workflows,
+    )
     from invokeai_web.security import GuardMiddleware
     from invokeai_web.sockets import SOCKETIO_PATH, create_socket_server
     from invokeai_web.webhooks import WebhookService
@@ -151,6 +161,7 @@ def create_app(invoker: Invoker, settings: WebSettings, *, manage_invoker: bool 
             {"name": "workflows", "description": "The workflow library: save in versions, run with inputs"},
             {"name": "images", "description": "Upload, list and serve images"},
             {"name": "nodes", "description": "Node types and their schemas"},
+            {"name": "graphs", "description": "Graph files: versioned saves, loading with migrations, the JSON Schema"},
             {"name": "app", "description": "Versions, configuration and plugins"},
         ],
     )
@@ -162,7 +173,7 @@ def create_app(invoker: Invoker, settings: WebSettings, *, manage_invoker: bool 
     api.state.api_prefix = API_PREFIX
     install_error_handlers(api)
     api.add_middleware(TextCheckMiddleware)
-    for module in (sessions, queue, workflows, images, nodes, system, auth):
+    for module in (sessions, queue, workflows, images, nodes, graphs, system, plugin_install, auth):
         api.include_router(module.router, prefix=API_PREFIX)
     api.state.route_errors = add_plugin_routes(api, invoker)
     install_openapi(api, lambda: invoker.registry, SOCKETIO_MOUNT)

@@ -159,6 +159,29 @@ def enrich(schema: dict[str, Any], registry: NodeRegistry, socketio_path: str = 
             "edges": {"type": "array", "items": {"$ref": COMPONENTS + name_of(Edge, "validation")}, "default": []},
         },
     }
+    # the graph file format (what the workflow editor saves, `invokeai run -f` reads): the same
+    # description the kernel publishes (`invokeai schema graph`), its nodes as `AnyInvocation`
+    from invokeai_core import Graph
+
+    file_schema = Graph.file_schema(None)
+    components["NodeVersion"] = file_schema["$defs"]["NodeVersion"]
+    components["GraphFile"] = {
+        "title": "GraphFile",
+        "type": "object",
+        "description": file_schema["description"],
+        "additionalProperties": False,
+        "properties": {
+            "$schema": {"type": "string"},
+            **components["Graph"]["properties"],
+            "schema_version": file_schema["properties"]["schema_version"],
+            "node_versions": {
+                "type": "object",
+                "description": file_schema["properties"]["node_versions"]["description"],
+                "additionalProperties": {"$ref": COMPONENTS + "NodeVersion"},
+            },
+            "ui": file_schema["properties"]["ui"],
+        },
+    }
     components["ServerEvents"] = {
         "type": "object",
         "description": "Socket.IO events the server sends, by event name",

@@ -16,6 +16,8 @@
     webhook_timeout_seconds = 10
     webhook_allowed_hosts = []  # hosts webhooks may target ("hooks.example.com", "*.example.com")
     public_url = ""           # the server's URL as receivers reach it (absolute image URLs in notices)
+    allow_plugin_install = false  # POST /plugins/install and /plugins/uninstall (needs access_token too)
+    plugin_pip_options = []   # pip options for those, e.g. ["--no-index", "--find-links", "/srv/wheels"]
 
 Environment variables work as for every key: `INVOKEAI_PLUGINS__WEB__ACCESS_TOKEN=...`.
 Light to import (pydantic only).
@@ -70,6 +72,12 @@ class WebSettings(BaseModel):
     )
     public_url: str | None = Field(
         default=None, description="The server's URL as others reach it (makes webhook image URLs absolute)"
+    allow_plugin_install: bool = Field(
+        default=False,
+        description="Allow POST /plugins/install and /plugins/uninstall (also needs access_token): they run pip",
+    )
+    plugin_pip_options: list[str] = Field(
+        default_factory=list, description="pip options for API installs (where to look: --find-links, --index-url)"
     )
 
     @field_validator("access_token", mode="before")

@@ -8,9 +8,19 @@ export class ApiError extends Error {
   constructor(
     message: string,
     public status: number,
+    public body?: unknown,
   ) {
     super(message);
   }
+}
+
+/** The one-line message of a structured problem of this `type` in an API error (e.g. `MissingPluginError`). */
+export function problemOf(err: unknown, type: string): string | undefined {
+  if (!(err instanceof ApiError) || !err.body || typeof err.body !== "object") return undefined;
+  const d = (err.body as { detail?: unknown }).detail;
+  if (!Array.isArray(d)) return undefined;
+  const p = d.find((x) => x && typeof x === "object" && (x as { type?: unknown }).type === type) as { msg?: string } | undefined;
+  return p?.msg;
 }
 
 /** The server's error body as one line (FastAPI's `detail`, a string or a list of problems). */
@@ -60,7 +70,7 @@ export async function request<T>(method: string, path: string, body?: unknown): 
   if (res.status === 401 && !path.startsWith("/auth")) unauthorizedListeners.forEach((f) => f());
   if (!res.ok) {
     const what = detailText(data) ?? (text.slice(0, 200) || res.statusText);
-    throw new ApiError(`${method} ${path} failed (${res.status}): ${what}`, res.status);
+    throw new ApiError(`${method} ${path} failed (${res.status}): ${what}`, res.status, data);
   }
   return data as T;
 }
@@ -91,6 +101,24 @@ export interface EdgeJson {
 export interface GraphJson {
   nodes: Record<string, Record<string, unknown> & { id: string; type: string }>;
   edges: EdgeJson[];
+}
+/** What provided a node when a graph file was saved. */
+export interface NodeVersion {
+  version: string;
+  plugin?: string;
+  distribution?: string;
+  distribution_version?: string;
+}
+/** A graph file: a graph plus the versions it needs (`invokeai run -f` reads it as it is). */
+export interface GraphFileJson extends GraphJson {
+  schema_version?: number;
+  node_versions?: Record<string, NodeVersion>;
+  ui?: { positions?: Record<string, { x: number; y: number }> };
+}
+export interface LoadedGraph {
+  graph: GraphJson;
+  changed: { node_id: string; node_type: string; saved: string; installed: string }[];
+  schema_version: number;
 }
 export interface BatchDatum {
   node_path: string;
@@ -216,6 +244,8 @@ export const api = {
     form.append("file", file);
     return request<ImageRecord>("POST", "/images/upload", form);
   },
+  graphFile: (graph: GraphJson) => request<GraphFileJson>("POST", "/graphs/file", graph),
+  loadGraphFile: (file: GraphFileJson) => request<LoadedGraph>("POST", "/graphs/load", file),
   enqueue: (graph: GraphJson, data: BatchDatum[][] = [], runs = 1) =>
     request<EnqueueResult>("POST", `${q}/enqueue_batch`, { batch: { graph, data, runs } }),
   queueStatus: () => request<QueueState>("GET", `${q}/status`),

@@ -18,7 +18,7 @@ import {
 } from "@xyflow/react";
 import "@xyflow/react/dist/style.css";
 import { createContext, memo, useCallback, useContext, useEffect, useMemo, useRef, useState, type ChangeEvent, type DragEvent } from "react";
-import { api, imagesInResult, thumbUrl, type GraphJson, type ImageRecord } from "../lib/api";
+import { api, imagesInResult, problemOf, thumbUrl, type GraphFileJson, type GraphJson, type ImageRecord, type LoadedGraph } from "../lib/api";
 import { recentEvents, useServerEvents, type ServerEvent } from "../lib/events";
 import { connectionProblem, fromGraph, newNodeId, toGraph, type EditorEdge, type EditorNode } from "../lib/graph";
 import { Library } from "./Library";
@@ -491,13 +491,16 @@ function Editor() {
     else if (e.event === "queue_item_status_changed" && e.status === "completed") notify("The workflow finished");
   };
 
-  function save() {
-    const data = {
-      format: "invokeai-workflow",
-      version: 1,
-      graph: graph(),
-      positions: Object.fromEntries(nodes.map((n) => [n.id, n.position])),
-    };
+  /** Save a graph file: the graph with the node versions and distributions it needs (stamped by the
+   * server from what is installed) and the editor's positions under `ui`; `invokeai run -f` runs it. */
+  async function save() {
+    let file: GraphFileJson;
+    try {
+      file = await api.graphFile(graph());
+    } catch (e) {
+      return notify(`Cannot save: ${errorText(e)}`, "error");
+    }
+    const data: GraphFileJson = { ...file, ui: { positions: Object.fromEntries(nodes.map((n) => [n.id, n.position])) } };
     const url = URL.createObjectURL(new Blob([JSON.stringify(data, null, 2)], { type: "application/json" }));
     const a = document.createElement("a");
     a.href = url;
@@ -505,17 +508,28 @@ function Editor() {
     a.click();
     setTimeout(() => URL.revokeObjectURL(url), 1000);
   }
+  /** Open a graph file (or an older `{format, graph, positions}` workflow): the server checks it
+   * against the installed plugins and migrates old nodes; a missing pack is one line naming it. */
   async function openFile(e: ChangeEvent<HTMLInputElement>) {
     const f = e.target.files?.[0];
     e.target.value = "";
     if (!f) return;
     try {
       const data = JSON.parse(await f.text());
-      const g: GraphJson = data.graph ?? data;
-      if (!g || typeof g.nodes !== "object") throw new Error("not a workflow: expected {graph: {nodes, edges}} or {nodes, edges}");
-      const unknown = Object.values(g.nodes).filter((n) => !templates.has(n.type)).map((n) => n.type);
-      load(g, data.positions);
-      notify(unknown.length ? `Loaded, but these node types are unknown: ${[...new Set(unknown)].join(", ")}` : `Loaded ${f.name}`, unknown.length ? "error" : "info");
+      const file: GraphFileJson = data.format === "invokeai-workflow" && data.graph ? data.graph : data;
+      if (!file || typeof file.nodes !== "object") throw new Error("not a workflow: expected {nodes, edges}");
+      const positions = file.ui?.positions ?? data.positions;
+      let loaded: LoadedGraph;
+      try {
+        loaded = await api.loadGraphFile(file);
+      } catch (err) {
+        const missing = problemOf(err, "MissingPluginError");
+        if (missing) return notify(`Cannot open ${f.name}: ${missing}`, "error");
+        throw err;
+      }
+      load(loaded.graph, positions);
+      const changed = loaded.changed.map((c) => `${c.node_id} (${c.node_type} ${c.saved} → ${c.installed})`);
+      notify(changed.length ? `Loaded ${f.name}; upgraded ${changed.join(", ")}` : `Loaded ${f.name}`);
     } catch (err) {
       notify(`Cannot open ${f.name}: ${errorText(err)}`, "error");
     }
