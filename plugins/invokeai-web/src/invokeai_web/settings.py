@@ -72,6 +72,7 @@ class WebSettings(BaseModel):
     )
     public_url: str | None = Field(
         default=None, description="The server's URL as others reach it (makes webhook image URLs absolute)"
+    )
     allow_plugin_install: bool = Field(
         default=False,
         description="Allow POST /plugins/install and /plugins/uninstall (also needs access_token): they run pip",
