@@ -195,6 +195,20 @@ class ModelManager:
         except (CheckpointError, OSError) as e:
             raise ModelInstallError(f"cannot assemble the {found.base} config folder ({e})") from None
 
+    def component_config(self, name: str, submodel: str) -> dict[str, Any]:
+        """A component's `config.json` (e.g. the VAE's), read from the model's config folder without
+        loading any weights: for pipelines that read a component's config but never run it."""
+        import json
+
+        path = self.source_folder(self.get(name)) / submodel / "config.json"
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as e:
+            raise ModelInstallError(f"model '{name}': cannot read {path} ({e})") from None
+        if not isinstance(data, dict):
+            raise ModelInstallError(f"model '{name}': {path} is not a JSON object")
+        return data
+
     def load(self, name: str, submodel: str, *, on_load: LoadListener | None = None) -> Any:
         """A loaded component (`unet`, `vae`, `text_encoder`, `tokenizer`, `scheduler`, ...)."""
         record = self.get(name)
