@@ -15,12 +15,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from invokeai_diffusers.fields import CLIPField, ConditioningField, DenoiseMaskField, LatentsField, UNetField
+from invokeai_diffusers.lora import applied
 from invokeai_diffusers.nodes.common import (
     DiffusionNodeError,
     device_and_dtype,
     generator,
     load,
+    load_loras,
     load_object,
+    lora_error,
     models,
     raise_if_canceled,
     record,
@@ -73,7 +76,7 @@ def _conditioning(
     else:
         from invokeai_diffusers.nodes.conditioning import encode_prompt
 
-        negative = encode_prompt(context, "", CLIPField(model=positive["model"]), None)
+        negative = encode_prompt(context, "", positive.get("clip") or CLIPField(model=positive["model"]), None)
     return positive, negative
 
 
@@ -84,6 +87,7 @@ def denoise(context: InvocationContext, request: DenoiseRequest) -> Any:
     model = record(context, request.unet.model, "unet")
     base = "sdxl" if model.base == "sdxl" else "sd"
     unet = load(context, request.unet.model, "unet", "unet")
+    loras = load_loras(context, request.unet.loras, model.base, "unet")
     scheduler = make_scheduler("default", load(context, request.unet.model, "scheduler", "unet"))
     positive, negative = _conditioning(context, request, base)
     device, dtype = device_and_dtype(context)
@@ -100,7 +104,7 @@ def denoise(context: InvocationContext, request: DenoiseRequest) -> Any:
     if base == "sdxl":
         kwargs["pooled_prompt_embeds"] = positive["pooled"]
         kwargs["negative_pooled_prompt_embeds"] = negative["pooled"]
-    with torch.inference_mode():
+    with torch.inference_mode(), lora_error("unet"), applied(model.base, {"unet": (unet, loras)}):
         if request.latents is None:
             if noise is None:
                 raise DiffusionNodeError("noise", "text to image needs noise (connect a noise node)")
