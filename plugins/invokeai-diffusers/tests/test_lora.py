@@ -21,14 +21,14 @@ PROMPT, NEGATIVE = "a lighthouse", "rain"
 
 
 def make_lora(folder: Path, out: Path, *, seed: int, rank: int, alpha: int) -> Path:
-    """A random LoRA on the UNet's attention layers.
+    """A random LoRA on the UNet's attention and the text encoder's projections.
 
-    UNet only: transformers 5.24's PEFT integration (what text-encoder LoRAs load through, in diffusers
-    and here) demands peft>=0.22, which is not released; see the README."""
+    The text encoder's adapter is injected with peft itself: transformers 5.24's `add_adapter` demands
+    peft >= 0.22 (unreleased), while loading adapters (`load_adapter`, what diffusers calls) does not."""
     import torch
     from diffusers import StableDiffusionPipeline
     from diffusers.utils import convert_state_dict_to_diffusers
-    from peft import LoraConfig
+    from peft import LoraConfig, inject_adapter_in_model
     from peft.utils import get_peft_model_state_dict
 
     pipe = StableDiffusionPipeline.from_pretrained(str(folder), local_files_only=True)
@@ -36,11 +36,17 @@ def make_lora(folder: Path, out: Path, *, seed: int, rank: int, alpha: int) -> P
     unet_cfg = LoraConfig(
         r=rank, lora_alpha=alpha, target_modules=["to_q", "to_k", "to_v", "to_out.0"], init_lora_weights=False
     )
+    te_cfg = LoraConfig(
+        r=rank, lora_alpha=alpha, target_modules=["q_proj", "k_proj", "v_proj", "out_proj"], init_lora_weights=False
+    )
     pipe.unet.add_adapter(unet_cfg)
+    inject_adapter_in_model(te_cfg, pipe.text_encoder)
     StableDiffusionPipeline.save_lora_weights(
         str(out.parent),
         unet_lora_layers=convert_state_dict_to_diffusers(get_peft_model_state_dict(pipe.unet)),
+        text_encoder_lora_layers=convert_state_dict_to_diffusers(get_peft_model_state_dict(pipe.text_encoder)),
         unet_lora_adapter_metadata=unet_cfg.to_dict(),
+        text_encoder_lora_adapter_metadata=te_cfg.to_dict(),
         weight_name=out.name,
         safe_serialization=True,
     )
@@ -187,7 +193,8 @@ def test_lora_models_are_added_probed_listed_and_removed(manager: Any, lora_file
     assert record.hash.startswith("blake2b:") and record.size == lora_files["ink"].stat().st_size
     assert [(r.name, r.type) for r in manager.list()] == [("ink", "lora"), ("tiny-sd", "main"), ("tiny-sdxl", "main")]
     state_dict, _, _ = manager.load("ink", "lora")
-    assert state_dict and all(k.startswith("unet.") and "lora" in k for k in state_dict)
+    assert state_dict and all(k.startswith(("unet.", "text_encoder.")) and "lora" in k for k in state_dict)
+    assert any(k.startswith("text_encoder.") for k in state_dict)
     manager.remove("ink")
     assert [r.name for r in manager.list()] == ["tiny-sd", "tiny-sdxl"]
     pickle = tmp_path / "x.ckpt"

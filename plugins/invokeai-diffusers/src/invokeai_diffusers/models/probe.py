@@ -109,14 +109,14 @@ def _probe_file(path: Path, allow_pickle: bool) -> ProbeResult:
     )
 
 
-LORA_MARKERS = (".lora_A.", ".lora_B.", ".lora_down.", ".lora_up.", ".lora.down.", ".lora.up.")
+DOWN_MARKERS = (".lora_A.", ".lora_down.", ".lora.down.", "lora_linear_layer.down.", "_lora.down.")
 
 
 def is_lora(keys: list[str]) -> bool:
-    """A LoRA file (diffusers/peft `lora_A`/`lora_B`, kohya `lora_down`/`lora_up`): every weight is a LoRA
-    factor or its alpha, and there are some."""
-    factors = [k for k in keys if any(m in k for m in LORA_MARKERS)]
-    return bool(factors) and all(any(m in k for m in LORA_MARKERS) or k.endswith(".alpha") for k in keys)
+    """A LoRA file, by diffusers' own test (`load_lora_weights`): every key names a LoRA part
+    (peft `lora_A`/`lora_B`, kohya `lora_down`/`lora_up` and `.alpha`, older diffusers
+    `lora_linear_layer`/`to_q_lora`)."""
+    return bool(keys) and all("lora" in k.lower() for k in keys)
 
 
 def lora_base(shapes: dict[str, tuple[int, ...]]) -> str:
@@ -125,7 +125,7 @@ def lora_base(shapes: dict[str, tuple[int, ...]]) -> str:
     if any(k.startswith(("text_encoder_2.", "lora_te2_")) for k in shapes):
         return "sdxl"
     for key, shape in shapes.items():
-        if "attn2" in key and "to_k" in key and any(m in key for m in (".lora_A.", ".lora_down.", ".lora.down.")):
+        if "attn2" in key and "to_k" in key and any(m in key for m in DOWN_MARKERS):
             if len(shape) == 2 and shape[1] == 2048:
                 return "sdxl"
             if len(shape) == 2 and shape[1] == 1024:
