@@ -246,3 +246,62 @@ def test_the_cli_adds_lists_and_removes_a_lora(lora_files: Any, tmp_path: Path) 
     assert refused.returncode == 2 and "a LoRA takes no --config or --prediction-type" in refused.stderr
     assert cli("models", "remove", "glow", root=tmp_path).returncode == 0
     assert json.loads(cli("models", "list", "--json", root=tmp_path).stdout) == []
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="open (issue 22): the SDXL granular txt2img graph is not torch.equal to StableDiffusionXLPipeline even "
+    "with weight 0 (no LoRA effect), so the difference predates LoRA; the encoders and UNet with this LoRA are "
+    "equal to diffusers' in isolation. Remove this mark when the SDXL txt2img graph is made exact.",
+)
+def test_sdxl_lora_on_unet_and_both_text_encoders_equals_diffusers(
+    manager: Any, invokeai_invoker: Any, invokeai_run_graph: Any, model_folders: Any, tmp_path: Path
+) -> None:
+    import torch
+    from diffusers import StableDiffusionXLPipeline
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft import LoraConfig, inject_adapter_in_model
+    from peft.utils import get_peft_model_state_dict
+
+    folder = model_folders["sdxl"]
+    pipe = StableDiffusionXLPipeline.from_pretrained(str(folder), local_files_only=True)
+    torch.manual_seed(4)
+    unet_cfg = LoraConfig(r=2, lora_alpha=4, target_modules=["to_k", "to_v"], init_lora_weights=False)
+    te_cfg = LoraConfig(r=2, lora_alpha=2, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    pipe.unet.add_adapter(unet_cfg)
+    inject_adapter_in_model(te_cfg, pipe.text_encoder)
+    inject_adapter_in_model(te_cfg, pipe.text_encoder_2)
+    path = tmp_path / "xl.safetensors"
+    StableDiffusionXLPipeline.save_lora_weights(
+        str(tmp_path),
+        unet_lora_layers=convert_state_dict_to_diffusers(get_peft_model_state_dict(pipe.unet)),
+        text_encoder_lora_layers=convert_state_dict_to_diffusers(get_peft_model_state_dict(pipe.text_encoder)),
+        text_encoder_2_lora_layers=convert_state_dict_to_diffusers(get_peft_model_state_dict(pipe.text_encoder_2)),
+        unet_lora_adapter_metadata=unet_cfg.to_dict(),
+        text_encoder_lora_adapter_metadata=te_cfg.to_dict(),
+        text_encoder_2_lora_adapter_metadata=te_cfg.to_dict(),
+        weight_name=path.name,
+    )
+    assert manager.add(path).base == "sdxl"
+    graph = granular_txt2img(
+        "tiny-sdxl", prompt=PROMPT, negative=None, seed=8, size=SIZE, steps=STEPS, scheduler="default", sdxl=True
+    )
+    graph["nodes"]["x"] = {"id": "x", "type": "lora_loader", "lora": "xl", "weight": 0.7}
+    graph["edges"] += [edge("m", "unet", "x", "unet"), edge("m", "clip", "x", "clip"), edge("m", "clip2", "x", "clip2")]
+    for e in graph["edges"]:
+        if e["source"]["node_id"] == "m" and e["source"]["field"] in ("unet", "clip", "clip2"):
+            if e["destination"]["node_id"] != "x":
+                e["source"]["node_id"] = "x"
+    run = invokeai_run_graph(graph)
+    assert run.status == "completed", run.errors
+    ref = StableDiffusionXLPipeline.from_pretrained(str(folder), local_files_only=True)
+    ref.set_progress_bar_config(disable=True)
+    ref.load_lora_weights(str(path), adapter_name="xl")
+    ref.set_adapters(["xl"], adapter_weights=[0.7])
+    call = {"prompt": PROMPT, "num_inference_steps": STEPS, "width": SIZE, "height": SIZE}
+    latents = ref(generator=torch.Generator("cpu").manual_seed(8), output_type="latent", **call).images
+    image = ref(generator=torch.Generator("cpu").manual_seed(8), output_type="np", **call).images[0]
+    assert torch.equal(invokeai_invoker.services.objects.load(run["d"].latents.latents_name), latents)
+    assert np.array_equal(
+        pixels(invokeai_invoker, run["l"].image).astype("uint8"), (image * 255).round().astype("uint8")
+    )
