@@ -248,12 +248,6 @@ def test_the_cli_adds_lists_and_removes_a_lora(lora_files: Any, tmp_path: Path) 
     assert json.loads(cli("models", "list", "--json", root=tmp_path).stdout) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open (issue 22): the SDXL granular txt2img graph is not torch.equal to StableDiffusionXLPipeline even "
-    "with weight 0 (no LoRA effect), so the difference predates LoRA; the encoders and UNet with this LoRA are "
-    "equal to diffusers' in isolation. Remove this mark when the SDXL txt2img graph is made exact.",
-)
 def test_sdxl_lora_on_unet_and_both_text_encoders_equals_diffusers(
     manager: Any, invokeai_invoker: Any, invokeai_run_graph: Any, model_folders: Any, tmp_path: Path
 ) -> None:
@@ -284,7 +278,7 @@ def test_sdxl_lora_on_unet_and_both_text_encoders_equals_diffusers(
     )
     assert manager.add(path).base == "sdxl"
     graph = granular_txt2img(
-        "tiny-sdxl", prompt=PROMPT, negative=None, seed=8, size=SIZE, steps=STEPS, scheduler="default", sdxl=True
+        "tiny-sdxl", prompt=PROMPT, negative=NEGATIVE, seed=8, size=SIZE, steps=STEPS, scheduler="default", sdxl=True
     )
     graph["nodes"]["x"] = {"id": "x", "type": "lora_loader", "lora": "xl", "weight": 0.7}
     graph["edges"] += [edge("m", "unet", "x", "unet"), edge("m", "clip", "x", "clip"), edge("m", "clip2", "x", "clip2")]
@@ -298,7 +292,14 @@ def test_sdxl_lora_on_unet_and_both_text_encoders_equals_diffusers(
     ref.set_progress_bar_config(disable=True)
     ref.load_lora_weights(str(path), adapter_name="xl")
     ref.set_adapters(["xl"], adapter_weights=[0.7])
-    call = {"prompt": PROMPT, "num_inference_steps": STEPS, "width": SIZE, "height": SIZE}
+    call = {
+        "prompt": PROMPT,
+        "negative_prompt": NEGATIVE,
+        "guidance_scale": 7.5,
+        "num_inference_steps": STEPS,
+        "width": SIZE,
+        "height": SIZE,
+    }
     latents = ref(generator=torch.Generator("cpu").manual_seed(8), output_type="latent", **call).images
     image = ref(generator=torch.Generator("cpu").manual_seed(8), output_type="np", **call).images[0]
     assert torch.equal(invokeai_invoker.services.objects.load(run["d"].latents.latents_name), latents)
