@@ -60,7 +60,8 @@ def list_models(ctx: click.Context, as_json: bool) -> None:
     width = max(len(r.name) for r in records)
     for r in records:
         click.echo(
-            f"{r.name.ljust(width)}  {r.base:5}  {r.variant:7}  {r.format:10}  {_human_size(r.size):>9}  {r.path}"
+            f"{r.name.ljust(width)}  {r.base:5}  {r.variant if r.type == 'main' else r.type:7}  {r.format:10}  "
+            f"{_human_size(r.size):>9}  {r.path}"
         )
 
 
@@ -111,7 +112,8 @@ def add_model(
     config_dir: str | None,
     prediction_type: PredictionType | None,
 ) -> None:
-    """Install a model from a local diffusers folder or a single-file .safetensors checkpoint.
+    """Install a model from a local diffusers folder or a single-file .safetensors checkpoint, or a LoRA
+    (.safetensors, diffusers or kohya layout; use it with the lora_loader node or txt2img's `loras`).
 
     Recorded in place, never copied. Checkpoints of SD 1.x, 2.x and XL load offline with the configs
     this plugin ships; pickles (.ckpt, .pt) need plugins.diffusers.allow_pickle = true.
@@ -128,7 +130,8 @@ def add_model(
         )
     except InvokeAIError as e:
         raise _BadInput(str(e)) from None
-    click.echo(f"installed {record.name} ({record.base}, {record.variant}, {record.format}) from {record.path}")
+    kind = record.variant if record.type == "main" else record.type
+    click.echo(f"installed {record.name} ({record.base}, {kind}, {record.format}) from {record.path}")
 
 
 @models_group.command("remove")

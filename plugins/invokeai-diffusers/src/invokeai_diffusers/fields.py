@@ -15,10 +15,18 @@ class _Ref(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+class LoRAField(_Ref):
+    """An installed LoRA and the weight it is applied with (diffusers' `set_adapters` weight)."""
+
+    name: str = Field(description="The installed LoRA's name")
+    weight: float = Field(default=1.0, ge=-10, le=10, description="The adapter weight (0 = no effect)")
+
+
 class UNetField(_Ref):
-    """The denoising UNet (and the scheduler config) of an installed model."""
+    """The denoising UNet (and the scheduler config) of an installed model, with the LoRAs to apply."""
 
     model: str = Field(description="The installed model's name")
+    loras: list[LoRAField] = Field(default_factory=list, description="LoRAs applied to the UNet, in order")
 
 
 class CLIPField(_Ref):
@@ -27,6 +35,7 @@ class CLIPField(_Ref):
     model: str = Field(description="The installed model's name")
     text_encoder: str = Field(default="text_encoder", description="The text encoder component")
     tokenizer: str = Field(default="tokenizer", description="The tokenizer component")
+    loras: list[LoRAField] = Field(default_factory=list, description="LoRAs applied to the text encoder, in order")
 
 
 class VAEField(_Ref):

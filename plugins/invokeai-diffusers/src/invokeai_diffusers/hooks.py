@@ -24,6 +24,7 @@ def register_invocations(register: Callable[[Any], None]) -> None:
     for cls in (
         models.MainModelLoaderInvocation,
         models.SDXLModelLoaderInvocation,
+        models.LoRALoaderInvocation,
         conditioning.PromptInvocation,
         latents.NoiseInvocation,
         latents.DenoiseLatentsInvocation,

@@ -52,6 +52,10 @@ def module_size(obj: Any) -> int:
     return int(total)
 
 
+def _state_dict_size(state_dict: Any) -> int:
+    return int(sum(t.numel() * t.element_size() for t in state_dict.values() if hasattr(t, "numel")))
+
+
 def choose_device(setting: str) -> str:
     import torch
 
@@ -141,7 +145,7 @@ class ModelCache:
             t0 = time.perf_counter()
             value = self._load(record, submodel, folder or Path(record.path))
             seconds = time.perf_counter() - t0
-            size = module_size(value)
+            size = module_size(value) if not isinstance(value, tuple) else _state_dict_size(value[0])
             with self._lock:
                 self._make_room(size)
                 self._entries[key] = _Entry(value, size)
@@ -172,10 +176,27 @@ class ModelCache:
             self._entries.clear()
 
     # -- loading --------------------------------------------------------------------------------
+    def _load_lora(self, record: ModelRecord, submodel: str) -> Any:
+        """A LoRA file's state dict, alphas and metadata (submodel `lora`), read by diffusers."""
+        from invokeai_diffusers.lora import LoRAError, read_lora
+        from invokeai_diffusers.models.single_file import PICKLE_SUFFIXES
+
+        path = Path(record.path)
+        if submodel != "lora":
+            raise ModelLoadError(f"LoRA '{record.name}' has only a 'lora' component, not '{submodel}'")
+        if path.suffix.lower() in PICKLE_SUFFIXES and not self.settings.allow_pickle:
+            raise ModelLoadError(f"LoRA '{record.name}': {path} is a pickle; set plugins.diffusers.allow_pickle")
+        try:
+            return read_lora(path, record.base)
+        except LoRAError as e:
+            raise ModelLoadError(f"LoRA '{record.name}': {e}") from None
+
     def _load(self, record: ModelRecord, submodel: str, folder: Path) -> Any:
         from invokeai_diffusers.models.demo import quiet_progress_bars
 
         quiet_progress_bars()
+        if record.type == "lora":
+            return self._load_lora(record, submodel)
         try:
             index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as e:

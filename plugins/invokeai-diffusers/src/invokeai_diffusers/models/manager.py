@@ -111,6 +111,8 @@ class ModelManager:
             if not (config_path / "model_index.json").is_file():
                 raise ModelInstallError(f"--config {config_path}: not a diffusers config folder (no model_index.json)")
             config_dir = str(config_path)
+        if found.type == "lora" and (config is not None or prediction_type is not None):
+            raise ModelInstallError(f"{source}: a LoRA takes no --config or --prediction-type")
         if found.format == "checkpoint":
             folder = Path(config_dir) if config_dir else self._shipped_folder(found, prediction_type)
             self._check_fits(source, found, folder)
@@ -122,6 +124,7 @@ class ModelManager:
         digest, size = hash_and_size(source)
         record = ModelRecord(
             name=model_name,
+            type="lora" if found.type == "lora" else "main",
             base=found.base,
             variant=found.variant,
             format=found.format,
@@ -195,9 +198,27 @@ class ModelManager:
         except (CheckpointError, OSError) as e:
             raise ModelInstallError(f"cannot assemble the {found.base} config folder ({e})") from None
 
+    def component_config(self, name: str, submodel: str) -> dict[str, Any]:
+        """A component's `config.json` (e.g. the VAE's), read from the model's config folder without
+        loading any weights: for pipelines that read a component's config but never run it."""
+        import json
+
+        path = self.source_folder(self.get(name)) / submodel / "config.json"
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as e:
+            raise ModelInstallError(f"model '{name}': cannot read {path} ({e})") from None
+        if not isinstance(data, dict):
+            raise ModelInstallError(f"model '{name}': {path} is not a JSON object")
+        return data
+
     def load(self, name: str, submodel: str, *, on_load: LoadListener | None = None) -> Any:
         """A loaded component (`unet`, `vae`, `text_encoder`, `tokenizer`, `scheduler`, ...)."""
         record = self.get(name)
+        if record.type == "lora":
+            if not Path(record.path).exists():
+                raise ModelInstallError(f"LoRA '{name}': its file is gone ({record.path}); reinstall or remove it")
+            return self.cache.get(record, submodel, on_load=on_load)
         if not Path(record.path).exists():
             raise ModelInstallError(
                 f"model '{name}': its files are gone ({record.path}); reinstall it or `invokeai models remove {name}`"

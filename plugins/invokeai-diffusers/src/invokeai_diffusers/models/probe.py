@@ -28,6 +28,7 @@ class ProbeResult:
     format: str
     in_channels: int | None = None  # checkpoints only: the UNet's input channels
     cross_attention_dim: int | None = None  # checkpoints only: the text width the UNet attends to
+    type: str = "main"  # or "lora"
 
 
 def probe(path: Path, *, allow_pickle: bool = False) -> ProbeResult:
@@ -80,6 +81,8 @@ def _probe_file(path: Path, allow_pickle: bool) -> ProbeResult:
     except CheckpointError as e:
         raise ModelProbeError(str(e)) from None
     keys = list(shapes)
+    if is_lora(keys):
+        return ProbeResult(base=lora_base(shapes), variant="normal", format="lora", type="lora")
     if any(k.startswith("conditioner.embedders.1.") for k in keys):
         base = "sdxl"
     elif any(k.startswith("conditioner.embedders.0.model.") for k in keys):
@@ -104,6 +107,31 @@ def _probe_file(path: Path, allow_pickle: bool) -> ProbeResult:
         in_channels=conv_in[1],
         cross_attention_dim=to_k[1] if to_k is not None else None,
     )
+
+
+DOWN_MARKERS = (".lora_A.", ".lora_down.", ".lora.down.", "lora_linear_layer.down.", "_lora.down.")
+
+
+def is_lora(keys: list[str]) -> bool:
+    """A LoRA file, by diffusers' own test (`load_lora_weights`): every key names a LoRA part
+    (peft `lora_A`/`lora_B`, kohya `lora_down`/`lora_up` and `.alpha`, older diffusers
+    `lora_linear_layer`/`to_q_lora`)."""
+    return bool(keys) and all("lora" in k.lower() for k in keys)
+
+
+def lora_base(shapes: dict[str, tuple[int, ...]]) -> str:
+    """The base a LoRA was made for: a second text encoder means SDXL; otherwise the text width its
+    cross-attention keys take (1024 SD 2.x, 2048 SDXL, else SD 1.x)."""
+    if any(k.startswith(("text_encoder_2.", "lora_te2_")) for k in shapes):
+        return "sdxl"
+    for key, shape in shapes.items():
+        if "attn2" in key and "to_k" in key and any(m in key for m in DOWN_MARKERS):
+            if len(shape) == 2 and shape[1] == 2048:
+                return "sdxl"
+            if len(shape) == 2 and shape[1] == 1024:
+                return "sd-2"
+            break
+    return "sd-1"
 
 
 def hash_and_size(path: Path) -> tuple[str, int]:

@@ -13,7 +13,8 @@ from pydantic import BaseModel, Field
 from invokeai_core import utcnow
 
 BaseType = Literal["sd-1", "sd-2", "sdxl"]
-ModelFormat = Literal["diffusers", "checkpoint"]
+ModelFormat = Literal["diffusers", "checkpoint", "lora"]
+ModelType = Literal["main", "lora"]
 ModelVariant = Literal["normal", "inpaint"]
 PredictionType = Literal["epsilon", "v_prediction"]
 
@@ -23,7 +24,7 @@ class ModelRecord(BaseModel):
 
     name: str = Field(description="The name nodes and the CLI use")
     base: BaseType = Field(description="sd-1, sd-2 or sdxl")
-    type: Literal["main"] = "main"
+    type: ModelType = Field(default="main", description="main (a whole model) or lora (an adapter file)")
     variant: ModelVariant = "normal"
     format: ModelFormat
     path: str = Field(description="Absolute path to the folder or file")

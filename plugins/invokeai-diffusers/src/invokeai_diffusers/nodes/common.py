@@ -17,7 +17,7 @@ from invokeai_core import (
     OutputField,
     invocation_output,
 )
-from invokeai_diffusers.fields import LatentsField
+from invokeai_diffusers.fields import LatentsField, LoRAField
 
 if TYPE_CHECKING:
     from invokeai_core import InvocationContext, Services
@@ -79,6 +79,8 @@ def preflight_model(node: BaseInvocation, services: Services, *, base: str | Non
         found = services.get(ModelManager).get(name)
     except InvokeAIError as e:
         raise NodeFieldError(str(e), node.id, "model") from None
+    if found.type != "main":
+        raise NodeFieldError(f"'{found.name}' is a LoRA, not a main model: use lora_loader", node.id, "model")
     if base is not None:
         try:
             check_base(found, sdxl=base == "sdxl")
@@ -88,6 +90,8 @@ def preflight_model(node: BaseInvocation, services: Services, *, base: str | Non
 
 def check_base(found: ModelRecord, *, sdxl: bool) -> None:
     """A model loader's own check: SDXL models go through sdxl_model_loader, the others main_model_loader."""
+    if found.type != "main":
+        raise DiffusionNodeError("model", f"'{found.name}' is a LoRA, not a main model: use lora_loader")
     if sdxl and found.base != "sdxl":
         raise DiffusionNodeError("model", f"'{found.name}' is a {found.base} model: use main_model_loader")
     if not sdxl and found.base == "sdxl":
@@ -109,6 +113,38 @@ def load(context: InvocationContext, model: str, submodel: str, field: str) -> A
         return models(context).load(model, submodel, on_load=on_load)
     except InvokeAIError as e:
         raise DiffusionNodeError(field, str(e)) from None
+
+
+def load_loras(
+    context: InvocationContext, loras: list[LoRAField], base: str, field: str
+) -> list[tuple[LoRAField, Any]]:
+    """Each LoRA's state dict (through the cache, with load events), after checking it is a LoRA of
+    the model's base (`base` is the model's: sd-1, sd-2 or sdxl)."""
+    out: list[tuple[LoRAField, Any]] = []
+    for lora in loras:
+        found = record(context, lora.name, field)
+        if found.type != "lora":
+            raise DiffusionNodeError(field, f"'{found.name}' is a main model, not a LoRA")
+        if found.base != base:
+            raise DiffusionNodeError(field, f"LoRA '{found.name}' is for {found.base}, the model is {base}")
+        out.append((lora, load(context, lora.name, "lora", field)))
+    return out
+
+
+def lora_error(field: str) -> Any:
+    """Turns a LoRAError raised while applying adapters into a DiffusionNodeError naming `field`."""
+    from contextlib import contextmanager
+
+    from invokeai_diffusers.lora import LoRAError
+
+    @contextmanager
+    def guard() -> Any:
+        try:
+            yield
+        except LoRAError as e:
+            raise DiffusionNodeError(field, str(e)) from None
+
+    return guard()
 
 
 def device_and_dtype(context: InvocationContext) -> tuple[str, Any]:

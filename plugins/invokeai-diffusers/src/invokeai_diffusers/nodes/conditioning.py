@@ -19,7 +19,7 @@ from invokeai_core import (
     invocation_output,
 )
 from invokeai_diffusers.fields import CLIPField, ConditioningField
-from invokeai_diffusers.nodes.common import device_and_dtype, load
+from invokeai_diffusers.nodes.common import device_and_dtype, load, load_loras, lora_error, record
 
 
 @invocation_output("conditioning_output")
@@ -30,14 +30,23 @@ class ConditioningOutput(BaseInvocationOutput):
 
 
 def encode_prompt(context: InvocationContext, prompt: str, clip: CLIPField, clip2: CLIPField | None) -> dict[str, Any]:
-    """Embeddings for one prompt: `{"embeds", "pooled", "base", "model"}`."""
+    """Embeddings for one prompt: `{"embeds", "pooled", "base", "model", "clip"}` (`clip`: the encoder
+    and its LoRAs, so an implicit empty negative prompt is encoded the same way)."""
     import torch
 
+    from invokeai_diffusers.lora import applied
+
     device, _ = device_and_dtype(context)
+    base = record(context, clip.model, "clip").base
     tokenizer = load(context, clip.model, clip.tokenizer, "clip")
     text_encoder = load(context, clip.model, clip.text_encoder, "clip")
+    parts = {clip.text_encoder: (text_encoder, load_loras(context, clip.loras, base, "clip"))}
     warn_if_truncated(context, tokenizer, prompt)
-    with torch.inference_mode():
+    if clip2 is not None:
+        tokenizer_2 = load(context, clip2.model, clip2.tokenizer, "clip2")
+        text_encoder_2 = load(context, clip2.model, clip2.text_encoder, "clip2")
+        parts[clip2.text_encoder] = (text_encoder_2, load_loras(context, clip2.loras, base, "clip2"))
+    with torch.inference_mode(), lora_error("clip"), applied(base, parts):
         if clip2 is None:
             from diffusers import StableDiffusionPipeline
 
@@ -52,11 +61,9 @@ def encode_prompt(context: InvocationContext, prompt: str, clip: CLIPField, clip
                 requires_safety_checker=False,
             )
             embeds, _ = pipe.encode_prompt(prompt, device, 1, False)
-            return {"embeds": embeds, "pooled": None, "base": "sd", "model": clip.model}
+            return {"embeds": embeds, "pooled": None, "base": "sd", "model": clip.model, "clip": clip}
         from diffusers import StableDiffusionXLPipeline
 
-        tokenizer_2 = load(context, clip2.model, clip2.tokenizer, "clip2")
-        text_encoder_2 = load(context, clip2.model, clip2.text_encoder, "clip2")
         pipe_xl = StableDiffusionXLPipeline(
             vae=None,
             text_encoder=text_encoder,

@@ -10,12 +10,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from invokeai_core import BaseInvocation, ImageField, InputField, InvocationContext, invocation
+from invokeai_diffusers.fields import LoRAField
 from invokeai_diffusers.nodes.common import (
     DiffusionNodeError,
     ImageOutput,
     check_size,
     generator,
     load,
+    load_loras,
+    lora_error,
     preflight_model,
     raise_if_canceled,
     record,
@@ -72,9 +75,26 @@ class _GenerationFields(BaseInvocation):
     scheduler: SchedulerName = InputField(default="default", description="The sampler ('default': the model's own)")
     seed: int = InputField(default=0, ge=0, lt=2**32, description="The seed")
     gallery: bool = InputField(default=True, description="Show the image in the gallery (not intermediate)")
+    loras: list[LoRAField] = InputField(
+        default=[], description="LoRAs (name and weight) applied to the UNet and text encoders, in order"
+    )
 
     def preflight(self, services: Services) -> None:
         preflight_model(self, services)
+
+    def _loras(self, context: InvocationContext, pipe: Any, base: str) -> Any:
+        """The context in which the pipeline runs with this node's LoRAs injected (unfused)."""
+        from invokeai_diffusers.lora import applied
+
+        names = [lora.name for lora in self.loras]
+        duplicate = next((n for n in names if names.count(n) > 1), None)
+        if duplicate is not None:
+            raise DiffusionNodeError("loras", f"LoRA '{duplicate}' is listed twice")
+        loaded = load_loras(context, self.loras, record(context, self.model, "model").base, "loras")
+        parts = {"unet": (pipe.unet, loaded), "text_encoder": (pipe.text_encoder, loaded)}
+        if base == "sdxl":
+            parts["text_encoder_2"] = (pipe.text_encoder_2, loaded)
+        return applied(record(context, self.model, "model").base, parts)
 
     def _common(self, context: InvocationContext, base: str, pipe: Any) -> dict[str, Any]:
         for text in (self.prompt, self.negative_prompt):
@@ -121,7 +141,7 @@ class TextToImageInvocation(_GenerationFields):
 
         check_size(self.width, self.height)
         pipe, base = assemble(context, self.model, "txt2img", self.scheduler)
-        with torch.inference_mode():
+        with torch.inference_mode(), lora_error("loras"), self._loras(context, pipe, base):
             image = pipe(width=self.width, height=self.height, **self._common(context, base, pipe)).images[0]
         raise_if_canceled(context)
         return save_image(context, image, self._metadata(width=self.width, height=self.height), gallery=self.gallery)
@@ -139,7 +159,7 @@ class ImageToImageInvocation(_GenerationFields):
 
         source = _source_image(context, "image", self.image)
         pipe, base = assemble(context, self.model, "img2img", self.scheduler)
-        with torch.inference_mode():
+        with torch.inference_mode(), lora_error("loras"), self._loras(context, pipe, base):
             image = pipe(image=source, strength=self.strength, **self._common(context, base, pipe)).images[0]
         raise_if_canceled(context)
         meta = self._metadata(strength=self.strength, source_image=self.image.image_name)
@@ -164,7 +184,7 @@ class InpaintInvocation(_GenerationFields):
                 "mask", f"the mask is {mask.width}x{mask.height}, the image is {source.width}x{source.height}"
             )
         pipe, base = assemble(context, self.model, "inpaint", self.scheduler)
-        with torch.inference_mode():
+        with torch.inference_mode(), lora_error("loras"), self._loras(context, pipe, base):
             image = pipe(
                 image=source,
                 mask_image=mask,

@@ -15,12 +15,16 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from invokeai_diffusers.fields import CLIPField, ConditioningField, DenoiseMaskField, LatentsField, UNetField
+from invokeai_diffusers.lora import applied
 from invokeai_diffusers.nodes.common import (
     DiffusionNodeError,
     device_and_dtype,
     generator,
     load,
+    load_loras,
     load_object,
+    lora_error,
+    models,
     raise_if_canceled,
     record,
     step_callback,
@@ -72,7 +76,7 @@ def _conditioning(
     else:
         from invokeai_diffusers.nodes.conditioning import encode_prompt
 
-        negative = encode_prompt(context, "", CLIPField(model=positive["model"]), None)
+        negative = encode_prompt(context, "", positive.get("clip") or CLIPField(model=positive["model"]), None)
     return positive, negative
 
 
@@ -83,6 +87,7 @@ def denoise(context: InvocationContext, request: DenoiseRequest) -> Any:
     model = record(context, request.unet.model, "unet")
     base = "sdxl" if model.base == "sdxl" else "sd"
     unet = load(context, request.unet.model, "unet", "unet")
+    loras = load_loras(context, request.unet.loras, model.base, "unet")
     scheduler = make_scheduler("default", load(context, request.unet.model, "scheduler", "unet"))
     positive, negative = _conditioning(context, request, base)
     device, dtype = device_and_dtype(context)
@@ -99,7 +104,7 @@ def denoise(context: InvocationContext, request: DenoiseRequest) -> Any:
     if base == "sdxl":
         kwargs["pooled_prompt_embeds"] = positive["pooled"]
         kwargs["negative_pooled_prompt_embeds"] = negative["pooled"]
-    with torch.inference_mode():
+    with torch.inference_mode(), lora_error("unet"), applied(model.base, {"unet": (unet, loras)}):
         if request.latents is None:
             if noise is None:
                 raise DiffusionNodeError("noise", "text to image needs noise (connect a noise node)")
@@ -118,8 +123,13 @@ def denoise(context: InvocationContext, request: DenoiseRequest) -> Any:
         else:
             if seed is None:
                 raise DiffusionNodeError("noise", "image to image needs a seed: connect a noise node (or set seed)")
-            init = load_object(context, request.latents.latents_name, "latents").to(device, dtype)
-            pipe = _pipeline(base, "img2img", unet, scheduler, request.scheduler)
+            # Contiguous, as the inpaint pipelines make theirs (they repeat image latents to the batch
+            # size): a VAE's raw output is not (its strides follow the last convolution), and the UNet's
+            # kernels round differently for another memory layout (~1e-6 per step). Same values in the
+            # same layout give the pipelines' bits.
+            init = load_object(context, request.latents.latents_name, "latents").to(device, dtype).contiguous()
+            vae = _vae_config(context, request.unet.model)
+            pipe = _pipeline(base, "img2img", unet, scheduler, request.scheduler, vae=vae)
             callback = step_callback(context, model.base, _effective_steps(request.steps, request.strength))
             if request.mask is not None:
                 callback = _masked(callback, context, request, init, seed)
@@ -160,7 +170,37 @@ def _masked(inner: Any, context: InvocationContext, request: DenoiseRequest, ini
     return callback
 
 
-def _pipeline(base: str, mode: str, unet: Any, scheduler: Any, scheduler_name: str) -> Any:
+class VaeConfig:
+    """What an image-to-image pipeline reads of its VAE when it is given latents: the config.
+
+    diffusers' img2img pipelines read `vae.config` even when `image` is already latents:
+    `vae_scale_factor` (from `block_out_channels`, it sizes SDXL's `add_time_ids`) in the
+    constructor and `latents_mean`/`latents_std` in `prepare_latents` (SDXL), so `vae=None` fails
+    there. Loading the real VAE would cost a load (and memory) a denoise never uses: the latents
+    come in already encoded and go out undecoded (`output_type="latent"`), so nothing calls
+    `encode` or `decode`. The pipeline therefore gets this stand-in, the VAE's own `config.json`
+    read from the model's config folder, which is everything it reads; if a future diffusers calls
+    anything else on it, the AttributeError says so rather than silently loading weights.
+    """
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        from diffusers.configuration_utils import FrozenDict
+
+        self.config = FrozenDict(config)
+
+
+def _vae_config(context: InvocationContext, model: str) -> VaeConfig:
+    from invokeai_core import InvokeAIError
+
+    try:
+        return VaeConfig(models(context).component_config(model, "vae"))
+    except InvokeAIError as e:
+        raise DiffusionNodeError("unet", str(e)) from None
+
+
+def _pipeline(
+    base: str, mode: str, unet: Any, scheduler: Any, scheduler_name: str, *, vae: VaeConfig | None = None
+) -> Any:
     import diffusers
 
     if base == "sdxl":
@@ -171,7 +211,7 @@ def _pipeline(base: str, mode: str, unet: Any, scheduler: Any, scheduler_name: s
     else:
         cls = diffusers.StableDiffusionPipeline if mode == "txt2img" else diffusers.StableDiffusionImg2ImgPipeline
         extra = {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
-    pipe = cls(vae=None, text_encoder=None, tokenizer=None, unet=unet, scheduler=scheduler, **extra)
+    pipe = cls(vae=vae, text_encoder=None, tokenizer=None, unet=unet, scheduler=scheduler, **extra)
     install_scheduler(pipe, scheduler_name)
     pipe.set_progress_bar_config(disable=True)
     return pipe

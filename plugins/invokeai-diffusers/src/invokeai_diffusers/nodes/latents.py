@@ -159,7 +159,8 @@ class ImageToLatentsInvocation(BaseInvocation):
             latents = dist.sample(generator(self.seed)) if self.seed is not None else dist.mode()
             latents = latents * vae.config.scaling_factor
         _, dtype = device_and_dtype(context)
-        return store_latents(context, latents.to(dtype), metadata={"source_image": self.image.image_name})
+        # contiguous: the VAE's output strides are an artefact of its last convolution (see denoise)
+        return store_latents(context, latents.to(dtype).contiguous(), metadata={"source_image": self.image.image_name})
 
 
 @invocation_output("denoise_mask_output")
