@@ -516,7 +516,9 @@ function Editor() {
     if (!f) return;
     try {
       const data = JSON.parse(await f.text());
-      const file: GraphFileJson = data.format === "invokeai-workflow" && data.graph ? data.graph : data;
+      // a bare graph file, or a file wrapping one under "graph" (an older workflow, a batch file)
+      const wrapped = data && typeof data.nodes !== "object" && data.graph && typeof data.graph.nodes === "object";
+      const file: GraphFileJson = wrapped ? data.graph : data;
       if (!file || typeof file.nodes !== "object") throw new Error("not a workflow: expected {nodes, edges}");
       const positions = file.ui?.positions ?? data.positions;
       let loaded: LoadedGraph;
