@@ -113,6 +113,7 @@ if TYPE_CHECKING:
         check_move,
         check_queue_id,
         prepend_priority,
+        status_update_sql,
         utcnow,
     )
     from invokeai_core.services.container import Services
@@ -193,6 +194,7 @@ _PUBLIC: dict[str, tuple[str, ...]] = {
         "check_move",
         "check_queue_id",
         "prepend_priority",
+        "status_update_sql",
         "utcnow",
     ),
     "invokeai_core.services.sql_sessions": ("SqlDatabase", "SqlSessionStorage"),
@@ -388,6 +390,7 @@ __all__ = [
     "pass_state",
     "prepared_id",
     "prepend_priority",
+    "status_update_sql",
     "utcnow",
     "validate_workflow",
     "workflow_batch",

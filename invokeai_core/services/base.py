@@ -312,6 +312,37 @@ def check_move(item_id: Any, to: Any, before: Any) -> None:
             raise QueueError(f"cannot move queue item {item_id} before itself")
 
 
+def status_update_sql(
+    item_id: int,
+    status: QueueStatus,
+    *,
+    error_type: str | None = None,
+    error_message: str | None = None,
+    error_traceback: str | None = None,
+    expected: QueueStatus | None = None,
+) -> tuple[str, list[Any]]:
+    """The `UPDATE queue_items ...` of `SessionQueueBase.set_status` (`?` placeholders) and its
+    arguments: the status, its start or finish time, the error if given, only if `expected`. Shared by
+    the SQL queues; an unknown status is a `QueueError`."""
+    if status not in QUEUE_STATUSES:
+        raise QueueError(f"unknown queue item status {status!r} (one of {', '.join(QUEUE_STATUSES)})")
+    now = utcnow()
+    sets: list[str] = ["status = ?"]
+    args: list[Any] = [status]
+    if status == "in_progress":
+        sets.append("started_at = ?")
+        args.append(now)
+    if status in FINISHED:
+        sets.append("completed_at = ?")
+        args.append(now)
+    if error_type is not None:
+        sets.append("error_type = ?, error_message = ?, error_traceback = ?")
+        args += [error_type, error_message, error_traceback]
+    where = "item_id = ?" + (" AND status = ?" if expected is not None else "")
+    args += [item_id] if expected is None else [item_id, expected]
+    return f"UPDATE queue_items SET {', '.join(sets)} WHERE {where}", args
+
+
 class QueueItem(BaseModel):
     item_id: int
     queue_id: str

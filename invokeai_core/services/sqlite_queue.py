@@ -37,6 +37,7 @@ from invokeai_core.services.base import (
     check_move,
     check_queue_id,
     prepend_priority,
+    status_update_sql,
     utcnow,
 )
 from invokeai_core.services.sqlite_db import SqliteDatabase, dumps
@@ -261,26 +262,16 @@ class SqliteSessionQueue(SessionQueueBase):
         error_traceback: str | None = None,
         expected: QueueStatus | None = None,
     ) -> QueueItem:
-        if status not in QUEUE_STATUSES:
-            raise QueueError(f"unknown queue item status {status!r} (one of {', '.join(QUEUE_STATUSES)})")
-        now = utcnow()
-        sets: list[str] = ["status = ?"]
-        args: list[Any] = [status]
-        if status == "in_progress":
-            sets.append("started_at = ?")
-            args.append(now)
-        if status in FINISHED:
-            sets.append("completed_at = ?")
-            args.append(now)
-        if error_type is not None:
-            sets.append("error_type = ?, error_message = ?, error_traceback = ?")
-            args += [error_type, error_message, error_traceback]
-        where = "item_id = ?" + (" AND status = ?" if expected is not None else "")
-        args.append(item_id)
-        if expected is not None:
-            args.append(expected)
+        sql, args = status_update_sql(
+            item_id,
+            status,
+            error_type=error_type,
+            error_message=error_message,
+            error_traceback=error_traceback,
+            expected=expected,
+        )
         with self.db.transaction() as conn:
-            changed = conn.execute(f"UPDATE queue_items SET {', '.join(sets)} WHERE {where}", args).rowcount
+            changed = conn.execute(sql, args).rowcount
             found = _load(conn, [item_id])
             if not found:
                 raise QueueItemNotFoundError([item_id])

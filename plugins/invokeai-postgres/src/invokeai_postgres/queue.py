@@ -51,6 +51,7 @@ from invokeai_core import (
     check_move,
     check_queue_id,
     prepend_priority,
+    status_update_sql,
     utcnow,
 )
 from invokeai_postgres.db import PostgresDatabase, PostgresUnavailableError, SqlConnection
@@ -325,29 +326,19 @@ class PostgresSessionQueue(SessionQueueBase):
         error_traceback: str | None = None,
         expected: QueueStatus | None = None,
     ) -> QueueItem:
-        if status not in QUEUE_STATUSES:
-            raise QueueError(f"unknown queue item status {status!r} (one of {', '.join(QUEUE_STATUSES)})")
-        now = utcnow()
-        sets: list[str] = ["status = ?"]
-        args: list[Any] = [status]
-        if status == "in_progress":
-            sets.append("started_at = ?")
-            args.append(now)
-        if status in FINISHED:
-            sets.append("completed_at = ?")
-            args.append(now)
-        if error_type is not None:
-            sets.append("error_type = ?, error_message = ?, error_traceback = ?")
-            args += [error_type, error_message, error_traceback]
-        where = "item_id = ?" + (" AND status = ?" if expected is not None else "")
-        args.append(item_id)
-        if expected is not None:
-            args.append(expected)
+        sql, args = status_update_sql(
+            item_id,
+            status,
+            error_type=error_type,
+            error_message=error_message,
+            error_traceback=error_traceback,
+            expected=expected,
+        )
 
         def write() -> tuple[int, list[QueueItem]]:
             # `_mine` changes before the commit (see `dequeue`)
             with self._mine_lock, self.db.transaction() as conn:
-                changed = conn.execute(f"UPDATE queue_items SET {', '.join(sets)} WHERE {where}", args).rowcount
+                changed = conn.execute(sql, args).rowcount
                 if changed and status == "canceled":
                     _notify(conn, CANCEL_CHANNEL, str(item_id))
                 if status != "in_progress":
