@@ -120,6 +120,15 @@ class ModelLoadCompleteEvent(EventBase):
     seconds: float = 0.0
 
 
+class ModelUnloadedEvent(EventBase):
+    """A loaded model component left the cache (evicted for room, or dropped): a worker advertising
+    the models it holds (invokeai-temporal's model affinity) stops advertising it."""
+
+    event_name: ClassVar[str] = "model_unloaded"
+    model_name: str
+    submodel: str | None = None
+
+
 ALL_EVENTS: tuple[type[EventBase], ...] = (
     InvocationStartedEvent,
     InvocationProgressEvent,
@@ -132,6 +141,7 @@ ALL_EVENTS: tuple[type[EventBase], ...] = (
     BatchEnqueuedEvent,
     ModelLoadStartedEvent,
     ModelLoadCompleteEvent,
+    ModelUnloadedEvent,
 )
 
 Handler = Callable[[EventBase], None]

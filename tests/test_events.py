@@ -58,6 +58,7 @@ def test_event_names_are_the_documented_ones():
         "batch_enqueued",
         "model_load_started",
         "model_load_complete",
+        "model_unloaded",
     } <= names
     assert len(names) == len(ALL_EVENTS)
 

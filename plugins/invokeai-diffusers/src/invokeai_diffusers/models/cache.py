@@ -29,7 +29,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("invokeai.diffusers.cache")
 
-LoadListener = Callable[[str, str, str, float | None], None]  # (phase, model, submodel, seconds)
+#: (phase, model, submodel, seconds): phase "started" and "complete" around a real load, "evicted" for each
+#: component the load pushed out of the cache (seconds None but for "complete").
+LoadListener = Callable[[str, str, str, float | None], None]
 
 
 class ModelLoadError(InvokeAIError):
@@ -147,24 +149,30 @@ class ModelCache:
             seconds = time.perf_counter() - t0
             size = module_size(value) if not isinstance(value, tuple) else _state_dict_size(value[0])
             with self._lock:
-                self._make_room(size)
+                evicted = self._make_room(size)
                 self._entries[key] = _Entry(value, size)
                 self.loads += 1
                 self._loading.pop(key, None)
             if on_load is not None:
+                for name, part in evicted:
+                    on_load("evicted", name, part, None)
                 on_load("complete", record.name, submodel, seconds)
             return value
 
-    def _make_room(self, size: int) -> None:
+    def _make_room(self, size: int) -> list[tuple[str, str]]:
+        """Evict least recently used components until `size` more fits; returns (model, submodel) of each."""
         budget = self.budget_bytes
+        evicted: list[tuple[str, str]] = []
         while self._entries and self.used_bytes + size > budget:
             key, entry = self._entries.popitem(last=False)
             self.evictions += 1
+            evicted.append((key[0], key[2]))
             logger.info("model cache: evicted %s/%s (%d MB)", key[0], key[2], entry.size >> 20)
         if size > budget:
             logger.warning(
                 "model cache: one component (%d MB) exceeds the whole budget (%d MB)", size >> 20, budget >> 20
             )
+        return evicted
 
     def drop(self, model_name: str) -> None:
         with self._lock:

@@ -13,6 +13,7 @@ from invokeai_core import (
     InvokeAIError,
     ModelLoadCompleteEvent,
     ModelLoadStartedEvent,
+    ModelUnloadedEvent,
     NodeFieldError,
     OutputField,
     invocation_output,
@@ -106,6 +107,8 @@ def load(context: InvocationContext, model: str, submodel: str, field: str) -> A
         common = {"session_id": context.session_id, "queue_id": context.queue_id, "item_id": context.item_id}
         if phase == "started":
             events.emit(ModelLoadStartedEvent(**common, model_name=name, submodel=sub))
+        elif phase == "evicted":
+            events.emit(ModelUnloadedEvent(**common, model_name=name, submodel=sub))
         else:
             events.emit(ModelLoadCompleteEvent(**common, model_name=name, submodel=sub, seconds=seconds or 0.0))
 

@@ -36,6 +36,7 @@ export const EVENT_NAMES = [
   "batch_enqueued",
   "model_load_started",
   "model_load_complete",
+  "model_unloaded",
 ] as const;
 
 type Listener = (e: ServerEvent) => void;
