@@ -192,3 +192,109 @@ def write_config(
     path = root / "invokeai.toml"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+# -- processes ----------------------------------------------------------------------------------
+INVOKEAI = str(Path(sys.executable).parent / "invokeai")
+
+
+def env_for(root: Path, plugins: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INVOKEAI_")}
+    env.update(INVOKEAI_ROOT=str(root), INVOKEAI_LOAD_PLUGINS=plugins, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
+    env.update(extra)
+    return env
+
+
+def wait_until(predicate: Any, timeout: float, what: str, interval: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+class Procs:
+    """Processes started by a test, each killed (SIGKILL) at the end if still running."""
+
+    def __init__(self) -> None:
+        self.all: list[subprocess.Popen[Any]] = []
+
+    def __enter__(self) -> Procs:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for proc in self.all:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(30)
+
+    def worker(self, root: Path, log: Path, plugins: str, device: str = "cpu", **env: str) -> subprocess.Popen[str]:
+        """`invokeai worker --device D`, once it said it is serving (its stderr goes to `log`)."""
+        out = open(log, "w")
+        proc = subprocess.Popen(
+            [INVOKEAI, "worker", "--device", device],
+            env=env_for(root, plugins, **env),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.all.append(proc)
+        wait_until(lambda: " on " in log.read_text() or proc.poll() is not None, 60, f"the worker ({log})")
+        if proc.poll() is not None:
+            raise AssertionError(f"the worker exited: {log.read_text()[-3000:]}")
+        return proc
+
+    def server(self, root: Path, log: Path, plugins: str) -> tuple[subprocess.Popen[str], str]:
+        """`invokeai serve` on a free port, with its URL, once it serves."""
+        proc = subprocess.Popen(
+            [INVOKEAI, "serve", "--port", "0"],
+            env=env_for(root, plugins),
+            stdout=subprocess.PIPE,
+            stderr=open(log, "w"),
+            text=True,
+        )
+        self.all.append(proc)
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if "serving on" not in line:
+            proc.kill()
+            raise AssertionError(f"no start line: {line!r} {log.read_text()[-3000:]}")
+        return proc, line.split("serving on ", 1)[1].split()[0]
+
+
+def http(method: str, url: str, body: Any = None, timeout: float = 60) -> tuple[int, dict[str, str], Any]:
+    import urllib.error
+    import urllib.request
+
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as r:
+            raw = r.read()
+            kind = r.headers.get("content-type", "")
+            return (
+                r.status,
+                {k.lower(): v for k, v in r.headers.items()},
+                json.loads(raw or b"null") if "json" in kind else raw,
+            )
+    except urllib.error.HTTPError as e:
+        return e.code, {k.lower(): v for k, v in e.headers.items()}, json.loads(e.read() or b"null")
+
+
+def query(dsn: str, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SET search_path TO invokeai")
+        return conn.execute(sql, args).fetchall()  # type: ignore[arg-type]
+
+
+def running_worker_pid(dsn: str, item_id: int | None = None) -> int | None:
+    """The pid of the worker running an item (that item, or any), from the registry."""
+    rows = query(
+        dsn,
+        "SELECT w.pid FROM queue_items q JOIN queue_workers w ON w.worker_id = q.worker_id "
+        "WHERE q.status = 'in_progress'" + ("" if item_id is None else " AND q.item_id = %s"),
+        *(() if item_id is None else (item_id,)),
+    )
+    return int(rows[0][0]) if rows else None

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from invokeai_postgres.queue import PostgresSessionQueue
 
-from invokeai_core import QueueItem, QueueStatus
+from invokeai_core import QueueItem, QueueItemNotFoundError, QueueStatus
 from invokeai_temporal.client import TemporalConnection, TemporalUnavailableError
 from invokeai_temporal.registry import WorkerRegistry, graph_models
 from invokeai_temporal.settings import load_settings
@@ -171,6 +171,35 @@ class TemporalSessionQueue(PostgresSessionQueue):
         """Hand over the accepted items no workflow was started for; returns how many."""
         return self.dispatch(self.workers.undispatched())
 
+    # -- pause -------------------------------------------------------------------------------------
+    def resume(self, queue_id: str) -> None:
+        """Resume, and tell the workflows of the queue's pending items at once (they wait for this
+        signal, or look again every few seconds, while the queue is paused)."""
+        super().resume(queue_id)
+        with self.db.read() as conn:
+            ids = [
+                int(r[0])
+                for r in conn.execute(
+                    "SELECT item_id FROM queue_items WHERE queue_id = ? AND status = 'pending'", (queue_id,)
+                ).fetchall()
+            ]
+        if not ids:
+            return
+        from invokeai_temporal.workflow import RESUMED, workflow_id
+
+        prefix = self.temporal.task_queue_prefix
+
+        async def signal_all(client: Client) -> None:
+            await asyncio.gather(
+                *(client.get_workflow_handle(workflow_id(prefix, i)).signal(RESUMED) for i in ids),
+                return_exceptions=True,
+            )
+
+        try:
+            self.connection.call(signal_all, timeout=max(self.temporal.connect_timeout, 30.0))
+        except TemporalUnavailableError as e:
+            logger.warning("%s; paused items look again within seconds", e)
+
     # -- cancel -----------------------------------------------------------------------------------
     def cancel_items(self, item_ids: list[int]) -> list[int]:
         ids = super().cancel_items(item_ids)
@@ -264,22 +293,31 @@ class TemporalSessionQueue(PostgresSessionQueue):
         PostgreSQL queue's processors): `worker_id` is set until the returned release is called."""
         return super().claim_processor()
 
-    def take(self, item_id: int) -> QueueItem | None:
-        """Mark the item in progress under this worker (a pending item, or one a dead worker left in
-        progress); None when it is finished or gone. Emits the status change when it was pending."""
+    def take(self, item_id: int) -> QueueItem | str:
+        """Mark the item in progress under this worker: a pending item, or one left in progress by a
+        worker that is dead (no `queue_workers` heartbeat within `worker_lease`) or by this one.
+        Returns the item (emitting its status change when it was pending), else why not: its status
+        when it is finished or gone, "running elsewhere" while a live worker still runs it (after a
+        Temporal outage both may hold an attempt: the new one must wait, never run it twice)."""
         from invokeai_core import utcnow
 
         with self._mine_lock, self.db.transaction() as conn:
             row = conn.execute(
                 "UPDATE queue_items q SET status = 'in_progress', started_at = COALESCE(q.started_at, ?), "
-                "worker_id = ? FROM (SELECT item_id, status FROM queue_items WHERE item_id = ? FOR UPDATE) old "
-                "WHERE q.item_id = old.item_id AND old.status IN ('pending', 'in_progress') RETURNING old.status",
-                (utcnow(), self.worker_id, item_id),
+                "worker_id = ? FROM (SELECT item_id, status, worker_id FROM queue_items WHERE item_id = ? FOR UPDATE) "
+                "old WHERE q.item_id = old.item_id AND (old.status = 'pending' OR (old.status = 'in_progress' AND "
+                "(old.worker_id IS NULL OR old.worker_id = ? OR old.worker_id NOT IN (SELECT worker_id FROM "
+                "queue_workers WHERE last_seen > now() - make_interval(secs => ?))))) RETURNING old.status",
+                (utcnow(), self.worker_id, item_id, self.worker_id, self.lease),
             ).fetchone()
-            if row is None:
-                return None
-            if self.worker_id is not None:
+            if row is not None and self.worker_id is not None:
                 self._mine.add(item_id)
+        if row is None:
+            try:
+                status = self.get_status(item_id)
+            except QueueItemNotFoundError:
+                return "deleted"
+            return "running elsewhere" if status == "in_progress" else status
         item = self.get_item(item_id)
         if row[0] == "pending":
             self._emit_status([item])

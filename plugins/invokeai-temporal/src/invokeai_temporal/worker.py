@@ -7,8 +7,9 @@ is busy is answered `WorkerBusy` and goes to another worker at once).
 
 Running an item (`run_item`, the activity):
 
-* waits while the item's queue is paused (heartbeating), then marks it in progress under this
-  worker (`TemporalSessionQueue.take`) and emits its status change;
+* answers `QueuePaused` when the item's queue is paused (the workflow waits for the resume), then
+  marks it in progress under this worker (`TemporalSessionQueue.take`) and emits its status change
+  (while a live worker still runs it, after a Temporal outage, it waits for that one instead);
 * builds its session, or finds it: an attempt after a dead worker resumes the persisted session
   after its last completed node, after deleting the images the interrupted node had written (so a
   retried item leaves exactly one set of images);
@@ -44,7 +45,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
 from invokeai_core import FINISHED, QueueItemNotFoundError, SessionNotFoundError, prepared_id
-from invokeai_temporal.workflow import FAIL_ITEM, RUN_ITEM, WORKER_BUSY, FailJob, QueueItemWorkflow
+from invokeai_temporal.workflow import FAIL_ITEM, QUEUE_PAUSED, RUN_ITEM, WORKER_BUSY, FailJob, QueueItemWorkflow
 
 if TYPE_CHECKING:
     from invokeai_core import EventBase, Invoker, QueueItem, Session
@@ -173,18 +174,22 @@ class DeviceWorker:
             item = queue.get_item(item_id)
         except QueueItemNotFoundError:
             return "deleted"
-        while item.status == "pending" and queue.is_paused(item.queue_id):
-            activity.heartbeat({"waiting": "paused"})
-            if activity.is_cancelled():
-                return "canceled"
-            self._wake.clear()
-            self._wake.wait(0.5)
-            item = queue.get_item(item_id)
         if item.status in FINISHED:
             return item.status
-        taken = queue.take(item_id)
-        if taken is None:
-            return queue.get_status(item_id)
+        if item.status == "pending" and queue.is_paused(item.queue_id):
+            raise ApplicationError(f"queue '{item.queue_id}' is paused", type=QUEUE_PAUSED, non_retryable=True)
+        while True:
+            taken = queue.take(item_id)
+            if not isinstance(taken, str):
+                break
+            if taken != "running elsewhere":
+                return taken
+            # a live worker still runs it (its attempt outlived a Temporal outage): wait for it
+            activity.heartbeat({"waiting": "another worker"})
+            if activity.is_cancelled():
+                return queue.get_status(item_id)
+            self._wake.clear()
+            self._wake.wait(0.5)
         with self._state:
             self._current = taken
         self.advertise()
@@ -233,7 +238,10 @@ class DeviceWorker:
             while not stop.wait(min(1.0, self.settings.heartbeat_timeout / 3)):
                 try:
                     context.run(activity.heartbeat, {"alive": True})
-                    if context.run(activity.is_cancelled):
+                    details = context.run(activity.cancellation_details)
+                    # only a requested cancel stops the session: after a Temporal outage the server may
+                    # call this attempt timed out while it runs fine (it records its outcome itself)
+                    if details is not None and details.cancel_requested:
                         self._cancel_session(item.session_id)
                 except Exception:
                     logger.debug("heartbeat failed", exc_info=True)

@@ -10,6 +10,9 @@ It runs the item's session as one activity (`invokeai-run-item`) on a worker:
    gets one answers `WorkerBusy` and the workflow hands the item on at once (not counted as an
    attempt); a worker that dies (no heartbeat for `heartbeat_timeout` seconds) costs an attempt,
    and the next attempt resumes the session after its last completed node.
+   A worker that finds the item's queue paused answers `QueuePaused`: the workflow waits for the
+   `resumed` signal (sent by `resume`) or `PAUSED_RECHECK` seconds, then hands the item out again,
+   so a paused queue holds no worker and resumed items are handed out by priority.
 3. **Giving up.** After `max_attempts` attempts the item is failed with the last error
    (`invokeai-fail-item`, a local activity), so it never stays pending forever.
 
@@ -33,6 +36,12 @@ RUN_ITEM = "invokeai-run-item"
 FAIL_ITEM = "invokeai-fail-item"
 #: The `ApplicationError.type` a worker answers with when its device is busy.
 WORKER_BUSY = "WorkerBusy"
+#: The `ApplicationError.type` a worker answers with when the item's queue is paused.
+QUEUE_PAUSED = "QueuePaused"
+#: The signal `TemporalSessionQueue.resume` sends the workflows of a resumed queue's items.
+RESUMED = "resumed"
+#: Seconds a paused item's workflow waits for that signal before it looks again.
+PAUSED_RECHECK = 5.0
 RUN_LIMIT = timedelta(days=7)
 
 
@@ -65,6 +74,20 @@ class FailJob:
 
 @workflow.defn(name=WORKFLOW)
 class QueueItemWorkflow:
+    def __init__(self) -> None:
+        self._resumed = False
+
+    @workflow.signal(name=RESUMED)
+    def resumed(self) -> None:
+        self._resumed = True
+
+    async def _wait_for_resume(self) -> None:
+        self._resumed = False
+        try:
+            await workflow.wait_condition(lambda: self._resumed, timeout=timedelta(seconds=PAUSED_RECHECK))
+        except TimeoutError:
+            pass
+
     @workflow.run
     async def run(self, job: ItemJob) -> str:
         if job.route:
@@ -73,6 +96,8 @@ class QueueItemWorkflow:
             except ActivityError as e:
                 if is_cancelled_exception(e):
                     raise
+                if isinstance(e.cause, ApplicationError) and e.cause.type == QUEUE_PAUSED:
+                    await self._wait_for_resume()
                 workflow.logger.info("item %s: not run by %s (%s); shared queue", job.item_id, job.route, e.cause)
         attempts = 0
         last = "no attempt"
@@ -85,6 +110,9 @@ class QueueItemWorkflow:
                 cause = e.cause
                 if isinstance(cause, ApplicationError) and cause.type == WORKER_BUSY:
                     await workflow.sleep(0.02)
+                    continue
+                if isinstance(cause, ApplicationError) and cause.type == QUEUE_PAUSED:
+                    await self._wait_for_resume()
                     continue
                 attempts += 1
                 last = str(cause or e)
