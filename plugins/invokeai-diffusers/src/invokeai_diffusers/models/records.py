@@ -12,10 +12,10 @@ from pydantic import BaseModel, Field
 
 from invokeai_core import utcnow
 
-BaseType = Literal["sd-1", "sd-2", "sdxl"]
+BaseType = Literal["sd-1", "sd-2", "sdxl", "sd-3", "flux"]
 ModelFormat = Literal["diffusers", "checkpoint", "lora"]
 ModelType = Literal["main", "lora"]
-ModelVariant = Literal["normal", "inpaint"]
+ModelVariant = Literal["normal", "inpaint", "dev", "schnell"]
 PredictionType = Literal["epsilon", "v_prediction"]
 
 

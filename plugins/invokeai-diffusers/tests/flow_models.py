@@ -1,0 +1,192 @@
+"""Tiny random-weight FLUX.1 and SD3.5 pipelines, built offline in the tests (not by the plugin).
+
+Shapes follow diffusers' own FLUX/SD3 pipeline tests, with a 4-level VAE so latents are 1/8 of the
+image like the real models. Tokenizers are built in code: CLIP from a byte vocabulary (as
+conftest's models), T5 as a `tokenizers` Unigram model (`T5Tokenizer(vocab=...)`, backed by the
+tokenizers library in transformers 5). Every module is put in eval mode (T5 has dropout).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+LETTERS = "abcdefghijklmnopqrstuvwxyz"
+
+
+def t5_tokenizer() -> Any:
+    from transformers import T5Tokenizer
+
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)]
+    vocab += [(c, -3.0) for c in LETTERS] + [("▁" + c, -2.5) for c in LETTERS]
+    vocab += [("▁a", -1.0), ("▁the", -1.0), ("▁red", -1.0), ("▁fox", -1.0)]
+    return T5Tokenizer(vocab=vocab, extra_ids=0, model_max_length=512)
+
+
+def t5_encoder(d_model: int) -> Any:
+    from transformers import T5Config, T5EncoderModel
+
+    config = T5Config(
+        vocab_size=64,
+        d_model=d_model,
+        d_kv=8,
+        d_ff=37,
+        num_layers=2,
+        num_heads=4,
+        relative_attention_num_buckets=8,
+        dropout_rate=0.1,
+        decoder_start_token_id=0,
+        pad_token_id=0,
+        eos_token_id=1,
+    )
+    return T5EncoderModel(config).eval()
+
+
+def clip_tokenizer() -> Any:
+    from invokeai_diffusers.models.demo import bytes_to_unicode
+    from transformers import CLIPTokenizer
+
+    chars = bytes_to_unicode()
+    vocab = {c: i for i, c in enumerate(chars + [c + "</w>" for c in chars])}
+    vocab["<|startoftext|>"] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)
+    return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77)
+
+
+def clip_encoder(*, projection: bool, hidden: int = 32, seed: int = 0) -> Any:
+    import torch
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    torch.manual_seed(seed)
+    config = CLIPTextConfig(
+        bos_token_id=512,
+        eos_token_id=513,
+        pad_token_id=513,
+        hidden_size=hidden,
+        intermediate_size=37,
+        layer_norm_eps=1e-05,
+        num_attention_heads=4,
+        num_hidden_layers=2,
+        vocab_size=514,
+        max_position_embeddings=77,
+        projection_dim=hidden,
+        hidden_act="gelu",
+    )
+    return (CLIPTextModelWithProjection(config) if projection else CLIPTextModel(config)).eval()
+
+
+def vae(latent_channels: int, *, shift: float, scale: float) -> Any:
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        block_out_channels=[8, 8, 16, 16],
+        in_channels=3,
+        out_channels=3,
+        down_block_types=["DownEncoderBlock2D"] * 4,
+        up_block_types=["UpDecoderBlock2D"] * 4,
+        latent_channels=latent_channels,
+        layers_per_block=1,
+        norm_num_groups=8,
+        sample_size=64,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+        shift_factor=shift,
+        scaling_factor=scale,
+    ).eval()
+
+
+def build_flux(folder: Path, *, guidance_embeds: bool, seed: int = 0) -> Path:
+    """A tiny FLUX.1 pipeline (dev-style with guidance_embeds, else schnell-style) saved to `folder`."""
+    import torch
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+
+    torch.manual_seed(seed)
+    transformer = FluxTransformer2DModel(
+        patch_size=1,
+        in_channels=16,
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=32,
+        pooled_projection_dim=32,
+        guidance_embeds=guidance_embeds,
+        axes_dims_rope=[4, 4, 8],
+    ).eval()
+    scheduler = (
+        FlowMatchEulerDiscreteScheduler(
+            shift=3.0, use_dynamic_shifting=True, base_image_seq_len=256, max_image_seq_len=4096
+        )
+        if guidance_embeds
+        else FlowMatchEulerDiscreteScheduler(shift=1.0, use_dynamic_shifting=False)
+    )
+    torch.manual_seed(seed + 1)
+    pipe = FluxPipeline(
+        scheduler=scheduler,
+        vae=vae(4, shift=0.1159, scale=0.3611),
+        text_encoder=clip_encoder(projection=False, seed=seed + 2),
+        tokenizer=clip_tokenizer(),
+        text_encoder_2=t5_encoder(32),
+        tokenizer_2=t5_tokenizer(),
+        transformer=transformer,
+    )
+    pipe.save_pretrained(folder)
+    return folder
+
+
+def build_sd3(folder: Path, *, seed: int = 0) -> Path:
+    """A tiny SD3.5-style pipeline (MMDiT, CLIP-L, CLIP-G, T5) saved to `folder`."""
+    import torch
+    from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
+
+    torch.manual_seed(seed)
+    transformer = SD3Transformer2DModel(
+        sample_size=32,
+        patch_size=2,
+        in_channels=4,
+        num_layers=2,
+        attention_head_dim=8,
+        num_attention_heads=4,
+        caption_projection_dim=32,
+        joint_attention_dim=64,
+        pooled_projection_dim=64,
+        out_channels=4,
+        pos_embed_max_size=32,
+    ).eval()
+    torch.manual_seed(seed + 1)
+    pipe = StableDiffusion3Pipeline(
+        transformer=transformer,
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
+        vae=vae(4, shift=0.0609, scale=1.5305),
+        text_encoder=clip_encoder(projection=True, seed=seed + 2),
+        tokenizer=clip_tokenizer(),
+        text_encoder_2=clip_encoder(projection=True, seed=seed + 3),
+        tokenizer_2=clip_tokenizer(),
+        text_encoder_3=t5_encoder(64),
+        tokenizer_3=t5_tokenizer(),
+    )
+    pipe.save_pretrained(folder)
+    return folder
+
+
+class Recorder:
+    """Records what a class's method returns while active (for the per-stage comparisons of our run)."""
+
+    def __init__(self, cls: Any, name: str, pick: Any = None) -> None:
+        self.cls, self.name, self.pick = cls, name, pick or (lambda out: out)
+        self.values: list[Any] = []
+
+    def __enter__(self) -> Recorder:
+        original = getattr(self.cls, self.name)
+        self.original = original
+
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            out = original(*args, **kwargs)
+            self.values.append(self.pick(out).clone())
+            return out
+
+        setattr(self.cls, self.name, wrapper)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        setattr(self.cls, self.name, self.original)

@@ -1,0 +1,366 @@
+"""FLUX.1 (dev- and schnell-style, text to image and image to image) and SD3.5, exactly equal to
+diffusers' FluxPipeline, FluxImg2ImgPipeline and StableDiffusion3Pipeline.
+
+The models are tiny random-weight pipelines built here (`flow_models`), saved as diffusers folders
+and installed. The references are built independently with `from_pretrained` on those folders; the
+reference scheduler is picked by its diffusers class name and deep-copied from the pipeline's.
+Every stage is compared with `torch.equal`: prompt embeddings and pooled embeddings (the
+reference's `encode_prompt` under `no_grad`), the initial latents (what `prepare_latents` returns,
+recorded on both sides), the latents after every step (the reference's `callback_on_step_end`; on
+our side the scheduler's step outputs), the final latents, the VAE's decoded tensor, and the 8-bit
+image. Those pipelines accept only flow-matching schedulers, so the scheduler names are `default`
+(the model's FlowMatchEulerDiscreteScheduler) and `flow_match_euler`.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from conftest import edge, pixels
+from flow_models import Recorder, build_flux, build_sd3
+
+SIZE = 64
+STEPS = 2
+PROMPT, NEGATIVE = "a red fox", "the fog"
+MAX_SEQ = 32
+REFERENCE_SCHEDULERS = {
+    "default": "FlowMatchEulerDiscreteScheduler",
+    "flow_match_euler": "FlowMatchEulerDiscreteScheduler",
+}
+
+
+@pytest.fixture(scope="session")
+def flow_folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    base = tmp_path_factory.mktemp("flow-models")
+    return {
+        "flux-dev": build_flux(base / "flux-dev", guidance_embeds=True),
+        "flux-schnell": build_flux(base / "flux-schnell", guidance_embeds=False, seed=5),
+        "sd3": build_sd3(base / "sd3"),
+    }
+
+
+@pytest.fixture
+def flow_manager(invokeai_invoker: Any, flow_folders: dict[str, Path]) -> Any:
+    from invokeai_diffusers.models.manager import ModelManager
+
+    mm = invokeai_invoker.services.get(ModelManager)
+    for name, folder in flow_folders.items():
+        mm.add(folder, name=name)
+    return mm
+
+
+def _reference_pipe(cls_name: str, folder: Path, scheduler: str) -> Any:
+    import diffusers
+
+    pipe = getattr(diffusers, cls_name).from_pretrained(str(folder), local_files_only=True)
+    expected = getattr(diffusers, REFERENCE_SCHEDULERS[scheduler])
+    assert type(pipe.scheduler) is expected
+    pipe.scheduler = copy.deepcopy(pipe.scheduler)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _run_reference(pipe: Any, seed: int, **call: Any) -> dict[str, Any]:
+    """Initial, per-step and final latents, decoded tensor and 8-bit image of one reference call."""
+    import diffusers
+    import torch
+
+    steps: list[Any] = []
+
+    def on_step(p: Any, i: int, t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+        steps.append(kwargs["latents"].clone())
+        return kwargs
+
+    with Recorder(type(pipe), "prepare_latents", lambda out: out[0]) as initial:
+        final = pipe(
+            generator=torch.Generator("cpu").manual_seed(seed),
+            output_type="latent",
+            callback_on_step_end=on_step,
+            **call,
+        ).images
+    with Recorder(diffusers.AutoencoderKL, "decode", lambda out: out[0]) as decoded:
+        image = pipe(generator=torch.Generator("cpu").manual_seed(seed), output_type="pt", **call).images
+    as_uint8 = (image.permute(0, 2, 3, 1).float().cpu().numpy()[0] * 255).round().astype("uint8")
+    return {
+        "initial": initial.values[0],
+        "steps": steps,
+        "final": final,
+        "decoded": decoded.values[0],
+        "image": as_uint8,
+    }
+
+
+def _run_ours(invokeai_run_graph: Any, graph: dict[str, Any], pipeline_cls: Any) -> tuple[Any, dict[str, Any]]:
+    import diffusers
+
+    with (
+        Recorder(pipeline_cls, "prepare_latents", lambda out: out[0]) as initial,
+        Recorder(diffusers.FlowMatchEulerDiscreteScheduler, "step", lambda out: out[0]) as steps,
+        Recorder(diffusers.AutoencoderKL, "decode", lambda out: out[0]) as decoded,
+    ):
+        run = invokeai_run_graph(graph)
+    assert run.status == "completed", run.errors
+    return run, {"initial": initial.values, "steps": steps.values, "decoded": decoded.values}
+
+
+def _assert_stages(ours: dict[str, Any], ref: dict[str, Any]) -> None:
+    import torch
+
+    assert len(ours["initial"]) == 1 and torch.equal(ours["initial"][0], ref["initial"])
+    assert len(ours["steps"]) == len(ref["steps"]) > 0
+    for i, (a, b) in enumerate(zip(ours["steps"], ref["steps"], strict=True)):
+        assert torch.equal(a, b), f"step {i}: max difference {(a - b).abs().max()}"
+    assert len(ours["decoded"]) == 1 and torch.equal(ours["decoded"][0], ref["decoded"])
+
+
+# -- FLUX -----------------------------------------------------------------------------------------
+def flux_graph(model: str, *, seed: int, scheduler: str, guidance: float, image: Any | None = None) -> dict[str, Any]:
+    nodes: dict[str, Any] = {
+        "m": {"id": "m", "type": "flux_model_loader", "model": model},
+        "p": {"id": "p", "type": "flux_text_encoder", "prompt": PROMPT, "max_sequence_length": MAX_SEQ},
+        "d": {
+            "id": "d",
+            "type": "flux_denoise",
+            "width": SIZE,
+            "height": SIZE,
+            "steps": STEPS if image is None else 4,
+            "guidance": guidance,
+            "seed": seed,
+            "scheduler": scheduler,
+            "denoising_strength": 0.5,
+        },
+        "l": {"id": "l", "type": "flux_vae_decode"},
+    }
+    edges = [
+        edge("m", "clip", "p", "clip"),
+        edge("m", "t5", "p", "t5"),
+        edge("m", "transformer", "d", "transformer"),
+        edge("p", "conditioning", "d", "positive_conditioning"),
+        edge("d", "latents", "l", "latents"),
+        edge("m", "vae", "l", "vae"),
+    ]
+    if image is not None:
+        nodes["i"] = {"id": "i", "type": "flux_vae_encode", "image": image.model_dump()}
+        edges += [edge("m", "vae", "i", "vae"), edge("i", "latents", "d", "latents")]
+    return {"nodes": nodes, "edges": edges}
+
+
+@pytest.mark.parametrize(
+    ("model", "scheduler"),
+    [("flux-dev", "default"), ("flux-schnell", "default"), ("flux-dev", "flow_match_euler")],
+)
+def test_flux_granular_graph_and_node_equal_flux_pipeline(
+    model: str,
+    scheduler: str,
+    flow_manager: Any,
+    flow_folders: dict[str, Path],
+    invokeai_run_graph: Any,
+    invokeai_invoker: Any,
+) -> None:
+    import diffusers
+    import torch
+
+    seed, guidance = 7, 4.0
+    run, ours = _run_ours(
+        invokeai_run_graph, flux_graph(model, seed=seed, scheduler=scheduler, guidance=guidance), diffusers.FluxPipeline
+    )
+    pipe = _reference_pipe("FluxPipeline", flow_folders[model], scheduler)
+    assert pipe.transformer.config.guidance_embeds is (model == "flux-dev")
+    with torch.no_grad():
+        embeds, pooled, _ = pipe.encode_prompt(PROMPT, None, max_sequence_length=MAX_SEQ)
+    cond = invokeai_invoker.services.objects.load(run["p"].conditioning.conditioning_name)
+    assert torch.equal(cond["embeds"], embeds) and torch.equal(cond["pooled"], pooled)
+    call = {
+        "prompt": PROMPT,
+        "width": SIZE,
+        "height": SIZE,
+        "num_inference_steps": STEPS,
+        "guidance_scale": guidance,
+        "max_sequence_length": MAX_SEQ,
+    }
+    ref = _run_reference(pipe, seed, **call)
+    _assert_stages(ours, ref)
+    final = invokeai_invoker.services.objects.load(run["d"].latents.latents_name)
+    assert final.shape == (1, 4, SIZE // 8, SIZE // 8)
+    assert torch.equal(final, pipe._unpack_latents(ref["final"], SIZE, SIZE, pipe.vae_scale_factor))
+    got = pixels(invokeai_invoker, run["l"].image).astype("uint8")
+    assert np.array_equal(got, ref["image"]) and ref["image"].std() > 1
+
+    node = {
+        "id": "t",
+        "type": "flux_txt2img",
+        "model": model,
+        "prompt": PROMPT,
+        "width": SIZE,
+        "height": SIZE,
+        "steps": STEPS,
+        "guidance": guidance,
+        "max_sequence_length": MAX_SEQ,
+        "scheduler": scheduler,
+        "seed": seed,
+    }
+    one = invokeai_run_graph({"nodes": {"t": node}, "edges": []})
+    assert one.status == "completed", one.errors
+    assert np.array_equal(pixels(invokeai_invoker, one["t"].image).astype("uint8"), ref["image"])
+
+
+def test_flux_guidance_matters_for_dev_only(flow_manager: Any, invokeai_run_graph: Any, invokeai_invoker: Any) -> None:
+    import torch
+
+    def final(model: str, guidance: float) -> Any:
+        run = invokeai_run_graph(flux_graph(model, seed=1, scheduler="default", guidance=guidance))
+        assert run.status == "completed", run.errors
+        return invokeai_invoker.services.objects.load(run["d"].latents.latents_name)
+
+    assert not torch.equal(final("flux-dev", 1.0), final("flux-dev", 6.0))
+    assert torch.equal(final("flux-schnell", 1.0), final("flux-schnell", 6.0))
+
+
+def test_flux_img2img_graph_equals_flux_img2img_pipeline(
+    flow_manager: Any, flow_folders: dict[str, Path], invokeai_run_graph: Any, invokeai_invoker: Any
+) -> None:
+    """Granular image to image starts from latents (flux_vae_encode takes the distribution's mode), so
+    the reference gets the same latents as `image`, encoded here with its own VAE, as the pipeline's
+    `_encode_vae_image` scales them."""
+    import diffusers
+    import torch
+    from diffusers.image_processor import VaeImageProcessor
+    from PIL import Image
+
+    src = Image.merge(
+        "RGB",
+        (
+            Image.linear_gradient("L").resize((SIZE, SIZE)),
+            Image.radial_gradient("L").resize((SIZE, SIZE)),
+            Image.linear_gradient("L").rotate(90).resize((SIZE, SIZE)),
+        ),
+    )
+    field = invokeai_invoker.services.image_service.create(src).field
+    graph = flux_graph("flux-dev", seed=3, scheduler="default", guidance=3.5, image=field)
+    run, ours = _run_ours(invokeai_run_graph, graph, diffusers.FluxImg2ImgPipeline)
+    pipe = _reference_pipe("FluxImg2ImgPipeline", flow_folders["flux-dev"], "default")
+    with torch.no_grad():
+        processor = VaeImageProcessor(vae_scale_factor=pipe.vae_scale_factor)
+        mode = pipe.vae.encode(processor.preprocess(src)).latent_dist.mode()
+        encoded = ((mode - pipe.vae.config.shift_factor) * pipe.vae.config.scaling_factor).contiguous()
+    start = invokeai_invoker.services.objects.load(run["i"].latents.latents_name)
+    assert torch.equal(start, encoded)
+    call = {
+        "prompt": PROMPT,
+        "image": encoded,
+        "strength": 0.5,
+        "width": SIZE,
+        "height": SIZE,
+        "num_inference_steps": 4,
+        "guidance_scale": 3.5,
+        "max_sequence_length": MAX_SEQ,
+    }
+    ref = _run_reference(pipe, 3, **call)
+    assert len(ref["steps"]) == 2  # strength 0.5 of 4 steps
+    _assert_stages(ours, ref)
+    final = invokeai_invoker.services.objects.load(run["d"].latents.latents_name)
+    assert torch.equal(final, pipe._unpack_latents(ref["final"], SIZE, SIZE, pipe.vae_scale_factor))
+    assert not torch.equal(final, start)
+    assert np.array_equal(pixels(invokeai_invoker, run["l"].image).astype("uint8"), ref["image"])
+
+
+# -- SD3.5 ----------------------------------------------------------------------------------------
+def sd3_graph(*, seed: int, scheduler: str, negative: str | None, cfg: float) -> dict[str, Any]:
+    nodes: dict[str, Any] = {
+        "m": {"id": "m", "type": "sd3_model_loader", "model": "sd3"},
+        "p": {"id": "p", "type": "sd3_text_encoder", "prompt": PROMPT, "max_sequence_length": MAX_SEQ},
+        "d": {
+            "id": "d",
+            "type": "sd3_denoise",
+            "width": SIZE,
+            "height": SIZE,
+            "steps": STEPS,
+            "cfg_scale": cfg,
+            "seed": seed,
+            "scheduler": scheduler,
+        },
+        "l": {"id": "l", "type": "sd3_vae_decode"},
+    }
+    edges = [
+        edge("m", "clip", "p", "clip"),
+        edge("m", "clip2", "p", "clip2"),
+        edge("m", "t5", "p", "t5"),
+        edge("m", "transformer", "d", "transformer"),
+        edge("p", "conditioning", "d", "positive_conditioning"),
+        edge("d", "latents", "l", "latents"),
+        edge("m", "vae", "l", "vae"),
+    ]
+    if negative is not None:
+        nodes["n"] = {"id": "n", "type": "sd3_text_encoder", "prompt": negative, "max_sequence_length": MAX_SEQ}
+        edges += [edge("m", f, "n", f) for f in ("clip", "clip2", "t5")]
+        edges.append(edge("n", "conditioning", "d", "negative_conditioning"))
+    return {"nodes": nodes, "edges": edges}
+
+
+@pytest.mark.parametrize(("scheduler", "negative"), [("default", NEGATIVE), ("flow_match_euler", None)])
+def test_sd3_granular_graph_and_node_equal_sd3_pipeline(
+    scheduler: str,
+    negative: str | None,
+    flow_manager: Any,
+    flow_folders: dict[str, Path],
+    invokeai_run_graph: Any,
+    invokeai_invoker: Any,
+) -> None:
+    import diffusers
+    import torch
+
+    seed, cfg = 11, 5.0
+    run, ours = _run_ours(
+        invokeai_run_graph,
+        sd3_graph(seed=seed, scheduler=scheduler, negative=negative, cfg=cfg),
+        diffusers.StableDiffusion3Pipeline,
+    )
+    pipe = _reference_pipe("StableDiffusion3Pipeline", flow_folders["sd3"], scheduler)
+    with torch.no_grad():
+        embeds, neg_embeds, pooled, neg_pooled = pipe.encode_prompt(
+            PROMPT, None, None, negative_prompt=negative, max_sequence_length=MAX_SEQ
+        )
+    objects = invokeai_invoker.services.objects
+    cond = objects.load(run["p"].conditioning.conditioning_name)
+    assert torch.equal(cond["embeds"], embeds) and torch.equal(cond["pooled"], pooled)
+    if negative is not None:
+        neg = objects.load(run["n"].conditioning.conditioning_name)
+        assert torch.equal(neg["embeds"], neg_embeds) and torch.equal(neg["pooled"], neg_pooled)
+    call: dict[str, Any] = {
+        "prompt": PROMPT,
+        "width": SIZE,
+        "height": SIZE,
+        "num_inference_steps": STEPS,
+        "guidance_scale": cfg,
+        "max_sequence_length": MAX_SEQ,
+    }
+    if negative is not None:
+        call["negative_prompt"] = negative
+    ref = _run_reference(pipe, seed, **call)
+    _assert_stages(ours, ref)
+    final = objects.load(run["d"].latents.latents_name)
+    assert final.shape == (1, 4, SIZE // 8, SIZE // 8) and torch.equal(final, ref["final"])
+    got = pixels(invokeai_invoker, run["l"].image).astype("uint8")
+    assert np.array_equal(got, ref["image"]) and ref["image"].std() > 1
+
+    node = {
+        "id": "t",
+        "type": "sd3_txt2img",
+        "model": "sd3",
+        "prompt": PROMPT,
+        "negative_prompt": negative or "",
+        "width": SIZE,
+        "height": SIZE,
+        "steps": STEPS,
+        "cfg_scale": cfg,
+        "max_sequence_length": MAX_SEQ,
+        "scheduler": scheduler,
+        "seed": seed,
+    }
+    one = invokeai_run_graph({"nodes": {"t": node}, "edges": []})
+    assert one.status == "completed", one.errors
+    assert np.array_equal(pixels(invokeai_invoker, one["t"].image).astype("uint8"), ref["image"])
