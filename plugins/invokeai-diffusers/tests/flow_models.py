@@ -190,3 +190,56 @@ class Recorder:
 
     def __exit__(self, *exc: Any) -> None:
         setattr(self.cls, self.name, self.original)
+
+
+def sd3_original_layout(transformer: Any) -> dict[str, Any]:
+    """An SD3 transformer's weights in the original (Stability) single-file key layout, under
+    `model.diffusion_model.`: the inverse of diffusers' `convert_sd3_transformer_checkpoint_to_diffusers`
+    for a model without dual attention or qk-norm (fused qkv, `joint_blocks.N.x_block/context_block`,
+    the final context block and final layer with shift/scale in the original order)."""
+    import torch
+
+    sd = {k: v.detach().clone() for k, v in transformer.state_dict().items()}
+    out: dict[str, Any] = {}
+
+    def swap(t: Any) -> Any:
+        a, b = t.chunk(2, dim=0)
+        return torch.cat([b, a], dim=0)
+
+    def move(src: str, dst: str, fn: Any = None) -> None:
+        for suffix in ("weight", "bias"):
+            if f"{src}.{suffix}" in sd:
+                value = sd.pop(f"{src}.{suffix}")
+                out[f"{dst}.{suffix}"] = fn(value) if fn else value
+
+    out["pos_embed"] = sd.pop("pos_embed.pos_embed")
+    move("pos_embed.proj", "x_embedder.proj")
+    move("time_text_embed.timestep_embedder.linear_1", "t_embedder.mlp.0")
+    move("time_text_embed.timestep_embedder.linear_2", "t_embedder.mlp.2")
+    move("context_embedder", "context_embedder")
+    move("time_text_embed.text_embedder.linear_1", "y_embedder.mlp.0")
+    move("time_text_embed.text_embedder.linear_2", "y_embedder.mlp.2")
+    layers = transformer.config.num_layers
+    for i in range(layers):
+        b, j = f"transformer_blocks.{i}", f"joint_blocks.{i}"
+        last = i == layers - 1
+        for suffix in ("weight", "bias"):
+            out[f"{j}.x_block.attn.qkv.{suffix}"] = torch.cat(
+                [sd.pop(f"{b}.attn.to_{x}.{suffix}") for x in ("q", "k", "v")]
+            )
+            out[f"{j}.context_block.attn.qkv.{suffix}"] = torch.cat(
+                [sd.pop(f"{b}.attn.add_{x}_proj.{suffix}") for x in ("q", "k", "v")]
+            )
+        move(f"{b}.attn.to_out.0", f"{j}.x_block.attn.proj")
+        move(f"{b}.norm1.linear", f"{j}.x_block.adaLN_modulation.1")
+        move(f"{b}.norm1_context.linear", f"{j}.context_block.adaLN_modulation.1", swap if last else None)
+        move(f"{b}.ff.net.0.proj", f"{j}.x_block.mlp.fc1")
+        move(f"{b}.ff.net.2", f"{j}.x_block.mlp.fc2")
+        if not last:
+            move(f"{b}.attn.to_add_out", f"{j}.context_block.attn.proj")
+            move(f"{b}.ff_context.net.0.proj", f"{j}.context_block.mlp.fc1")
+            move(f"{b}.ff_context.net.2", f"{j}.context_block.mlp.fc2")
+    move("proj_out", "final_layer.linear")
+    move("norm_out.linear", "final_layer.adaLN_modulation.1", swap)
+    assert not sd, f"unmapped keys: {sorted(sd)[:5]}"
+    return {"model.diffusion_model." + k: v.contiguous() for k, v in out.items()}

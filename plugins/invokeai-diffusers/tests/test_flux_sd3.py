@@ -364,3 +364,93 @@ def test_sd3_granular_graph_and_node_equal_sd3_pipeline(
     one = invokeai_run_graph({"nodes": {"t": node}, "edges": []})
     assert one.status == "completed", one.errors
     assert np.array_equal(pixels(invokeai_invoker, one["t"].image).astype("uint8"), ref["image"])
+
+
+# -- model manager: folders and single files -------------------------------------------------------
+def test_folders_are_probed_with_base_and_variant(flow_manager: Any) -> None:
+    got = {r.name: (r.base, r.variant, r.format) for r in flow_manager.list()}
+    assert got["flux-dev"] == ("flux", "dev", "diffusers")
+    assert got["flux-schnell"] == ("flux", "schnell", "diffusers")
+    assert got["sd3"] == ("sd-3", "normal", "diffusers")
+
+
+def _flux_layout_file(path: Path, *, dev: bool, prefix: str = "") -> Path:
+    import torch
+    from safetensors.torch import save_file
+
+    keys = ["img_in.weight", "double_blocks.0.img_attn.qkv.weight", "single_blocks.0.linear1.weight"]
+    if dev:
+        keys.append("guidance_in.in_layer.weight")
+    save_file({prefix + k: torch.zeros(2, 2) for k in keys}, str(path))
+    return path
+
+
+def test_single_files_probe_by_key_layout_and_need_a_config_folder(
+    flow_manager: Any, flow_folders: dict[str, Path], tmp_path: Path
+) -> None:
+    from invokeai_diffusers.models.manager import ModelInstallError
+    from invokeai_diffusers.models.probe import probe
+
+    dev = _flux_layout_file(tmp_path / "flux1-dev.safetensors", dev=True)
+    schnell = _flux_layout_file(tmp_path / "flux1-schnell.safetensors", dev=False, prefix="model.diffusion_model.")
+    assert (probe(dev).base, probe(dev).variant, probe(dev).format) == ("flux", "dev", "checkpoint")
+    assert (probe(schnell).base, probe(schnell).variant) == ("flux", "schnell")
+    with pytest.raises(ModelInstallError, match="pass --config DIR"):
+        flow_manager.add(dev)
+    with pytest.raises(ModelInstallError, match=r"a FLUX\.1 dev file, but --config .* is a schnell model"):
+        flow_manager.add(dev, config=flow_folders["flux-schnell"])
+    with pytest.raises(ModelInstallError, match="needs a FluxPipeline or FluxImg2ImgPipeline folder"):
+        flow_manager.add(dev, config=flow_folders["sd3"])
+    assert flow_manager.add(dev, config=flow_folders["flux-dev"]).base == "flux"
+
+
+def test_sd3_single_file_in_the_original_layout_generates_what_its_folder_does(
+    flow_manager: Any, flow_folders: dict[str, Path], tmp_path: Path, invokeai_run_graph: Any, invokeai_invoker: Any
+) -> None:
+    """An SD3 file in Stability's key layout (`model.diffusion_model.joint_blocks.`), converted by
+    diffusers' from_single_file with the folder's configs, gives the folder model's exact latents."""
+    import torch
+    from diffusers import SD3Transformer2DModel
+    from flow_models import sd3_original_layout
+    from safetensors.torch import save_file
+
+    transformer = SD3Transformer2DModel.from_pretrained(str(flow_folders["sd3"]), subfolder="transformer")
+    path = tmp_path / "sd3.5-tiny.safetensors"
+    save_file(sd3_original_layout(transformer), str(path))
+    record = flow_manager.add(path, name="sd3-file", config=flow_folders["sd3"])
+    assert (record.base, record.format) == ("sd-3", "checkpoint")
+    results = []
+    for model in ("sd3", "sd3-file"):
+        graph = sd3_graph(seed=4, scheduler="default", negative=None, cfg=4.0)
+        graph["nodes"]["m"]["model"] = model
+        run = invokeai_run_graph(graph)
+        assert run.status == "completed", run.errors
+        results.append(invokeai_invoker.services.objects.load(run["d"].latents.latents_name))
+    assert torch.equal(results[0], results[1])
+
+
+def test_wrong_models_and_inputs_get_errors_naming_the_field(
+    flow_manager: Any, manager: Any, invokeai_run_graph: Any
+) -> None:
+    from invokeai_core import NodeFieldError
+
+    for loader, model, message in (
+        ("main_model_loader", "flux-dev", "'flux-dev' is a flux model: use flux_model_loader"),
+        ("sdxl_model_loader", "sd3", "'sd3' is a sd-3 model: use sd3_model_loader"),
+        ("flux_model_loader", "sd3", "'sd3' is a sd-3 model: use sd3_model_loader"),
+        ("sd3_model_loader", "tiny-sd", "'tiny-sd' is a sd-1 model: use main_model_loader"),
+        ("flux_model_loader", "nope", "unknown model 'nope'"),
+    ):
+        with pytest.raises(NodeFieldError, match=f"node 'm', field 'model': {message}"):
+            invokeai_run_graph({"nodes": {"m": {"id": "m", "type": loader, "model": model}}, "edges": []})
+    graph = flux_graph("flux-dev", seed=1, scheduler="default", guidance=1.0)
+    graph["nodes"]["q"] = {"id": "q", "type": "sd3_model_loader", "model": "sd3"}
+    graph["nodes"]["s"] = {"id": "s", "type": "sd3_text_encoder", "prompt": "x", "max_sequence_length": MAX_SEQ}
+    graph["edges"] = [
+        e for e in graph["edges"] if e["destination"] != {"node_id": "d", "field": "positive_conditioning"}
+    ]
+    graph["edges"] += [edge("q", f, "s", f) for f in ("clip", "clip2", "t5")]
+    graph["edges"].append(edge("s", "conditioning", "d", "positive_conditioning"))
+    run = invokeai_run_graph(graph)
+    assert run.status == "failed"
+    assert "positive_conditioning" in str(run.errors) and "use flux_text_encoder" in str(run.errors)

@@ -85,6 +85,9 @@ def _probe_file(path: Path, allow_pickle: bool) -> ProbeResult:
     keys = list(shapes)
     if is_lora(keys):
         return ProbeResult(base=lora_base(shapes), variant="normal", format="lora", type="lora")
+    flow = transformer_checkpoint(keys)
+    if flow is not None:
+        return ProbeResult(base=flow[0], variant=flow[1], format="checkpoint")
     if any(k.startswith("conditioner.embedders.1.") for k in keys):
         base = "sdxl"
     elif any(k.startswith("conditioner.embedders.0.model.") for k in keys):
