@@ -454,3 +454,27 @@ def test_wrong_models_and_inputs_get_errors_naming_the_field(
     run = invokeai_run_graph(graph)
     assert run.status == "failed"
     assert "positive_conditioning" in str(run.errors) and "use flux_text_encoder" in str(run.errors)
+
+
+def test_fp16_precision_loads_flux_and_sd3_in_bfloat16(flow_folders: dict[str, Path], tmp_path: Path) -> None:
+    """T5 and the FLUX/SD3.5 transformers overflow in fp16: where fp16 is chosen (CUDA's default) they
+    load in bf16, as diffusers' documentation runs them."""
+    import torch
+    from invokeai_diffusers.models.manager import ModelManager
+    from invokeai_diffusers.settings import DiffusersSettings
+
+    manager = ModelManager(None, settings=DiffusersSettings(models_dir=tmp_path, precision="float16", device="cpu"))
+    manager.add(flow_folders["flux-schnell"], name="f")
+    for submodel in ("transformer", "text_encoder_2", "vae"):
+        assert manager.load("f", submodel).dtype == torch.bfloat16, submodel
+
+
+def test_flow_preview_unpacks_flux_latents_as_the_pipeline_does() -> None:
+    import torch
+    from diffusers import FluxPipeline
+    from invokeai_diffusers.nodes.flux import flow_preview
+
+    packed = torch.randn(1, (SIZE // 16) ** 2, 16, generator=torch.Generator().manual_seed(0))
+    unpacked = FluxPipeline._unpack_latents(packed, SIZE, SIZE, 8)
+    a, b = flow_preview(packed, SIZE, SIZE), flow_preview(unpacked, SIZE, SIZE)
+    assert a.size == (SIZE // 8, SIZE // 8) and np.array_equal(np.asarray(a), np.asarray(b))

@@ -225,6 +225,10 @@ class ModelCache:
                 import torch
 
                 dtype = torch.float32
+            if record.base in ("flux", "sd-3") and str(dtype) == "torch.float16":
+                import torch
+
+                dtype = torch.bfloat16  # T5 and the FLUX/SD3.5 transformers overflow in fp16; bf16 does not
             if record.format == "checkpoint" and record.base in ("flux", "sd-3"):
                 from invokeai_diffusers.models.single_file import load_component, read_flow_component
 
