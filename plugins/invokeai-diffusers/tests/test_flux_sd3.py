@@ -407,17 +407,28 @@ def test_single_files_probe_by_key_layout_and_need_a_config_folder(
 def test_sd3_single_file_in_the_original_layout_generates_what_its_folder_does(
     flow_manager: Any, flow_folders: dict[str, Path], tmp_path: Path, invokeai_run_graph: Any, invokeai_invoker: Any
 ) -> None:
-    """An SD3 file in Stability's key layout (`model.diffusion_model.joint_blocks.`), converted by
-    diffusers' from_single_file with the folder's configs, gives the folder model's exact latents."""
+    """An SD3 file in Stability's key layout (the MMDiT under `model.diffusion_model.joint_blocks.`, the
+    VAE under `first_stage_model.`), converted by diffusers' from_single_file with a config folder's
+    configs, gives the folder model's exact latents and pixels. The config folder's own VAE weights
+    are re-randomised, so equal pixels show the VAE came from the file."""
+    import shutil
+
     import torch
-    from diffusers import SD3Transformer2DModel
+    from diffusers import AutoencoderKL, SD3Transformer2DModel
     from flow_models import sd3_original_layout
+    from ldm_layout import vae_to_ldm
     from safetensors.torch import save_file
 
-    transformer = SD3Transformer2DModel.from_pretrained(str(flow_folders["sd3"]), subfolder="transformer")
+    folder = flow_folders["sd3"]
+    transformer = SD3Transformer2DModel.from_pretrained(str(folder), subfolder="transformer")
+    vae = AutoencoderKL.from_pretrained(str(folder), subfolder="vae")
     path = tmp_path / "sd3.5-tiny.safetensors"
-    save_file(sd3_original_layout(transformer), str(path))
-    record = flow_manager.add(path, name="sd3-file", config=flow_folders["sd3"])
+    save_file({**sd3_original_layout(transformer), **vae_to_ldm(vae)}, str(path))
+    config = tmp_path / "sd3-config"
+    shutil.copytree(folder, config)
+    torch.manual_seed(123)
+    AutoencoderKL.from_config(vae.config).save_pretrained(config / "vae")  # other VAE weights
+    record = flow_manager.add(path, name="sd3-file", config=config)
     assert (record.base, record.format) == ("sd-3", "checkpoint")
     results = []
     for model in ("sd3", "sd3-file"):
@@ -425,8 +436,10 @@ def test_sd3_single_file_in_the_original_layout_generates_what_its_folder_does(
         graph["nodes"]["m"]["model"] = model
         run = invokeai_run_graph(graph)
         assert run.status == "completed", run.errors
-        results.append(invokeai_invoker.services.objects.load(run["d"].latents.latents_name))
-    assert torch.equal(results[0], results[1])
+        latents = invokeai_invoker.services.objects.load(run["d"].latents.latents_name)
+        results.append((latents, pixels(invokeai_invoker, run["l"].image)))
+    assert torch.equal(results[0][0], results[1][0])
+    assert np.array_equal(results[0][1], results[1][1]) and results[0][1].std() > 1
 
 
 def test_wrong_models_and_inputs_get_errors_naming_the_field(
