@@ -491,3 +491,25 @@ def test_flow_preview_unpacks_flux_latents_as_the_pipeline_does() -> None:
     unpacked = FluxPipeline._unpack_latents(packed, SIZE, SIZE, 8)
     a, b = flow_preview(packed, SIZE, SIZE), flow_preview(unpacked, SIZE, SIZE)
     assert a.size == (SIZE // 8, SIZE // 8) and np.array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_cli_installs_a_flux_folder_lists_it_and_generates(flow_folders: dict[str, Path], tmp_path: Path) -> None:
+    import json
+
+    from test_models_cli import cli
+
+    added = cli("models", "add", str(flow_folders["flux-schnell"]), "--name", "fs", root=tmp_path)
+    assert added.returncode == 0, added.stderr
+    assert "fs (flux" in added.stdout
+    single = _flux_layout_file(tmp_path / "flux1-dev.safetensors", dev=True)
+    refused = cli("models", "add", str(single), root=tmp_path)
+    assert refused.returncode != 0 and "pass --config DIR" in refused.stdout + refused.stderr
+    listed = json.loads(cli("models", "list", "--json", root=tmp_path).stdout)
+    assert [(m["name"], m["base"], m["variant"], m["format"]) for m in listed] == [
+        ("fs", "flux", "schnell", "diffusers")
+    ]
+    node = {"id": "t", "type": "flux_txt2img", "model": "fs", "prompt": "hi", "width": 32, "height": 32, "steps": 1}
+    run = cli("run", "-f", "-", "--json", root=tmp_path, input=json.dumps({"nodes": {"t": node}, "edges": []}))
+    assert run.returncode == 0, run.stderr
+    out = json.loads(run.stdout)
+    assert out["status"] == "completed" and out["results"]["t"]["width"] == 32
