@@ -243,3 +243,66 @@ def sd3_original_layout(transformer: Any) -> dict[str, Any]:
     move("norm_out.linear", "final_layer.adaLN_modulation.1", swap)
     assert not sd, f"unmapped keys: {sorted(sd)[:5]}"
     return {"model.diffusion_model." + k: v.contiguous() for k, v in out.items()}
+
+
+def flux_bfl_layout(transformer: Any, prefix: str = "") -> dict[str, Any]:
+    """A FLUX transformer's weights in Black Forest Labs' single-file layout (`double_blocks.`,
+    `single_blocks.`, fused qkv and linear1, `final_layer` with shift/scale in the original order):
+    the inverse of diffusers' `convert_flux_transformer_checkpoint_to_diffusers`."""
+    import torch
+
+    sd = {k: v.detach().clone() for k, v in transformer.state_dict().items()}
+    out: dict[str, Any] = {}
+
+    def move(src: str, dst: str, swap: bool = False) -> None:
+        for suffix in ("weight", "bias"):
+            if f"{src}.{suffix}" in sd:
+                value = sd.pop(f"{src}.{suffix}")
+                if swap:
+                    a, b = value.chunk(2, dim=0)
+                    value = torch.cat([b, a], dim=0)
+                out[f"{dst}.{suffix}"] = value
+
+    def fuse(srcs: list[str], dst: str) -> None:
+        for suffix in ("weight", "bias"):
+            out[f"{dst}.{suffix}"] = torch.cat([sd.pop(f"{s}.{suffix}") for s in srcs])
+
+    def scale(src: str, dst: str) -> None:
+        out[dst] = sd.pop(src)
+
+    t = "time_text_embed"
+    move(f"{t}.timestep_embedder.linear_1", "time_in.in_layer")
+    move(f"{t}.timestep_embedder.linear_2", "time_in.out_layer")
+    move(f"{t}.text_embedder.linear_1", "vector_in.in_layer")
+    move(f"{t}.text_embedder.linear_2", "vector_in.out_layer")
+    move(f"{t}.guidance_embedder.linear_1", "guidance_in.in_layer")
+    move(f"{t}.guidance_embedder.linear_2", "guidance_in.out_layer")
+    move("context_embedder", "txt_in")
+    move("x_embedder", "img_in")
+    for i in range(transformer.config.num_layers):
+        b, d = f"transformer_blocks.{i}", f"double_blocks.{i}"
+        move(f"{b}.norm1.linear", f"{d}.img_mod.lin")
+        move(f"{b}.norm1_context.linear", f"{d}.txt_mod.lin")
+        fuse([f"{b}.attn.to_{x}" for x in "qkv"], f"{d}.img_attn.qkv")
+        fuse([f"{b}.attn.add_{x}_proj" for x in "qkv"], f"{d}.txt_attn.qkv")
+        scale(f"{b}.attn.norm_q.weight", f"{d}.img_attn.norm.query_norm.scale")
+        scale(f"{b}.attn.norm_k.weight", f"{d}.img_attn.norm.key_norm.scale")
+        scale(f"{b}.attn.norm_added_q.weight", f"{d}.txt_attn.norm.query_norm.scale")
+        scale(f"{b}.attn.norm_added_k.weight", f"{d}.txt_attn.norm.key_norm.scale")
+        move(f"{b}.ff.net.0.proj", f"{d}.img_mlp.0")
+        move(f"{b}.ff.net.2", f"{d}.img_mlp.2")
+        move(f"{b}.ff_context.net.0.proj", f"{d}.txt_mlp.0")
+        move(f"{b}.ff_context.net.2", f"{d}.txt_mlp.2")
+        move(f"{b}.attn.to_out.0", f"{d}.img_attn.proj")
+        move(f"{b}.attn.to_add_out", f"{d}.txt_attn.proj")
+    for i in range(transformer.config.num_single_layers):
+        b, s = f"single_transformer_blocks.{i}", f"single_blocks.{i}"
+        move(f"{b}.norm.linear", f"{s}.modulation.lin")
+        fuse([f"{b}.attn.to_q", f"{b}.attn.to_k", f"{b}.attn.to_v", f"{b}.proj_mlp"], f"{s}.linear1")
+        scale(f"{b}.attn.norm_q.weight", f"{s}.norm.query_norm.scale")
+        scale(f"{b}.attn.norm_k.weight", f"{s}.norm.key_norm.scale")
+        move(f"{b}.proj_out", f"{s}.linear2")
+    move("proj_out", "final_layer.linear")
+    move("norm_out.linear", "final_layer.adaLN_modulation.1", swap=True)
+    assert not sd, f"unmapped keys: {sorted(sd)[:5]}"
+    return {prefix + k: v.contiguous() for k, v in out.items()}

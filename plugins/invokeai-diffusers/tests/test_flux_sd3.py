@@ -442,6 +442,53 @@ def test_sd3_single_file_in_the_original_layout_generates_what_its_folder_does(
     assert np.array_equal(results[0][1], results[1][1]) and results[0][1].std() > 1
 
 
+def test_flux_single_file_in_bfl_layout_loads_exactly_and_generates(
+    flow_manager: Any, flow_folders: dict[str, Path], tmp_path: Path, invokeai_run_graph: Any, invokeai_invoker: Any
+) -> None:
+    """A FLUX.1-dev file in Black Forest Labs' layout (`double_blocks.`, `single_blocks.`, fused qkv,
+    under `model.diffusion_model.`). diffusers' converter hard-codes FLUX's published width (3072) for
+    `single_blocks.N.linear1`, so this transformer has the published width and heads (24 x 128) and one
+    block of each kind (530M parameters, random bf16, about 1 GB). It loads through the model manager
+    with a config folder (whose own transformer weights are deleted) tensor for tensor, and generates."""
+    import json
+    import shutil
+
+    import torch
+    from diffusers import FluxTransformer2DModel
+    from flow_models import flux_bfl_layout
+    from safetensors.torch import save_file
+
+    config = tmp_path / "flux-wide-config"
+    shutil.copytree(flow_folders["flux-dev"], config)
+    for weights in (config / "transformer").glob("*.safetensors"):
+        weights.unlink()
+    wide = json.loads((config / "transformer" / "config.json").read_text())
+    wide.update(attention_head_dim=128, num_attention_heads=24, axes_dims_rope=[16, 56, 56])
+    (config / "transformer" / "config.json").write_text(json.dumps(wide))
+    with torch.device("meta"):
+        shapes = FluxTransformer2DModel.from_config(wide).state_dict()
+    gen = torch.Generator().manual_seed(0)
+    source = {k: torch.randn(v.shape, generator=gen, dtype=torch.bfloat16) * 0.02 for k, v in shapes.items()}
+
+    # what flux_bfl_layout reads of a transformer: state_dict() and config.num_layers / num_single_layers
+    holder = type("Wide", (), {"state_dict": lambda self: source, "config": type("Config", (), wide)})()
+    path = tmp_path / "flux1-dev-wide.safetensors"
+    save_file(flux_bfl_layout(holder, "model.diffusion_model."), str(path))
+    del holder
+    record = flow_manager.add(path, name="flux-file", config=config)
+    assert (record.base, record.variant, record.format) == ("flux", "dev", "checkpoint")
+    loaded = flow_manager.load("flux-file", "transformer").state_dict()
+    assert loaded.keys() == source.keys()
+    assert all(torch.equal(loaded[k], source[k].to(loaded[k].dtype)) for k in source)
+    del loaded
+    graph = flux_graph("flux-file", seed=2, scheduler="default", guidance=3.5)
+    graph["nodes"]["d"].update(width=32, height=32, steps=1)
+    run = invokeai_run_graph(graph)
+    assert run.status == "completed", run.errors
+    assert run["l"].width == 32
+    flow_manager.remove("flux-file")  # frees the cached 2 GB
+
+
 def test_wrong_models_and_inputs_get_errors_naming_the_field(
     flow_manager: Any, manager: Any, invokeai_run_graph: Any
 ) -> None:
