@@ -490,8 +490,10 @@ def test_flux_single_file_in_bfl_layout_loads_exactly_and_generates(
 
 
 def test_wrong_models_and_inputs_get_errors_naming_the_field(
-    flow_manager: Any, manager: Any, invokeai_run_graph: Any
+    flow_manager: Any, manager: Any, invokeai_run_graph: Any, invokeai_invoker: Any
 ) -> None:
+    from PIL import Image
+
     from invokeai_core import NodeFieldError
 
     for loader, model, message in (
@@ -514,6 +516,12 @@ def test_wrong_models_and_inputs_get_errors_naming_the_field(
     run = invokeai_run_graph(graph)
     assert run.status == "failed"
     assert "positive_conditioning" in str(run.errors) and "use flux_text_encoder" in str(run.errors)
+    src = invokeai_invoker.services.image_service.create(Image.new("RGB", (SIZE, SIZE), "red")).field
+    graph = flux_graph("flux-dev", seed=1, scheduler="default", guidance=1.0, image=src)
+    graph["nodes"]["d"]["denoising_strength"] = 0.0
+    run = invokeai_run_graph(graph)
+    assert run.status == "failed"
+    assert "field 'denoising_strength': 0.0 leaves no step of 4 to run" in str(run.errors)
 
 
 def test_fp16_precision_loads_flux_and_sd3_in_bfloat16(flow_folders: dict[str, Path], tmp_path: Path) -> None:

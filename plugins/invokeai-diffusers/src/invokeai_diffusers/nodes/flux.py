@@ -349,12 +349,14 @@ def flux_denoise(
                 raise DiffusionNodeError(
                     "latents", f"{init.shape[1]} channels; this FLUX model's latents have {vae.config.latent_channels}"
                 )
+            # FluxImg2ImgPipeline.get_timesteps: the last `steps - int(steps - steps * strength)` steps run
+            effective = steps - int(max(steps - steps * strength, 0))
+            if effective < 1:
+                raise DiffusionNodeError("denoising_strength", f"{strength} leaves no step of {steps} to run")
             pipe = flux_pipeline("img2img", transformer, sched, vae)
             kwargs["image"] = init
             kwargs["strength"] = strength
-            kwargs["callback_on_step_end"] = flow_step_callback(
-                context, max(1, min(int(steps * strength), steps)), height, width
-            )
+            kwargs["callback_on_step_end"] = flow_step_callback(context, effective, height, width)
         packed = pipe(**kwargs).images
         out = pipe._unpack_latents(packed, height, width, pipe.vae_scale_factor)
     raise_if_canceled(context)
