@@ -23,7 +23,7 @@ class ModelRecord(BaseModel):
     """What the model manager knows about one installed model."""
 
     name: str = Field(description="The name nodes and the CLI use")
-    base: BaseType = Field(description="sd-1, sd-2 or sdxl")
+    base: BaseType = Field(description="sd-1, sd-2, sdxl, sd-3 (SD3.5) or flux (FLUX.1)")
     type: ModelType = Field(default="main", description="main (a whole model) or lora (an adapter file)")
     variant: ModelVariant = "normal"
     format: ModelFormat
