@@ -8,6 +8,9 @@ the ratios of the medians are printed (target <= 1.05), with the model loads of 
 GPU (when torch sees CUDA): a random-weight model with the full-size SD 1.5 UNet/VAE/CLIP configs at
 512x512, 20 steps, fp16, the same comparison, and the card's name.
 
+FLUX (always): a small random-weight FLUX.1-dev-style model at 256x256, 4 steps: our granular FLUX graph
+and our `flux_txt2img` node against a raw `FluxPipeline` in the same process, the same way.
+
     .venv/bin/python bench/diffusion.py [--runs 5]
 """
 
@@ -119,6 +122,144 @@ def full_size_sd15(path: Path) -> Path:
     return path
 
 
+FLUX_SIZE, FLUX_STEPS = 256, 4
+
+
+def small_flux(path: Path) -> Path:
+    """A small random-weight FLUX.1-dev-style model (guidance embeds, dynamic shifting), built offline:
+    2 double and 4 single blocks 128 wide, a 4-level VAE with 16 latent channels, CLIP and a small T5
+    with tokenizers made in code. Its images are noise; it exists to time the pipeline's overheads."""
+    import torch
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+    from invokeai_diffusers.models.demo import offline_tokenizer
+    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel, T5Tokenizer
+
+    torch.manual_seed(0)
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -2.0)]
+    vocab += [(c, -3.0) for c in letters] + [("\u2581" + c, -2.5) for c in letters]
+    FluxPipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True),
+        vae=AutoencoderKL(
+            block_out_channels=[32, 32, 64, 64],
+            down_block_types=["DownEncoderBlock2D"] * 4,
+            up_block_types=["UpDecoderBlock2D"] * 4,
+            latent_channels=16,
+            layers_per_block=1,
+            use_quant_conv=False,
+            use_post_quant_conv=False,
+            shift_factor=0.1159,
+            scaling_factor=0.3611,
+        ),
+        text_encoder=CLIPTextModel(
+            CLIPTextConfig(
+                vocab_size=514,
+                bos_token_id=512,
+                eos_token_id=513,
+                pad_token_id=513,
+                hidden_size=64,
+                intermediate_size=128,
+                num_attention_heads=4,
+                num_hidden_layers=2,
+                max_position_embeddings=77,
+            )
+        ),
+        tokenizer=offline_tokenizer(),
+        text_encoder_2=T5EncoderModel(
+            T5Config(vocab_size=64, d_model=64, d_kv=16, d_ff=128, num_layers=2, num_heads=4)
+        ).eval(),
+        tokenizer_2=T5Tokenizer(vocab=vocab, extra_ids=0, model_max_length=512),
+        transformer=FluxTransformer2DModel(
+            patch_size=1,
+            in_channels=64,
+            num_layers=2,
+            num_single_layers=4,
+            attention_head_dim=32,
+            num_attention_heads=4,
+            joint_attention_dim=64,
+            pooled_projection_dim=64,
+            guidance_embeds=True,
+            axes_dims_rope=[8, 12, 12],
+        ),
+    ).save_pretrained(path)
+    return path
+
+
+def flux_rows(
+    invoker: Any, manager: Any, host: Any, root: Path, runs: int, gpu: bool
+) -> tuple[dict[str, list[float]], int]:
+    """Our granular FLUX graph and flux_txt2img node against a raw FluxPipeline, alternating, warm."""
+    import torch
+    from diffusers import FluxPipeline
+
+    from invokeai_core.graph import Graph
+
+    record = manager.add(small_flux(root / "flux-small"), name="flux-small")
+    raw = FluxPipeline.from_pretrained(record.path, local_files_only=True, dtype=manager.cache.dtype)
+    raw.to(manager.cache.device)
+    raw.set_progress_bar_config(disable=True)
+    prompt, size, steps = "a lighthouse at dusk", FLUX_SIZE, FLUX_STEPS
+    granular = {
+        "nodes": {
+            "m": {"id": "m", "type": "flux_model_loader", "model": record.name},
+            "p": {"id": "p", "type": "flux_text_encoder", "prompt": prompt},
+            "d": {"id": "d", "type": "flux_denoise", "width": size, "height": size, "steps": steps, "seed": 1},
+            "l": {"id": "l", "type": "flux_vae_decode"},
+        },
+        "edges": [
+            edge("m", "clip", "p", "clip"),
+            edge("m", "t5", "p", "t5"),
+            edge("m", "transformer", "d", "transformer"),
+            edge("p", "conditioning", "d", "positive_conditioning"),
+            edge("d", "latents", "l", "latents"),
+            edge("m", "vae", "l", "vae"),
+        ],
+    }
+    node = {
+        "nodes": {
+            "t": {
+                "id": "t",
+                "type": "flux_txt2img",
+                "model": record.name,
+                "prompt": prompt,
+                "width": size,
+                "height": size,
+                "steps": steps,
+                "seed": 1,
+            }
+        },
+        "edges": [],
+    }
+    for g in (granular, node):
+        for n in g["nodes"].values():
+            n["use_cache"] = False
+    g_granular = Graph.from_dict(granular, host.registry, require_inputs=True)
+    g_node = Graph.from_dict(node, host.registry, require_inputs=True)
+
+    def ours(graph: Graph) -> float:
+        t0 = time.perf_counter()
+        session = invoker.run_graph(graph.copy(), timeout=600)
+        assert session.status == "completed", session.errors
+        return time.perf_counter() - t0
+
+    def baseline() -> float:
+        t0 = time.perf_counter()
+        raw(prompt, width=size, height=size, num_inference_steps=steps, generator=torch.Generator("cpu").manual_seed(1))
+        if gpu:
+            torch.cuda.synchronize()
+        return time.perf_counter() - t0
+
+    ours(g_granular), ours(g_node), baseline()  # warm up
+    loads = manager.cache.loads
+    times: dict[str, list[float]] = {"FLUX raw pipeline": [], "FLUX granular graph": [], "FLUX flux_txt2img node": []}
+    for _ in range(runs):
+        times["FLUX raw pipeline"].append(baseline())
+        times["FLUX granular graph"].append(ours(g_granular))
+        times["FLUX raw pipeline"].append(baseline())
+        times["FLUX flux_txt2img node"].append(ours(g_node))
+    return times, manager.cache.loads - loads
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=5)
@@ -185,6 +326,8 @@ def main() -> None:
             times["granular graph"].append(ours(g_granular))
             times["raw pipeline"].append(baseline())
             times["txt2img node"].append(ours(g_node))
+        sd_loads = manager.cache.loads - loads_after_warmup  # before the FLUX rows load their model
+        flux_times, flux_loads = flux_rows(invoker, manager, host, Path(root), args.runs, gpu)
         invoker.stop()
     device = torch.cuda.get_device_name(0) if gpu else "CPU"
     print(f"device: {device}; {size}x{size}, {steps} steps, {dtype}; {args.runs} alternating runs each")
@@ -192,7 +335,13 @@ def main() -> None:
     for name, values in times.items():
         med = statistics.median(values)
         print(f"{name:16} median {med:7.3f} s   ratio to raw {med / base:5.3f}")
-    print(f"model loads during timed runs: {manager.cache.loads - loads_after_warmup} (target 0)")
+    print(f"model loads during timed runs: {sd_loads} (target 0)")
+    flux_base = statistics.median(flux_times["FLUX raw pipeline"])
+    print(f"FLUX (tiny random-weight, {FLUX_SIZE}x{FLUX_SIZE}, {FLUX_STEPS} steps, dev-style guidance):")
+    for name, values in flux_times.items():
+        med = statistics.median(values)
+        print(f"{name:22} median {med:7.3f} s   ratio to raw {med / flux_base:5.3f}")
+    print(f"FLUX model loads during timed runs: {flux_loads} (target 0)")
     print(f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
 
 

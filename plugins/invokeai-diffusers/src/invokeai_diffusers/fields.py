@@ -62,3 +62,17 @@ class DenoiseMaskField(_Ref):
     """A denoise mask (white = repaint) stored in the objects service."""
 
     mask_name: str = Field(description="The name of the mask tensor in the objects service")
+
+
+class TransformerField(_Ref):
+    """The denoising transformer (and the scheduler config) of an installed FLUX.1 or SD3.5 model."""
+
+    model: str = Field(description="The installed model's name")
+
+
+class T5EncoderField(_Ref):
+    """A T5 text encoder and its tokenizer (FLUX.1's and SD3.5's long-prompt encoder)."""
+
+    model: str = Field(description="The installed model's name")
+    text_encoder: str = Field(default="text_encoder_2", description="The text encoder component")
+    tokenizer: str = Field(default="tokenizer_2", description="The tokenizer component")

@@ -36,6 +36,22 @@ def register_invocations(register: Callable[[Any], None]) -> None:
         convenience.InpaintInvocation,
     ):
         register(cls)
+    from invokeai_diffusers.nodes import flux, sd3
+
+    for flow_cls in (
+        flux.FluxModelLoaderInvocation,
+        flux.FluxTextEncoderInvocation,
+        flux.FluxDenoiseInvocation,
+        flux.FluxVaeDecodeInvocation,
+        flux.FluxVaeEncodeInvocation,
+        flux.FluxTextToImageInvocation,
+        sd3.SD3ModelLoaderInvocation,
+        sd3.SD3TextEncoderInvocation,
+        sd3.SD3DenoiseInvocation,
+        sd3.SD3VaeDecodeInvocation,
+        sd3.SD3TextToImageInvocation,
+    ):
+        register(flow_cls)
 
 
 @hookimpl

@@ -233,7 +233,20 @@ class ModelCache:
                 import torch
 
                 dtype = torch.float32
-            if record.format == "checkpoint":
+            if record.base in ("flux", "sd-3") and str(dtype) == "torch.float16":
+                import torch
+
+                dtype = torch.bfloat16  # T5 and the FLUX/SD3.5 transformers overflow in fp16; bf16 does not
+            if record.format == "checkpoint" and record.base in ("flux", "sd-3"):
+                from invokeai_diffusers.models.single_file import load_component, read_flow_component
+
+                flow_weights = read_flow_component(source, submodel, allow_pickle=self.settings.allow_pickle)
+                if flow_weights is None:  # not in the file: from the config folder (a diffusers folder)
+                    model = cls.from_pretrained(str(folder), subfolder=submodel, local_files_only=True, dtype=dtype)
+                else:
+                    model = load_component(cls, submodel, flow_weights, folder, dtype)
+                    del flow_weights
+            elif record.format == "checkpoint":
                 from invokeai_diffusers.models.single_file import load_component, read_component
 
                 weights = read_component(source, submodel, allow_pickle=self.settings.allow_pickle)

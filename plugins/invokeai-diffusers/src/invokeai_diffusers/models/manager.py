@@ -113,7 +113,14 @@ class ModelManager:
             config_dir = str(config_path)
         if found.type == "lora" and (config is not None or prediction_type is not None):
             raise ModelInstallError(f"{source}: a LoRA takes no --config or --prediction-type")
-        if found.format == "checkpoint":
+        if found.format == "checkpoint" and found.base in ("flux", "sd-3"):
+            from invokeai_diffusers.models.single_file import check_flow_config
+
+            try:
+                check_flow_config(source, found.base, found.variant, Path(config_dir) if config_dir else None)
+            except CheckpointError as e:
+                raise ModelInstallError(str(e)) from None
+        elif found.format == "checkpoint":
             folder = Path(config_dir) if config_dir else self._shipped_folder(found, prediction_type)
             self._check_fits(source, found, folder)
         model_name = name or (source.stem if source.is_file() else source.name)

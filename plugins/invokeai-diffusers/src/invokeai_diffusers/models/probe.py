@@ -55,6 +55,8 @@ def _probe_folder(path: Path) -> ProbeResult:
         raise ModelProbeError(f"{path}: not a diffusers model folder (no model_index.json)")
     meta = _read_json(index)
     class_name = str(meta.get("_class_name", ""))
+    if class_name in TRANSFORMER_PIPELINES:
+        return _probe_transformer_folder(path, meta, class_name)
     for part in ("unet", "vae", "text_encoder", "tokenizer", "scheduler"):
         if part not in meta:
             raise ModelProbeError(f"{path}: model_index.json has no '{part}' (not a Stable Diffusion pipeline)")
@@ -83,6 +85,9 @@ def _probe_file(path: Path, allow_pickle: bool) -> ProbeResult:
     keys = list(shapes)
     if is_lora(keys):
         return ProbeResult(base=lora_base(shapes), variant="normal", format="lora", type="lora")
+    flow = transformer_checkpoint(keys)
+    if flow is not None:
+        return ProbeResult(base=flow[0], variant=flow[1], format="checkpoint")
     if any(k.startswith("conditioner.embedders.1.") for k in keys):
         base = "sdxl"
     elif any(k.startswith("conditioner.embedders.0.model.") for k in keys):
@@ -147,3 +152,63 @@ def hash_and_size(path: Path) -> tuple[str, int]:
                 digest.update(chunk)
                 total += len(chunk)
     return "blake2b:" + digest.hexdigest(), total
+
+
+# -- FLUX.1 and SD3.5 (transformer models) --------------------------------------------------------
+#: pipeline class -> (base, the folders the pipeline needs)
+TRANSFORMER_PIPELINES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "FluxPipeline": (
+        "flux",
+        ("transformer", "vae", "text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2", "scheduler"),
+    ),
+    "FluxImg2ImgPipeline": (
+        "flux",
+        ("transformer", "vae", "text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2", "scheduler"),
+    ),
+    "StableDiffusion3Pipeline": (
+        "sd-3",
+        (
+            "transformer",
+            "vae",
+            "text_encoder",
+            "tokenizer",
+            "text_encoder_2",
+            "tokenizer_2",
+            "text_encoder_3",
+            "tokenizer_3",
+            "scheduler",
+        ),
+    ),
+}
+
+
+def _probe_transformer_folder(path: Path, meta: dict[str, object], class_name: str) -> ProbeResult:
+    """A FLUX.1 (dev/schnell) or SD3.5 diffusers folder: every component the pipeline needs must be
+    there; the variant of a FLUX model is `dev` when its transformer embeds the guidance, else `schnell`."""
+    base, parts = TRANSFORMER_PIPELINES[class_name]
+    for part in parts:
+        spec = meta.get(part)
+        if not (isinstance(spec, list) and len(spec) == 2 and spec[0]):
+            raise ModelProbeError(f"{path}: model_index.json has no '{part}' (a {class_name} needs it)")
+        if not (path / part).is_dir():
+            raise ModelProbeError(f"{path}: the '{part}' folder is missing")
+    transformer = _read_json(path / "transformer" / "config.json")
+    variant = "normal"
+    if base == "flux":
+        variant = "dev" if transformer.get("guidance_embeds") else "schnell"
+    return ProbeResult(base=base, variant=variant, format="diffusers")
+
+
+def transformer_checkpoint(keys: list[str]) -> tuple[str, str] | None:
+    """(base, variant) of a FLUX.1 or SD3.5 single-file checkpoint by its key layout, else None:
+    FLUX's `double_blocks.`/`single_blocks.` (dev: with `guidance_in.`), SD3's `joint_blocks.`,
+    bare or under `model.diffusion_model.`."""
+
+    def has(prefix: str) -> bool:
+        return any(k.startswith((prefix, "model.diffusion_model." + prefix)) for k in keys)
+
+    if has("double_blocks.") and has("single_blocks."):
+        return "flux", "dev" if has("guidance_in.") else "schnell"
+    if has("joint_blocks."):
+        return "sd-3", "normal"
+    return None

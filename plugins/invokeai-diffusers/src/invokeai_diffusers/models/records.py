@@ -12,10 +12,10 @@ from pydantic import BaseModel, Field
 
 from invokeai_core import utcnow
 
-BaseType = Literal["sd-1", "sd-2", "sdxl"]
+BaseType = Literal["sd-1", "sd-2", "sdxl", "sd-3", "flux"]
 ModelFormat = Literal["diffusers", "checkpoint", "lora"]
 ModelType = Literal["main", "lora"]
-ModelVariant = Literal["normal", "inpaint"]
+ModelVariant = Literal["normal", "inpaint", "dev", "schnell"]
 PredictionType = Literal["epsilon", "v_prediction"]
 
 
@@ -23,7 +23,7 @@ class ModelRecord(BaseModel):
     """What the model manager knows about one installed model."""
 
     name: str = Field(description="The name nodes and the CLI use")
-    base: BaseType = Field(description="sd-1, sd-2 or sdxl")
+    base: BaseType = Field(description="sd-1, sd-2, sdxl, sd-3 (SD3.5) or flux (FLUX.1)")
     type: ModelType = Field(default="main", description="main (a whole model) or lora (an adapter file)")
     variant: ModelVariant = "normal"
     format: ModelFormat

@@ -234,3 +234,67 @@ def write_clip_vocab(folder: Path) -> None:
     vocab, merges = clip_vocab()
     (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
     (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
+
+
+# -- FLUX.1 and SD3.5 single files ----------------------------------------------------------------
+# A FLUX.1 file (as Black Forest Labs publish them) holds the transformer alone, bare or under
+# `model.diffusion_model.`; SD3.5 files hold the MMDiT under `model.diffusion_model.` and often the
+# VAE (`first_stage_model.`) and text encoders (`text_encoders.`). The text encoders and the T5
+# tokenizer (a sentencepiece model) cannot come from the plugin, so such a file installs with
+# `--config DIR`: a diffusers folder of the same model (its model_index.json, component configs,
+# and the weights of the components the file lacks). The transformer, and a VAE the file holds,
+# are read from the file and converted by diffusers' `from_single_file` with that folder's configs.
+FLOW_OTHER_PREFIXES = ("first_stage_model.", "vae.", "text_encoders.", "conditioner.", "cond_stage_model.")
+FLOW_PIPELINES = {"flux": ("FluxPipeline", "FluxImg2ImgPipeline"), "sd-3": ("StableDiffusion3Pipeline",)}
+
+
+def read_flow_component(path: Path, submodel: str, *, allow_pickle: bool) -> dict[str, Any] | None:
+    """The file's tensors of `transformer` (everything but the other components' prefixes) or `vae`
+    (`first_stage_model.`/`vae.`); None when the file has none (they come from the config folder)."""
+    if submodel not in ("transformer", "vae"):
+        return None
+
+    def wanted(key: str) -> bool:
+        if submodel == "vae":
+            return key.startswith(("first_stage_model.", "vae."))
+        return not key.startswith(FLOW_OTHER_PREFIXES)
+
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        _refuse_pickle(path, allow_pickle)
+        weights = {k: v for k, v in _load_pickle(path).items() if wanted(k)}
+    else:
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                weights = {k: f.get_tensor(k) for k in f.keys() if wanted(k)}
+        except Exception as e:
+            raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
+    if submodel == "vae" and weights and not any(k.startswith("first_stage_model.") for k in weights):
+        weights = {"first_stage_model." + k[len("vae.") :]: v for k, v in weights.items()}
+    return weights or None
+
+
+def check_flow_config(source: Path, base: str, variant: str, config: Path | None) -> None:
+    """A FLUX.1/SD3.5 file installs only with a `--config` diffusers folder of the same base (and,
+    for FLUX, the same dev/schnell variant: guidance embeddings in the file and the config alike)."""
+    name = "FLUX.1" if base == "flux" else "SD3.5"
+    if config is None:
+        raise CheckpointError(
+            f"{source}: a {name} single file holds the transformer, not the text encoders and the T5 tokenizer, "
+            f"which nothing may download: pass --config DIR, a diffusers {name} folder of the same model "
+            "(its configs, tokenizers and text encoder weights are used; its transformer is not loaded)"
+        )
+    try:
+        index = json.loads((config / "model_index.json").read_text(encoding="utf-8"))
+        transformer = json.loads((config / "transformer" / "config.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"--config {config}: not a diffusers {name} folder ({e})") from None
+    if index.get("_class_name") not in FLOW_PIPELINES[base]:
+        raise CheckpointError(
+            f"--config {config}: a {index.get('_class_name')} folder; this {name} file needs a "
+            f"{' or '.join(FLOW_PIPELINES[base])} folder"
+        )
+    if base == "flux" and bool(transformer.get("guidance_embeds")) != (variant == "dev"):
+        have = "dev" if transformer.get("guidance_embeds") else "schnell"
+        raise CheckpointError(f"{source}: a FLUX.1 {variant} file, but --config {config} is a {have} model")

@@ -93,6 +93,9 @@ def check_base(found: ModelRecord, *, sdxl: bool) -> None:
     """A model loader's own check: SDXL models go through sdxl_model_loader, the others main_model_loader."""
     if found.type != "main":
         raise DiffusionNodeError("model", f"'{found.name}' is a LoRA, not a main model: use lora_loader")
+    if found.base in ("flux", "sd-3"):
+        loader = "flux_model_loader" if found.base == "flux" else "sd3_model_loader"
+        raise DiffusionNodeError("model", f"'{found.name}' is a {found.base} model: use {loader}")
     if sdxl and found.base != "sdxl":
         raise DiffusionNodeError("model", f"'{found.name}' is a {found.base} model: use main_model_loader")
     if not sdxl and found.base == "sdxl":
