@@ -94,6 +94,8 @@ class TemporalServer:
             [
                 self.exe, "server", "start-dev", "--headless", "--ip", "127.0.0.1", "--port", str(self.port),
                 "--db-filename", str(self.db_file), "--log-level", "error",
+                # task-queue priorities are honoured by the new matcher (see docs/deploy.md)
+                "--dynamic-config-value", "matching.useNewMatcher=true",
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
