@@ -198,6 +198,8 @@ def write_config(
 
 # -- processes ----------------------------------------------------------------------------------
 INVOKEAI = str(Path(sys.executable).parent / "invokeai")
+#: The plugins of the lighter tests: the kernel's test node pack on PostgreSQL and Temporal.
+PLUGINS = "postgres,temporal,testpack"
 
 
 def env_for(root: Path, plugins: str, **extra: str) -> dict[str, str]:
@@ -300,3 +302,28 @@ def running_worker_pid(dsn: str, item_id: int | None = None) -> int | None:
         *(() if item_id is None else (item_id,)),
     )
     return int(rows[0][0]) if rows else None
+
+
+# -- the CLI, as a user runs it -------------------------------------------------------------------
+def cli(root: Path, *args: str, plugins: str = PLUGINS, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [INVOKEAI, *args], env=env_for(root, plugins), capture_output=True, text=True, timeout=timeout
+    )
+
+
+def enqueue(root: Path, batch: dict[str, Any], plugins: str = PLUGINS) -> list[int]:
+    path = root / f"batch-{uuid.uuid4().hex[:8]}.json"
+    path.write_text(json.dumps(batch), encoding="utf-8")
+    done = cli(root, "queue", "enqueue", str(path), "--json", plugins=plugins)
+    assert done.returncode == 0, done.stderr
+    return list(json.loads(done.stdout)["item_ids"])
+
+
+def show(root: Path, item_id: int, plugins: str = PLUGINS) -> dict[str, Any]:
+    done = cli(root, "queue", "show", str(item_id), "--json", plugins=plugins)
+    assert done.returncode == 0, done.stderr
+    return dict(json.loads(done.stdout))
+
+
+def finished(root: Path, ids: list[int], plugins: str = PLUGINS) -> bool:
+    return all(show(root, i, plugins)["status"] in ("completed", "failed", "canceled") for i in ids)

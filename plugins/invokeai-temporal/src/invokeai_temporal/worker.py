@@ -16,7 +16,9 @@ Running an item (`run_item`, the activity):
 * runs it with the kernel's invoker, heartbeating to Temporal after every node and denoising step
   (and every second between them) with the progress as heartbeat details;
 * records the outcome (completed, failed with the node's error, canceled) as the item's status and
-  returns: node errors are the item's failure, never a retry.
+  returns: node errors, and a session that cannot be built (a model this worker does not have, a
+  bad graph), are the item's failure, never a retry; only a shared store that is away (PostgreSQL)
+  fails the attempt, so that Temporal tries again.
 
 Cancel reaches the running item two ways, whichever is first: PostgreSQL notifies every worker of a
 canceled item (the session is canceled within milliseconds), and Temporal's activity cancellation
@@ -44,7 +46,13 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
-from invokeai_core import FINISHED, QueueItemNotFoundError, SessionNotFoundError, prepared_id
+from invokeai_core import (
+    FINISHED,
+    QueueItemNotFoundError,
+    SessionNotFoundError,
+    StorageUnavailableError,
+    prepared_id,
+)
 from invokeai_temporal.workflow import FAIL_ITEM, QUEUE_PAUSED, RUN_ITEM, WORKER_BUSY, FailJob, QueueItemWorkflow
 
 if TYPE_CHECKING:
@@ -193,16 +201,33 @@ class DeviceWorker:
         with self._state:
             self._current = taken
         self.advertise()
-        session = self._session_for(taken)
+        try:
+            session = self._session_for(taken)
+        except StorageUnavailableError:
+            raise  # the shared store is away: another attempt, later
+        except Exception as e:  # the item's own fault (an unknown model, a bad graph): no retry
+            return self._fail(taken, type(e).__name__, f"the item's session cannot be built: {e}")
         if queue.get_status(item_id) != "in_progress":  # canceled meanwhile
             return queue.get_status(item_id)
         beat = self._start_liveness(taken)
         try:
             session = self.invoker.run_session(session.id, queue_id=taken.queue_id, item_id=taken.item_id)
+        except StorageUnavailableError:
+            raise
+        except Exception as e:
+            logger.exception("queue item %s failed in the worker", item_id)
+            return self._fail(taken, type(e).__name__, str(e))
         finally:
             beat()
             self.invoker.forget(taken.session_id)
         return self._record_outcome(taken, session)
+
+    def _fail(self, item: QueueItem, error_type: str, message: str) -> str:
+        """Fail the item for its own fault, as the kernel's queue processor does (never retried)."""
+        self.queue.set_status(
+            item.item_id, "failed", error_type=error_type, error_message=message, expected="in_progress"
+        )
+        return self.queue.get_status(item.item_id)
 
     def _session_for(self, item: QueueItem) -> Session:
         """The item's session: resumed after its last completed node when an earlier attempt ran
