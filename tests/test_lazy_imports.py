@@ -26,6 +26,8 @@ HEAVY = [
     "psycopg",
     "psycopg_pool",
     "redis",
+    "temporalio",
+    "spandrel",
 ]
 
 PROBE = """
