@@ -199,12 +199,25 @@ class ModelCache:
         except LoRAError as e:
             raise ModelLoadError(f"LoRA '{record.name}': {e}") from None
 
+    def _load_embedding(self, record: ModelRecord, submodel: str) -> Any:
+        """A textual inversion file's vectors per text encoder (submodel `embedding`), as a 1-tuple."""
+        from invokeai_diffusers.textual_inversion import EmbeddingError, read_embedding
+
+        if submodel != "embedding":
+            raise ModelLoadError(f"embedding '{record.name}' has only an 'embedding' component, not '{submodel}'")
+        try:
+            return (read_embedding(Path(record.path), allow_pickle=self.settings.allow_pickle),)
+        except EmbeddingError as e:
+            raise ModelLoadError(f"embedding '{record.name}': {e}") from None
+
     def _load(self, record: ModelRecord, submodel: str, folder: Path) -> Any:
         from invokeai_diffusers.models.demo import quiet_progress_bars
 
         quiet_progress_bars()
         if record.type == "lora":
             return self._load_lora(record, submodel)
+        if record.type == "embedding":
+            return self._load_embedding(record, submodel)
         try:
             index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as e:
@@ -256,7 +269,9 @@ class ModelCache:
                 model = cls.from_pretrained(str(folder), subfolder=submodel, local_files_only=True, dtype=dtype)
             model.to(self.device)
             model.eval()
-            model.requires_grad_(False)
+            # Parameters keep requires_grad=True, as in a diffusers pipeline: every node runs under
+            # inference_mode/no_grad anyway, and aten's matmul folds a 3-D input differently when the
+            # weight does not require grad (SDXL's linear projections came out ~1e-5 off the pipeline).
             return model
         except ModelLoadError:
             raise

@@ -28,7 +28,7 @@ class ProbeResult:
     format: str
     in_channels: int | None = None  # checkpoints only: the UNet's input channels
     cross_attention_dim: int | None = None  # checkpoints only: the text width the UNet attends to
-    type: str = "main"  # or "lora"
+    type: str = "main"  # or "lora", "embedding", "upscaler", "ip_adapter"
 
 
 def probe(path: Path, *, allow_pickle: bool = False) -> ProbeResult:
@@ -85,6 +85,9 @@ def _probe_file(path: Path, allow_pickle: bool) -> ProbeResult:
     keys = list(shapes)
     if is_lora(keys):
         return ProbeResult(base=lora_base(shapes), variant="normal", format="lora", type="lora")
+    embedding = _probe_embedding(path, shapes, allow_pickle)
+    if embedding is not None:
+        return embedding
     flow = transformer_checkpoint(keys)
     if flow is not None:
         return ProbeResult(base=flow[0], variant=flow[1], format="checkpoint")
@@ -112,6 +115,23 @@ def _probe_file(path: Path, allow_pickle: bool) -> ProbeResult:
         in_channels=conv_in[1],
         cross_attention_dim=to_k[1] if to_k is not None else None,
     )
+
+
+def _probe_embedding(path: Path, shapes: dict[str, tuple[int, ...]], allow_pickle: bool) -> ProbeResult | None:
+    """A textual inversion embedding (see `textual_inversion.embedding_base`); an A1111 `.pt` keeps its
+    vectors in a nested `string_to_param`, which the flat shape listing of a pickle leaves out."""
+    from invokeai_diffusers.textual_inversion import EmbeddingError, embedding_base, read_embedding
+
+    base = embedding_base(shapes)
+    if base is None and not shapes and path.suffix.lower() in PICKLE_SUFFIXES:
+        try:
+            found = read_embedding(path, allow_pickle=allow_pickle)
+        except EmbeddingError:
+            return None
+        base = embedding_base({k: tuple(v.shape) for k, v in found.items()} if len(found) == 1 else {})
+    if base is None:
+        return None
+    return ProbeResult(base=base, variant="normal", format="embedding", type="embedding")
 
 
 DOWN_MARKERS = (".lora_A.", ".lora_down.", ".lora.down.", "lora_linear_layer.down.", "_lora.down.")
