@@ -52,6 +52,9 @@ def register_invocations(register: Callable[[Any], None]) -> None:
         sd3.SD3TextToImageInvocation,
     ):
         register(flow_cls)
+    from invokeai_diffusers.nodes import upscale
+
+    register(upscale.UpscaleImageInvocation)
 
 
 @hookimpl

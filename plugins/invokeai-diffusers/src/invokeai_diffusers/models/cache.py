@@ -47,6 +47,9 @@ class _Entry:
 def module_size(obj: Any) -> int:
     """Bytes held by a torch module's parameters and buffers (0 for anything else)."""
     params = getattr(obj, "parameters", None)
+    if not callable(params) and hasattr(obj, "model"):  # a spandrel model descriptor
+        obj = obj.model
+        params = getattr(obj, "parameters", None)
     if not callable(params):
         return 0
     total = sum(p.numel() * p.element_size() for p in obj.parameters())
@@ -210,6 +213,29 @@ class ModelCache:
         except EmbeddingError as e:
             raise ModelLoadError(f"embedding '{record.name}': {e}") from None
 
+    def _load_upscaler(self, record: ModelRecord, submodel: str) -> Any:
+        """An upscaler's spandrel `ImageModelDescriptor` (submodel `upscaler`), on the device, in eval
+        mode; half precision only where the device's dtype is half and the architecture supports it."""
+        import torch
+
+        from invokeai_diffusers.upscale import UpscaleError, describe, read_state_dict
+
+        if submodel != "upscaler":
+            raise ModelLoadError(f"upscaler '{record.name}' has only an 'upscaler' component, not '{submodel}'")
+        path = Path(record.path)
+        try:
+            descriptor = describe(read_state_dict(path, allow_pickle=self.settings.allow_pickle), path)
+        except UpscaleError as e:
+            raise ModelLoadError(f"upscaler '{record.name}': {e}") from None
+        dtype = self.dtype
+        if (dtype == torch.float16 and not descriptor.supports_half) or (
+            dtype == torch.bfloat16 and not descriptor.supports_bfloat16
+        ):
+            dtype = torch.float32
+        descriptor.to(self.device).to(dtype)
+        descriptor.eval()
+        return descriptor
+
     def _load(self, record: ModelRecord, submodel: str, folder: Path) -> Any:
         from invokeai_diffusers.models.demo import quiet_progress_bars
 
@@ -218,6 +244,8 @@ class ModelCache:
             return self._load_lora(record, submodel)
         if record.type == "embedding":
             return self._load_embedding(record, submodel)
+        if record.type == "upscaler":
+            return self._load_upscaler(record, submodel)
         try:
             index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as e:

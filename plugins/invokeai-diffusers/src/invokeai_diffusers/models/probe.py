@@ -100,7 +100,14 @@ def _probe_file(path: Path, allow_pickle: bool) -> ProbeResult:
     elif any(k.startswith("cond_stage_model.transformer.") for k in keys):
         base = "sd-1"
     else:
-        raise ModelProbeError(f"{path}: not a Stable Diffusion 1.x, 2.x or XL checkpoint (unknown key layout)")
+        from invokeai_diffusers.upscale import probe_upscaler
+
+        if probe_upscaler(path, shapes, allow_pickle=allow_pickle) is not None:
+            return ProbeResult(base="any", variant="normal", format="spandrel", type="upscaler")
+        raise ModelProbeError(
+            f"{path}: not a Stable Diffusion 1.x, 2.x or XL checkpoint, nor an upscaler spandrel knows "
+            "(unknown key layout)"
+        )
     conv_in = shapes.get("model.diffusion_model.input_blocks.0.0.weight")
     if conv_in is None or len(conv_in) != 4:
         raise ModelProbeError(f"{path}: the checkpoint has no UNet (model.diffusion_model.input_blocks.0.0.weight)")
