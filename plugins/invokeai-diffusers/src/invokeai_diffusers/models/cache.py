@@ -236,6 +236,32 @@ class ModelCache:
         descriptor.eval()
         return descriptor
 
+    def _load_ip_adapter(self, record: ModelRecord, submodel: str) -> Any:
+        """An IP-Adapter's state dict (submodel `ip_adapter`, as a 1-tuple) or its CLIP image encoder
+        (submodel `image_encoder`, from the `image_encoder` folder beside the file)."""
+        from invokeai_diffusers.ip_adapter import IPAdapterError, image_encoder_folder, read_ip_adapter
+
+        path = Path(record.path)
+        if submodel == "ip_adapter":
+            try:
+                return (read_ip_adapter(path),)
+            except IPAdapterError as e:
+                raise ModelLoadError(f"IP-Adapter '{record.name}': {e}") from None
+        if submodel != "image_encoder":
+            raise ModelLoadError(f"IP-Adapter '{record.name}' has 'ip_adapter' and 'image_encoder', not '{submodel}'")
+        from transformers import CLIPVisionModelWithProjection
+
+        folder = image_encoder_folder(path)
+        try:
+            model = CLIPVisionModelWithProjection.from_pretrained(str(folder), local_files_only=True, dtype=self.dtype)
+        except Exception as e:
+            raise ModelLoadError(
+                f"IP-Adapter '{record.name}': cannot load its image encoder from {folder}: {type(e).__name__}: {e}"
+            ) from None
+        model.to(self.device)
+        model.eval()
+        return model
+
     def _load(self, record: ModelRecord, submodel: str, folder: Path) -> Any:
         from invokeai_diffusers.models.demo import quiet_progress_bars
 
@@ -246,6 +272,8 @@ class ModelCache:
             return self._load_embedding(record, submodel)
         if record.type == "upscaler":
             return self._load_upscaler(record, submodel)
+        if record.type == "ip_adapter":
+            return self._load_ip_adapter(record, submodel)
         try:
             index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as e:

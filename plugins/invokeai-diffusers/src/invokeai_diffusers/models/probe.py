@@ -85,6 +85,18 @@ def _probe_file(path: Path, allow_pickle: bool) -> ProbeResult:
     keys = list(shapes)
     if is_lora(keys):
         return ProbeResult(base=lora_base(shapes), variant="normal", format="lora", type="lora")
+    from invokeai_diffusers.ip_adapter import image_encoder_folder, ip_adapter_base, is_ip_adapter
+
+    if is_ip_adapter(keys):
+        if suffix != ".safetensors":
+            raise ModelProbeError(f"{path}: IP-Adapters are read from .safetensors files (as load_ip_adapter does)")
+        encoder = image_encoder_folder(path)
+        if not (encoder / "config.json").is_file():
+            raise ModelProbeError(
+                f"{path}: an IP-Adapter needs its CLIP image encoder beside it, in {encoder} "
+                "(a CLIPVisionModelWithProjection folder, as in h94/IP-Adapter's models/image_encoder)"
+            )
+        return ProbeResult(base=ip_adapter_base(shapes), variant="normal", format="ip_adapter", type="ip_adapter")
     embedding = _probe_embedding(path, shapes, allow_pickle)
     if embedding is not None:
         return embedding
