@@ -98,6 +98,14 @@ USE_INSTEAD = {
 }
 
 
+def not_a(found: ModelRecord, wanted: str) -> str:
+    """`'x' is a main model, not a LoRA` (or an embedding, an upscaler, ...): what a model is not."""
+    from invokeai_diffusers.models.manager import KIND_NAMES
+
+    kind = KIND_NAMES.get(found.type, found.type)
+    return f"'{found.name}' is {'an' if kind[0] in 'aeiouAEIOU' else 'a'} {kind}, not {wanted}"
+
+
 def not_a_main_model(found: ModelRecord) -> str:
     from invokeai_diffusers.models.manager import KIND_NAMES
 
@@ -148,7 +156,7 @@ def load_loras(
     for lora in loras:
         found = record(context, lora.name, field)
         if found.type != "lora":
-            raise DiffusionNodeError(field, f"'{found.name}' is a main model, not a LoRA")
+            raise DiffusionNodeError(field, not_a(found, "a LoRA"))
         if found.base != base:
             raise DiffusionNodeError(field, f"LoRA '{found.name}' is for {found.base}, the model is {base}")
         out.append((lora, load(context, lora.name, "lora", field)))

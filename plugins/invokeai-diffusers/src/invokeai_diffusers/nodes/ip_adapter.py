@@ -16,7 +16,7 @@ from invokeai_core import (
     invocation_output,
 )
 from invokeai_diffusers.fields import IPAdapterField
-from invokeai_diffusers.nodes.common import DiffusionNodeError, record
+from invokeai_diffusers.nodes.common import DiffusionNodeError, not_a, record
 
 if TYPE_CHECKING:
     from invokeai_core import Services
@@ -46,16 +46,14 @@ class IPAdapterInvocation(BaseInvocation):
 
     def preflight(self, services: Services) -> None:
         from invokeai_core import InvokeAIError
-        from invokeai_diffusers.models.manager import KIND_NAMES, ModelManager
+        from invokeai_diffusers.models.manager import ModelManager
 
         try:
             found = services.get(ModelManager).get(self.model)
         except InvokeAIError as e:
             raise NodeFieldError(str(e), self.id, "model") from None
         if found.type != "ip_adapter":
-            raise NodeFieldError(
-                f"'{found.name}' is a {KIND_NAMES.get(found.type, found.type)}, not an IP-Adapter", self.id, "model"
-            )
+            raise NodeFieldError(not_a(found, "an IP-Adapter"), self.id, "model")
         if self.begin_step_percent >= self.end_step_percent:
             raise NodeFieldError(
                 f"must be greater than begin_step_percent ({self.begin_step_percent})", self.id, "end_step_percent"
@@ -64,7 +62,7 @@ class IPAdapterInvocation(BaseInvocation):
     def invoke(self, context: InvocationContext) -> IPAdapterOutput:
         found = record(context, self.model, "model")
         if found.type != "ip_adapter":
-            raise DiffusionNodeError("model", f"'{found.name}' is not an IP-Adapter")
+            raise DiffusionNodeError("model", not_a(found, "an IP-Adapter"))
         if self.begin_step_percent >= self.end_step_percent:
             raise DiffusionNodeError("end_step_percent", "must be greater than begin_step_percent")
         return IPAdapterOutput(

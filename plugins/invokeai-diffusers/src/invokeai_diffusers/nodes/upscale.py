@@ -10,6 +10,7 @@ from invokeai_diffusers.nodes.common import (
     GenerationCanceled,
     ImageOutput,
     load,
+    not_a,
     record,
     save_image,
 )
@@ -20,11 +21,7 @@ if TYPE_CHECKING:
 
 
 def _not_an_upscaler(found: ModelRecord) -> str | None:
-    if found.type == "upscaler":
-        return None
-    from invokeai_diffusers.models.manager import KIND_NAMES
-
-    return f"'{found.name}' is a {KIND_NAMES.get(found.type, found.type)}, not an upscaler"
+    return None if found.type == "upscaler" else not_a(found, "an upscaler")
 
 
 @invocation("upscale_image", title="Upscale Image", tags=["image", "upscale"], category="image", version="1.0.0")
