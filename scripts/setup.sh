@@ -62,7 +62,8 @@ for plugin in plugins/*/; do
   name=$(basename "$plugin")
   if [ -x "$plugin/setup-deps.sh" ]; then
     step "$name-deps" "$name's pinned dependencies ($plugin""setup-deps.sh)" \
-      "$plugin/setup-deps.sh" "$plugin/requirements.txt" -- "$plugin/setup-deps.sh" "$PWD/.venv/bin/python"
+      "$plugin/setup-deps.sh" "$plugin/requirements.txt" "$plugin/requirements-nodeps.txt" -- \
+      "$plugin/setup-deps.sh" "$PWD/.venv/bin/python"
   fi
   step "$name" "plugin $name (editable)" "$plugin/pyproject.toml" -- "${PIP[@]}" install -e "$plugin"
 done

@@ -113,7 +113,10 @@ def add_model(
     prediction_type: PredictionType | None,
 ) -> None:
     """Install a model from a local diffusers folder or a single-file .safetensors checkpoint, or a LoRA
-    (.safetensors, diffusers or kohya layout; use it with the lora_loader node or txt2img's `loras`).
+    (.safetensors, diffusers or kohya layout; use it with the lora_loader node or txt2img's `loras`),
+    a textual inversion embedding (write <NAME> in a prompt), an upscaler spandrel recognises (the
+    upscale_image node) or an IP-Adapter .safetensors with its image_encoder/ folder beside it (the
+    ip_adapter node).
 
     Recorded in place, never copied. Checkpoints of SD 1.x, 2.x and XL load offline with the configs
     this plugin ships; pickles (.ckpt, .pt) need plugins.diffusers.allow_pickle = true.

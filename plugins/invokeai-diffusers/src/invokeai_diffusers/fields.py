@@ -10,6 +10,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from invokeai_core import ImageField
+
 
 class _Ref(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -76,3 +78,13 @@ class T5EncoderField(_Ref):
     model: str = Field(description="The installed model's name")
     text_encoder: str = Field(default="text_encoder_2", description="The text encoder component")
     tokenizer: str = Field(default="tokenizer_2", description="The tokenizer component")
+
+
+class IPAdapterField(_Ref):
+    """An installed IP-Adapter, the image it is prompted with, its weight and the steps it acts in."""
+
+    name: str = Field(description="The installed IP-Adapter's name")
+    image: ImageField = Field(description="The image prompt")
+    weight: float = Field(default=1.0, description="The adapter's scale (diffusers' set_ip_adapter_scale)")
+    begin_step_percent: float = Field(default=0.0, ge=0, le=1, description="Acts from this fraction of the steps")
+    end_step_percent: float = Field(default=1.0, ge=0, le=1, description="Acts until this fraction of the steps")

@@ -52,6 +52,10 @@ def register_invocations(register: Callable[[Any], None]) -> None:
         sd3.SD3TextToImageInvocation,
     ):
         register(flow_cls)
+    from invokeai_diffusers.nodes import ip_adapter, upscale
+
+    register(upscale.UpscaleImageInvocation)
+    register(ip_adapter.IPAdapterInvocation)
 
 
 @hookimpl

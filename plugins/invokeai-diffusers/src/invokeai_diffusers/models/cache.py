@@ -47,6 +47,9 @@ class _Entry:
 def module_size(obj: Any) -> int:
     """Bytes held by a torch module's parameters and buffers (0 for anything else)."""
     params = getattr(obj, "parameters", None)
+    if not callable(params) and hasattr(obj, "model"):  # a spandrel model descriptor
+        obj = obj.model
+        params = getattr(obj, "parameters", None)
     if not callable(params):
         return 0
     total = sum(p.numel() * p.element_size() for p in obj.parameters())
@@ -199,12 +202,78 @@ class ModelCache:
         except LoRAError as e:
             raise ModelLoadError(f"LoRA '{record.name}': {e}") from None
 
+    def _load_embedding(self, record: ModelRecord, submodel: str) -> Any:
+        """A textual inversion file's vectors per text encoder (submodel `embedding`), as a 1-tuple."""
+        from invokeai_diffusers.textual_inversion import EmbeddingError, read_embedding
+
+        if submodel != "embedding":
+            raise ModelLoadError(f"embedding '{record.name}' has only an 'embedding' component, not '{submodel}'")
+        try:
+            return (read_embedding(Path(record.path), allow_pickle=self.settings.allow_pickle),)
+        except EmbeddingError as e:
+            raise ModelLoadError(f"embedding '{record.name}': {e}") from None
+
+    def _load_upscaler(self, record: ModelRecord, submodel: str) -> Any:
+        """An upscaler's spandrel `ImageModelDescriptor` (submodel `upscaler`), on the device, in eval
+        mode; half precision only where the device's dtype is half and the architecture supports it."""
+        import torch
+
+        from invokeai_diffusers.upscale import UpscaleError, describe, read_state_dict
+
+        if submodel != "upscaler":
+            raise ModelLoadError(f"upscaler '{record.name}' has only an 'upscaler' component, not '{submodel}'")
+        path = Path(record.path)
+        try:
+            descriptor = describe(read_state_dict(path, allow_pickle=self.settings.allow_pickle), path)
+        except UpscaleError as e:
+            raise ModelLoadError(f"upscaler '{record.name}': {e}") from None
+        dtype = self.dtype
+        if (dtype == torch.float16 and not descriptor.supports_half) or (
+            dtype == torch.bfloat16 and not descriptor.supports_bfloat16
+        ):
+            dtype = torch.float32
+        descriptor.to(self.device).to(dtype)
+        descriptor.eval()
+        return descriptor
+
+    def _load_ip_adapter(self, record: ModelRecord, submodel: str) -> Any:
+        """An IP-Adapter's state dict (submodel `ip_adapter`, as a 1-tuple) or its CLIP image encoder
+        (submodel `image_encoder`, from the `image_encoder` folder beside the file)."""
+        from invokeai_diffusers.ip_adapter import IPAdapterError, image_encoder_folder, read_ip_adapter
+
+        path = Path(record.path)
+        if submodel == "ip_adapter":
+            try:
+                return (read_ip_adapter(path),)
+            except IPAdapterError as e:
+                raise ModelLoadError(f"IP-Adapter '{record.name}': {e}") from None
+        if submodel != "image_encoder":
+            raise ModelLoadError(f"IP-Adapter '{record.name}' has 'ip_adapter' and 'image_encoder', not '{submodel}'")
+        from transformers import CLIPVisionModelWithProjection
+
+        folder = image_encoder_folder(path)
+        try:
+            model = CLIPVisionModelWithProjection.from_pretrained(str(folder), local_files_only=True, dtype=self.dtype)
+        except Exception as e:
+            raise ModelLoadError(
+                f"IP-Adapter '{record.name}': cannot load its image encoder from {folder}: {type(e).__name__}: {e}"
+            ) from None
+        model.to(self.device)
+        model.eval()
+        return model
+
     def _load(self, record: ModelRecord, submodel: str, folder: Path) -> Any:
         from invokeai_diffusers.models.demo import quiet_progress_bars
 
         quiet_progress_bars()
         if record.type == "lora":
             return self._load_lora(record, submodel)
+        if record.type == "embedding":
+            return self._load_embedding(record, submodel)
+        if record.type == "upscaler":
+            return self._load_upscaler(record, submodel)
+        if record.type == "ip_adapter":
+            return self._load_ip_adapter(record, submodel)
         try:
             index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as e:
@@ -256,7 +325,9 @@ class ModelCache:
                 model = cls.from_pretrained(str(folder), subfolder=submodel, local_files_only=True, dtype=dtype)
             model.to(self.device)
             model.eval()
-            model.requires_grad_(False)
+            # Parameters keep requires_grad=True, as in a diffusers pipeline: every node runs under
+            # inference_mode/no_grad anyway, and aten's matmul folds a 3-D input differently when the
+            # weight does not require grad (SDXL's linear projections came out ~1e-5 off the pipeline).
             return model
         except ModelLoadError:
             raise

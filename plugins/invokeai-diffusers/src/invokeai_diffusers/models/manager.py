@@ -11,12 +11,12 @@ from __future__ import annotations
 import re
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from invokeai_core import InvokeAIError
 from invokeai_diffusers.models.cache import LoadListener, ModelCache
 from invokeai_diffusers.models.probe import ModelProbeError, ProbeResult, hash_and_size, probe
-from invokeai_diffusers.models.records import ModelRecord, ModelRecordStore, PredictionType
+from invokeai_diffusers.models.records import ModelRecord, ModelRecordStore, ModelType, PredictionType
 from invokeai_diffusers.models.single_file import CheckpointError, config_folder
 from invokeai_diffusers.settings import DiffusersSettings, load_settings
 
@@ -24,6 +24,15 @@ if TYPE_CHECKING:
     from invokeai_core import InvokeAIConfig
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+#: how messages name each model type
+KIND_NAMES: dict[str, str] = {
+    "main": "main model",
+    "lora": "LoRA",
+    "embedding": "textual inversion embedding",
+    "upscaler": "upscaler",
+    "ip_adapter": "IP-Adapter",
+}
 
 
 class UnknownModelError(InvokeAIError):
@@ -111,8 +120,8 @@ class ModelManager:
             if not (config_path / "model_index.json").is_file():
                 raise ModelInstallError(f"--config {config_path}: not a diffusers config folder (no model_index.json)")
             config_dir = str(config_path)
-        if found.type == "lora" and (config is not None or prediction_type is not None):
-            raise ModelInstallError(f"{source}: a LoRA takes no --config or --prediction-type")
+        if found.type != "main" and (config is not None or prediction_type is not None):
+            raise ModelInstallError(f"{source}: a {KIND_NAMES[found.type]} takes no --config or --prediction-type")
         if found.format == "checkpoint" and found.base in ("flux", "sd-3"):
             from invokeai_diffusers.models.single_file import check_flow_config
 
@@ -131,7 +140,7 @@ class ModelManager:
         digest, size = hash_and_size(source)
         record = ModelRecord(
             name=model_name,
-            type="lora" if found.type == "lora" else "main",
+            type=cast(ModelType, found.type),
             base=found.base,
             variant=found.variant,
             format=found.format,
@@ -222,9 +231,11 @@ class ModelManager:
     def load(self, name: str, submodel: str, *, on_load: LoadListener | None = None) -> Any:
         """A loaded component (`unet`, `vae`, `text_encoder`, `tokenizer`, `scheduler`, ...)."""
         record = self.get(name)
-        if record.type == "lora":
+        if record.type != "main":
             if not Path(record.path).exists():
-                raise ModelInstallError(f"LoRA '{name}': its file is gone ({record.path}); reinstall or remove it")
+                raise ModelInstallError(
+                    f"{KIND_NAMES[record.type]} '{name}': its file is gone ({record.path}); reinstall or remove it"
+                )
             return self.cache.get(record, submodel, on_load=on_load)
         if not Path(record.path).exists():
             raise ModelInstallError(

@@ -28,7 +28,7 @@ class ProbeResult:
     format: str
     in_channels: int | None = None  # checkpoints only: the UNet's input channels
     cross_attention_dim: int | None = None  # checkpoints only: the text width the UNet attends to
-    type: str = "main"  # or "lora"
+    type: str = "main"  # or "lora", "embedding", "upscaler", "ip_adapter"
 
 
 def probe(path: Path, *, allow_pickle: bool = False) -> ProbeResult:
@@ -85,6 +85,21 @@ def _probe_file(path: Path, allow_pickle: bool) -> ProbeResult:
     keys = list(shapes)
     if is_lora(keys):
         return ProbeResult(base=lora_base(shapes), variant="normal", format="lora", type="lora")
+    from invokeai_diffusers.ip_adapter import image_encoder_folder, ip_adapter_base, is_ip_adapter
+
+    if is_ip_adapter(keys):
+        if suffix != ".safetensors":
+            raise ModelProbeError(f"{path}: IP-Adapters are read from .safetensors files (as load_ip_adapter does)")
+        encoder = image_encoder_folder(path)
+        if not (encoder / "config.json").is_file():
+            raise ModelProbeError(
+                f"{path}: an IP-Adapter needs its CLIP image encoder beside it, in {encoder} "
+                "(a CLIPVisionModelWithProjection folder, as in h94/IP-Adapter's models/image_encoder)"
+            )
+        return ProbeResult(base=ip_adapter_base(shapes), variant="normal", format="ip_adapter", type="ip_adapter")
+    embedding = _probe_embedding(path, shapes, allow_pickle)
+    if embedding is not None:
+        return embedding
     flow = transformer_checkpoint(keys)
     if flow is not None:
         return ProbeResult(base=flow[0], variant=flow[1], format="checkpoint")
@@ -97,7 +112,14 @@ def _probe_file(path: Path, allow_pickle: bool) -> ProbeResult:
     elif any(k.startswith("cond_stage_model.transformer.") for k in keys):
         base = "sd-1"
     else:
-        raise ModelProbeError(f"{path}: not a Stable Diffusion 1.x, 2.x or XL checkpoint (unknown key layout)")
+        from invokeai_diffusers.upscale import probe_upscaler
+
+        if probe_upscaler(path, shapes, allow_pickle=allow_pickle) is not None:
+            return ProbeResult(base="any", variant="normal", format="spandrel", type="upscaler")
+        raise ModelProbeError(
+            f"{path}: not a Stable Diffusion 1.x, 2.x or XL checkpoint, nor an upscaler spandrel knows "
+            "(unknown key layout)"
+        )
     conv_in = shapes.get("model.diffusion_model.input_blocks.0.0.weight")
     if conv_in is None or len(conv_in) != 4:
         raise ModelProbeError(f"{path}: the checkpoint has no UNet (model.diffusion_model.input_blocks.0.0.weight)")
@@ -112,6 +134,23 @@ def _probe_file(path: Path, allow_pickle: bool) -> ProbeResult:
         in_channels=conv_in[1],
         cross_attention_dim=to_k[1] if to_k is not None else None,
     )
+
+
+def _probe_embedding(path: Path, shapes: dict[str, tuple[int, ...]], allow_pickle: bool) -> ProbeResult | None:
+    """A textual inversion embedding (see `textual_inversion.embedding_base`); an A1111 `.pt` keeps its
+    vectors in a nested `string_to_param`, which the flat shape listing of a pickle leaves out."""
+    from invokeai_diffusers.textual_inversion import EmbeddingError, embedding_base, read_embedding
+
+    base = embedding_base(shapes)
+    if base is None and not shapes and path.suffix.lower() in PICKLE_SUFFIXES:
+        try:
+            found = read_embedding(path, allow_pickle=allow_pickle)
+        except EmbeddingError:
+            return None
+        base = embedding_base({k: tuple(v.shape) for k, v in found.items()} if len(found) == 1 else {})
+    if base is None:
+        return None
+    return ProbeResult(base=base, variant="normal", format="embedding", type="embedding")
 
 
 DOWN_MARKERS = (".lora_A.", ".lora_down.", ".lora.down.", "lora_linear_layer.down.", "_lora.down.")

@@ -12,9 +12,9 @@ from pydantic import BaseModel, Field
 
 from invokeai_core import utcnow
 
-BaseType = Literal["sd-1", "sd-2", "sdxl", "sd-3", "flux"]
-ModelFormat = Literal["diffusers", "checkpoint", "lora"]
-ModelType = Literal["main", "lora"]
+BaseType = Literal["sd-1", "sd-2", "sdxl", "sd-3", "flux", "any"]  # any: upscalers (no base model)
+ModelFormat = Literal["diffusers", "checkpoint", "lora", "embedding", "spandrel", "ip_adapter"]
+ModelType = Literal["main", "lora", "embedding", "upscaler", "ip_adapter"]
 ModelVariant = Literal["normal", "inpaint", "dev", "schnell"]
 PredictionType = Literal["epsilon", "v_prediction"]
 
@@ -24,7 +24,10 @@ class ModelRecord(BaseModel):
 
     name: str = Field(description="The name nodes and the CLI use")
     base: BaseType = Field(description="sd-1, sd-2, sdxl, sd-3 (SD3.5) or flux (FLUX.1)")
-    type: ModelType = Field(default="main", description="main (a whole model) or lora (an adapter file)")
+    type: ModelType = Field(
+        default="main",
+        description="main (a whole model), lora (an adapter file), embedding (textual inversion), upscaler, ip_adapter",
+    )
     variant: ModelVariant = "normal"
     format: ModelFormat
     path: str = Field(description="Absolute path to the folder or file")

@@ -81,7 +81,7 @@ def preflight_model(node: BaseInvocation, services: Services, *, base: str | Non
     except InvokeAIError as e:
         raise NodeFieldError(str(e), node.id, "model") from None
     if found.type != "main":
-        raise NodeFieldError(f"'{found.name}' is a LoRA, not a main model: use lora_loader", node.id, "model")
+        raise NodeFieldError(not_a_main_model(found), node.id, "model")
     if base is not None:
         try:
             check_base(found, sdxl=base == "sdxl")
@@ -89,10 +89,36 @@ def preflight_model(node: BaseInvocation, services: Services, *, base: str | Non
             raise NodeFieldError(e.reason, node.id, "model") from None
 
 
+#: model type -> how to use such a model instead (in the message refusing it as a main model)
+USE_INSTEAD = {
+    "lora": "use lora_loader",
+    "embedding": "write <NAME> in a prompt",
+    "upscaler": "use upscale_image",
+    "ip_adapter": "use the ip_adapter node",
+}
+
+
+def not_a(found: ModelRecord, wanted: str) -> str:
+    """`'x' is a main model, not a LoRA` (or an embedding, an upscaler, ...): what a model is not."""
+    from invokeai_diffusers.models.manager import KIND_NAMES
+
+    kind = KIND_NAMES.get(found.type, found.type)
+    return f"'{found.name}' is {'an' if kind[0] in 'aeiouAEIOU' else 'a'} {kind}, not {wanted}"
+
+
+def not_a_main_model(found: ModelRecord) -> str:
+    from invokeai_diffusers.models.manager import KIND_NAMES
+
+    kind = KIND_NAMES.get(found.type, found.type)
+    article = "an" if kind[0] in "aeiouAEIOU" else "a"
+    hint = USE_INSTEAD.get(found.type, "").replace("NAME", found.name)
+    return f"'{found.name}' is {article} {kind}, not a main model" + (f": {hint}" if hint else "")
+
+
 def check_base(found: ModelRecord, *, sdxl: bool) -> None:
     """A model loader's own check: SDXL models go through sdxl_model_loader, the others main_model_loader."""
     if found.type != "main":
-        raise DiffusionNodeError("model", f"'{found.name}' is a LoRA, not a main model: use lora_loader")
+        raise DiffusionNodeError("model", not_a_main_model(found))
     if found.base in ("flux", "sd-3"):
         loader = "flux_model_loader" if found.base == "flux" else "sd3_model_loader"
         raise DiffusionNodeError("model", f"'{found.name}' is a {found.base} model: use {loader}")
@@ -130,11 +156,50 @@ def load_loras(
     for lora in loras:
         found = record(context, lora.name, field)
         if found.type != "lora":
-            raise DiffusionNodeError(field, f"'{found.name}' is a main model, not a LoRA")
+            raise DiffusionNodeError(field, not_a(found, "a LoRA"))
         if found.base != base:
             raise DiffusionNodeError(field, f"LoRA '{found.name}' is for {found.base}, the model is {base}")
         out.append((lora, load(context, lora.name, "lora", field)))
     return out
+
+
+def load_embeddings(
+    context: InvocationContext, texts: list[str], model_base: str, widths: dict[str, int], field: str
+) -> list[tuple[str, dict[str, Any]]]:
+    """The installed textual inversion embeddings the texts trigger (`<name>`), loaded through the
+    cache and checked against the model (`widths`: text encoder component -> its embedding width).
+    A `<word>` that names no installed embedding stays plain text."""
+    from invokeai_diffusers.textual_inversion import EmbeddingError, check_fits, trigger_names
+
+    manager = models(context)
+    out: list[tuple[str, dict[str, Any]]] = []
+    for name in trigger_names(*texts):
+        found = manager.records.get(name)
+        if found is None or found.type != "embedding":
+            continue
+        (loaded,) = load(context, name, "embedding", field)
+        try:
+            check_fits(name, found.base, model_base, loaded, widths)
+        except EmbeddingError as e:
+            raise DiffusionNodeError(field, str(e)) from None
+        out.append((name, loaded))
+    return out
+
+
+def embedding_error(field: str) -> Any:
+    """Turns an EmbeddingError raised while injecting embeddings into a DiffusionNodeError naming `field`."""
+    from contextlib import contextmanager
+
+    from invokeai_diffusers.textual_inversion import EmbeddingError
+
+    @contextmanager
+    def guard() -> Any:
+        try:
+            yield
+        except EmbeddingError as e:
+            raise DiffusionNodeError(field, str(e)) from None
+
+    return guard()
 
 
 def lora_error(field: str) -> Any:

@@ -15,8 +15,10 @@ from invokeai_diffusers.nodes.common import (
     DiffusionNodeError,
     ImageOutput,
     check_size,
+    embedding_error,
     generator,
     load,
+    load_embeddings,
     load_loras,
     lora_error,
     preflight_model,
@@ -96,6 +98,22 @@ class _GenerationFields(BaseInvocation):
             parts["text_encoder_2"] = (pipe.text_encoder_2, loaded)
         return applied(record(context, self.model, "model").base, parts)
 
+    def _embeddings(self, context: InvocationContext, pipe: Any, base: str) -> Any:
+        """The context in which the pipeline's text encoders hold the textual inversion embeddings
+        the prompts trigger (`<name>`); none are loaded when no prompt names one."""
+        from contextlib import ExitStack
+
+        from invokeai_diffusers.textual_inversion import injected
+
+        widths = {"text_encoder": int(pipe.text_encoder.get_input_embeddings().weight.shape[-1])}
+        if base == "sdxl":
+            widths["text_encoder_2"] = int(pipe.text_encoder_2.get_input_embeddings().weight.shape[-1])
+        found = load_embeddings(context, [self.prompt, self.negative_prompt], base, widths, "prompt")
+        stack = ExitStack()
+        stack.enter_context(embedding_error("prompt"))
+        stack.enter_context(injected(pipe, found))
+        return stack
+
     def _common(self, context: InvocationContext, base: str, pipe: Any) -> dict[str, Any]:
         for text in (self.prompt, self.negative_prompt):
             warn_if_truncated(context, pipe.tokenizer, text)
@@ -141,7 +159,12 @@ class TextToImageInvocation(_GenerationFields):
 
         check_size(self.width, self.height)
         pipe, base = assemble(context, self.model, "txt2img", self.scheduler)
-        with torch.inference_mode(), lora_error("loras"), self._loras(context, pipe, base):
+        with (
+            torch.inference_mode(),
+            lora_error("loras"),
+            self._loras(context, pipe, base),
+            self._embeddings(context, pipe, base),
+        ):
             image = pipe(width=self.width, height=self.height, **self._common(context, base, pipe)).images[0]
         raise_if_canceled(context)
         return save_image(context, image, self._metadata(width=self.width, height=self.height), gallery=self.gallery)
@@ -159,7 +182,12 @@ class ImageToImageInvocation(_GenerationFields):
 
         source = _source_image(context, "image", self.image)
         pipe, base = assemble(context, self.model, "img2img", self.scheduler)
-        with torch.inference_mode(), lora_error("loras"), self._loras(context, pipe, base):
+        with (
+            torch.inference_mode(),
+            lora_error("loras"),
+            self._loras(context, pipe, base),
+            self._embeddings(context, pipe, base),
+        ):
             image = pipe(image=source, strength=self.strength, **self._common(context, base, pipe)).images[0]
         raise_if_canceled(context)
         meta = self._metadata(strength=self.strength, source_image=self.image.image_name)
@@ -184,7 +212,12 @@ class InpaintInvocation(_GenerationFields):
                 "mask", f"the mask is {mask.width}x{mask.height}, the image is {source.width}x{source.height}"
             )
         pipe, base = assemble(context, self.model, "inpaint", self.scheduler)
-        with torch.inference_mode(), lora_error("loras"), self._loras(context, pipe, base):
+        with (
+            torch.inference_mode(),
+            lora_error("loras"),
+            self._loras(context, pipe, base),
+            self._embeddings(context, pipe, base),
+        ):
             image = pipe(
                 image=source,
                 mask_image=mask,

@@ -11,10 +11,18 @@ inpaint pipeline takes with a 4-channel UNet), applied after each step.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from invokeai_diffusers.fields import CLIPField, ConditioningField, DenoiseMaskField, LatentsField, UNetField
+from invokeai_diffusers import ip_adapter
+from invokeai_diffusers.fields import (
+    CLIPField,
+    ConditioningField,
+    DenoiseMaskField,
+    IPAdapterField,
+    LatentsField,
+    UNetField,
+)
 from invokeai_diffusers.lora import applied
 from invokeai_diffusers.nodes.common import (
     DiffusionNodeError,
@@ -48,6 +56,7 @@ class DenoiseRequest:
     scheduler: str
     strength: float
     seed: int | None
+    ip_adapters: list[IPAdapterField] = field(default_factory=list)
 
 
 def _conditioning(
@@ -104,6 +113,7 @@ def denoise(context: InvocationContext, request: DenoiseRequest) -> Any:
     if base == "sdxl":
         kwargs["pooled_prompt_embeds"] = positive["pooled"]
         kwargs["negative_pooled_prompt_embeds"] = negative["pooled"]
+    adapters, image_encoder = _ip_adapters(context, request.ip_adapters, unet)
     with torch.inference_mode(), lora_error("unet"), applied(model.base, {"unet": (unet, loras)}):
         if request.latents is None:
             if noise is None:
@@ -117,9 +127,10 @@ def denoise(context: InvocationContext, request: DenoiseRequest) -> Any:
                 gen = generator(seed)
                 torch.randn(shape, generator=gen, dtype=noise.dtype)  # the pipeline drew the noise first
             kwargs["callback_on_step_end"] = step_callback(context, model.base, request.steps)
-            latents = pipe(
-                latents=noise.to(device, dtype), height=shape[-2] * 8, width=shape[-1] * 8, generator=gen, **kwargs
-            ).images
+            with ip_adapter_error("ip_adapter"), ip_adapter.applied(pipe, adapters, image_encoder, kwargs):
+                latents = pipe(
+                    latents=noise.to(device, dtype), height=shape[-2] * 8, width=shape[-1] * 8, generator=gen, **kwargs
+                ).images
         else:
             if seed is None:
                 raise DiffusionNodeError("noise", "image to image needs a seed: connect a noise node (or set seed)")
@@ -134,9 +145,65 @@ def denoise(context: InvocationContext, request: DenoiseRequest) -> Any:
             if request.mask is not None:
                 callback = _masked(callback, context, request, init, seed)
             kwargs["callback_on_step_end"] = callback
-            latents = pipe(image=init, strength=request.strength, generator=generator(seed), **kwargs).images
+            with ip_adapter_error("ip_adapter"), ip_adapter.applied(pipe, adapters, image_encoder, kwargs):
+                latents = pipe(image=init, strength=request.strength, generator=generator(seed), **kwargs).images
     raise_if_canceled(context)
     return latents
+
+
+def _ip_adapters(
+    context: InvocationContext, fields: list[IPAdapterField], unet: Any
+) -> tuple[list[tuple[IPAdapterField, Any, Any]], Any]:
+    """Each IP-Adapter's state dict and image, and the image encoder they share (the first one's;
+    diffusers' pipelines hold one). Checked against the UNet before anything is injected."""
+    from pathlib import Path
+
+    from invokeai_diffusers.ip_adapter import IPAdapterError, check_fits, image_encoder_folder
+
+    out: list[tuple[IPAdapterField, Any, Any]] = []
+    encoder = None
+    first: tuple[str, Path] | None = None
+    for f in fields:
+        found = record(context, f.name, "ip_adapter")
+        if found.type != "ip_adapter":
+            raise DiffusionNodeError("ip_adapter", f"'{found.name}' is not an IP-Adapter")
+        (state_dict,) = load(context, f.name, "ip_adapter", "ip_adapter")
+        try:
+            check_fits(f.name, state_dict, unet)
+        except IPAdapterError as e:
+            raise DiffusionNodeError("ip_adapter", str(e)) from None
+        folder = image_encoder_folder(Path(found.path)).resolve()
+        if first is None:
+            first = (f.name, folder)
+            encoder = load(context, f.name, "image_encoder", "ip_adapter")
+        elif folder != first[1]:
+            raise DiffusionNodeError(
+                "ip_adapter",
+                f"IP-Adapters '{first[0]}' and '{f.name}' use different image encoders ({first[1]}, {folder}); "
+                "a pipeline holds one",
+            )
+        try:
+            image = context.images.load(f.image).convert("RGB")
+        except Exception as e:
+            raise DiffusionNodeError("ip_adapter", f"cannot load image '{f.image.image_name}' ({e})") from None
+        out.append((f, state_dict, image))
+    return out, encoder
+
+
+def ip_adapter_error(field_name: str) -> Any:
+    """Turns an IPAdapterError raised while applying adapters into a DiffusionNodeError naming the field."""
+    from contextlib import contextmanager
+
+    from invokeai_diffusers.ip_adapter import IPAdapterError
+
+    @contextmanager
+    def guard() -> Any:
+        try:
+            yield
+        except IPAdapterError as e:
+            raise DiffusionNodeError(field_name, str(e)) from None
+
+    return guard()
 
 
 def _effective_steps(steps: int, strength: float) -> int:

@@ -15,7 +15,14 @@ from invokeai_core import (
     invocation,
     invocation_output,
 )
-from invokeai_diffusers.fields import ConditioningField, DenoiseMaskField, LatentsField, UNetField, VAEField
+from invokeai_diffusers.fields import (
+    ConditioningField,
+    DenoiseMaskField,
+    IPAdapterField,
+    LatentsField,
+    UNetField,
+    VAEField,
+)
 from invokeai_diffusers.nodes.common import (
     DiffusionNodeError,
     ImageOutput,
@@ -74,6 +81,9 @@ class DenoiseLatentsInvocation(BaseInvocation):
     scheduler: SchedulerName = InputField(default="default", description="The sampler ('default': the model's own)")
     strength: float = InputField(default=0.75, ge=0, le=1, description="How much to change the start latents")
     seed: int | None = InputField(default=None, ge=0, description="Seed override (default: the noise's seed)")
+    ip_adapter: IPAdapterField | list[IPAdapterField] | None = InputField(
+        default=None, description="IP-Adapter image prompts (from ip_adapter nodes)", input=Input.Connection
+    )
 
     def invoke(self, context: InvocationContext) -> LatentsOutput:
         request = DenoiseRequest(
@@ -88,6 +98,7 @@ class DenoiseLatentsInvocation(BaseInvocation):
             scheduler=self.scheduler,
             strength=self.strength,
             seed=self.seed,
+            ip_adapters=[self.ip_adapter] if isinstance(self.ip_adapter, IPAdapterField) else self.ip_adapter or [],
         )
         latents = denoise(context, request)
         seed = self.seed if self.seed is not None else (self.noise.seed if self.noise is not None else None)
