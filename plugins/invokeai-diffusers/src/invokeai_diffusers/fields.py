@@ -6,9 +6,11 @@ cache, and these small models name them.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from invokeai_core import ImageField
 
 
 class _Ref(BaseModel):
@@ -76,3 +78,30 @@ class T5EncoderField(_Ref):
     model: str = Field(description="The installed model's name")
     text_encoder: str = Field(default="text_encoder_2", description="The text encoder component")
     tokenizer: str = Field(default="tokenizer_2", description="The tokenizer component")
+
+
+#: how a control image is fitted to the generated size (see nodes/control.py)
+ControlResizeMode = Literal["just_resize", "crop_resize", "fill_resize"]
+
+
+class ControlField(_Ref):
+    """A ControlNet with its control image and settings (the ControlNet pipelines' per-net arguments)."""
+
+    image: ImageField = Field(description="The control image (e.g. canny edges)")
+    control_model: str = Field(description="The installed ControlNet's name")
+    control_weight: float = Field(default=1.0, description="controlnet_conditioning_scale")
+    begin_step_percent: float = Field(default=0.0, ge=0, le=1, description="control_guidance_start")
+    end_step_percent: float = Field(default=1.0, ge=0, le=1, description="control_guidance_end")
+    resize_mode: ControlResizeMode = Field(default="just_resize", description="How the image is fitted")
+
+
+class T2IAdapterField(_Ref):
+    """A T2I-Adapter with its control image and settings (the adapter pipelines' arguments)."""
+
+    image: ImageField = Field(description="The control image")
+    t2i_adapter_model: str = Field(description="The installed T2I-Adapter's name")
+    weight: float = Field(default=1.0, description="adapter_conditioning_scale")
+    adapter_conditioning_factor: float = Field(
+        default=1.0, ge=0, le=1, description="The fraction of the steps (from the first) the adapter is applied"
+    )
+    resize_mode: ControlResizeMode = Field(default="just_resize", description="How the image is fitted")

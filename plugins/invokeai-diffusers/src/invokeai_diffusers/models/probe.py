@@ -28,7 +28,7 @@ class ProbeResult:
     format: str
     in_channels: int | None = None  # checkpoints only: the UNet's input channels
     cross_attention_dim: int | None = None  # checkpoints only: the text width the UNet attends to
-    type: str = "main"  # or "lora"
+    type: str = "main"  # or "lora", "controlnet", "t2i_adapter"
 
 
 def probe(path: Path, *, allow_pickle: bool = False) -> ProbeResult:
@@ -51,6 +51,10 @@ def _read_json(path: Path) -> dict[str, object]:
 
 def _probe_folder(path: Path) -> ProbeResult:
     index = path / "model_index.json"
+    if not index.exists() and (path / "config.json").is_file():
+        from invokeai_diffusers.models.control_probe import probe_control_folder
+
+        return probe_control_folder(path, _read_json(path / "config.json"))
     if not index.exists():
         raise ModelProbeError(f"{path}: not a diffusers model folder (no model_index.json)")
     meta = _read_json(index)
@@ -85,6 +89,11 @@ def _probe_file(path: Path, allow_pickle: bool) -> ProbeResult:
     keys = list(shapes)
     if is_lora(keys):
         return ProbeResult(base=lora_base(shapes), variant="normal", format="lora", type="lora")
+    from invokeai_diffusers.models.control_probe import control_checkpoint
+
+    control = control_checkpoint(path, shapes)
+    if control is not None:
+        return control
     flow = transformer_checkpoint(keys)
     if flow is not None:
         return ProbeResult(base=flow[0], variant=flow[1], format="checkpoint")

@@ -14,7 +14,7 @@ from invokeai_core import utcnow
 
 BaseType = Literal["sd-1", "sd-2", "sdxl", "sd-3", "flux"]
 ModelFormat = Literal["diffusers", "checkpoint", "lora"]
-ModelType = Literal["main", "lora"]
+ModelType = Literal["main", "lora", "controlnet", "t2i_adapter"]
 ModelVariant = Literal["normal", "inpaint", "dev", "schnell"]
 PredictionType = Literal["epsilon", "v_prediction"]
 
@@ -24,7 +24,9 @@ class ModelRecord(BaseModel):
 
     name: str = Field(description="The name nodes and the CLI use")
     base: BaseType = Field(description="sd-1, sd-2, sdxl, sd-3 (SD3.5) or flux (FLUX.1)")
-    type: ModelType = Field(default="main", description="main (a whole model) or lora (an adapter file)")
+    type: ModelType = Field(
+        default="main", description="main (a whole model), lora (an adapter file), controlnet or t2i_adapter"
+    )
     variant: ModelVariant = "normal"
     format: ModelFormat
     path: str = Field(description="Absolute path to the folder or file")

@@ -81,7 +81,7 @@ def preflight_model(node: BaseInvocation, services: Services, *, base: str | Non
     except InvokeAIError as e:
         raise NodeFieldError(str(e), node.id, "model") from None
     if found.type != "main":
-        raise NodeFieldError(f"'{found.name}' is a LoRA, not a main model: use lora_loader", node.id, "model")
+        raise NodeFieldError(not_a_main_model(found), node.id, "model")
     if base is not None:
         try:
             check_base(found, sdxl=base == "sdxl")
@@ -89,10 +89,24 @@ def preflight_model(node: BaseInvocation, services: Services, *, base: str | Non
             raise NodeFieldError(e.reason, node.id, "model") from None
 
 
+#: model type -> (what it is, with an article; the node that takes it)
+KINDS = {
+    "main": ("a main model", "a model loader"),
+    "lora": ("a LoRA", "lora_loader"),
+    "controlnet": ("a ControlNet", "controlnet"),
+    "t2i_adapter": ("a T2I-Adapter", "t2i_adapter"),
+}
+
+
+def not_a_main_model(found: ModelRecord) -> str:
+    what, node = KINDS[found.type]
+    return f"'{found.name}' is {what}, not a main model: use {node}"
+
+
 def check_base(found: ModelRecord, *, sdxl: bool) -> None:
     """A model loader's own check: SDXL models go through sdxl_model_loader, the others main_model_loader."""
     if found.type != "main":
-        raise DiffusionNodeError("model", f"'{found.name}' is a LoRA, not a main model: use lora_loader")
+        raise DiffusionNodeError("model", not_a_main_model(found))
     if found.base in ("flux", "sd-3"):
         loader = "flux_model_loader" if found.base == "flux" else "sd3_model_loader"
         raise DiffusionNodeError("model", f"'{found.name}' is a {found.base} model: use {loader}")
@@ -130,7 +144,7 @@ def load_loras(
     for lora in loras:
         found = record(context, lora.name, field)
         if found.type != "lora":
-            raise DiffusionNodeError(field, f"'{found.name}' is a main model, not a LoRA")
+            raise DiffusionNodeError(field, f"'{found.name}' is {KINDS[found.type][0]}, not a LoRA")
         if found.base != base:
             raise DiffusionNodeError(field, f"LoRA '{found.name}' is for {found.base}, the model is {base}")
         out.append((lora, load(context, lora.name, "lora", field)))

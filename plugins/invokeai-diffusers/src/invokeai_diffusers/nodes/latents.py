@@ -15,7 +15,15 @@ from invokeai_core import (
     invocation,
     invocation_output,
 )
-from invokeai_diffusers.fields import ConditioningField, DenoiseMaskField, LatentsField, UNetField, VAEField
+from invokeai_diffusers.fields import (
+    ConditioningField,
+    ControlField,
+    DenoiseMaskField,
+    LatentsField,
+    T2IAdapterField,
+    UNetField,
+    VAEField,
+)
 from invokeai_diffusers.nodes.common import (
     DiffusionNodeError,
     ImageOutput,
@@ -74,8 +82,16 @@ class DenoiseLatentsInvocation(BaseInvocation):
     scheduler: SchedulerName = InputField(default="default", description="The sampler ('default': the model's own)")
     strength: float = InputField(default=0.75, ge=0, le=1, description="How much to change the start latents")
     seed: int | None = InputField(default=None, ge=0, description="Seed override (default: the noise's seed)")
+    control: ControlField | list[ControlField] | None = InputField(
+        default=None, description="ControlNets (from controlnet nodes; collect several)", input=Input.Connection
+    )
+    t2i_adapter: T2IAdapterField | list[T2IAdapterField] | None = InputField(
+        default=None, description="T2I-Adapters (from t2i_adapter nodes; collect several)", input=Input.Connection
+    )
 
     def invoke(self, context: InvocationContext) -> LatentsOutput:
+        from invokeai_diffusers.nodes.control_denoise import as_list
+
         request = DenoiseRequest(
             unet=self.unet,
             positive=self.positive_conditioning,
@@ -88,6 +104,8 @@ class DenoiseLatentsInvocation(BaseInvocation):
             scheduler=self.scheduler,
             strength=self.strength,
             seed=self.seed,
+            control=as_list(self.control),
+            t2i_adapters=as_list(self.t2i_adapter),
         )
         latents = denoise(context, request)
         seed = self.seed if self.seed is not None else (self.noise.seed if self.noise is not None else None)
@@ -98,6 +116,8 @@ class DenoiseLatentsInvocation(BaseInvocation):
             "cfg_scale": self.cfg_scale,
             "scheduler": self.scheduler,
             **({"strength": self.strength} if self.latents is not None else {}),
+            **({"controlnets": [c.control_model for c in request.control]} if request.control else {}),
+            **({"t2i_adapters": [a.t2i_adapter_model for a in request.t2i_adapters]} if request.t2i_adapters else {}),
         }
         return store_latents(context, latents, seed=seed, metadata=metadata)
 

@@ -16,7 +16,7 @@ from invokeai_core import (
     invocation_output,
 )
 from invokeai_diffusers.fields import CLIPField, LoRAField, UNetField, VAEField
-from invokeai_diffusers.nodes.common import DiffusionNodeError, check_base, preflight_model, record
+from invokeai_diffusers.nodes.common import KINDS, DiffusionNodeError, check_base, preflight_model, record
 
 if TYPE_CHECKING:
     from invokeai_core import Services
@@ -117,12 +117,12 @@ class LoRALoaderInvocation(BaseInvocation):
         except InvokeAIError as e:
             raise NodeFieldError(str(e), self.id, "lora") from None
         if found.type != "lora":
-            raise NodeFieldError(f"'{found.name}' is a main model, not a LoRA", self.id, "lora")
+            raise NodeFieldError(f"'{found.name}' is {KINDS[found.type][0]}, not a LoRA", self.id, "lora")
 
     def invoke(self, context: InvocationContext) -> LoRALoaderOutput:
         found = record(context, self.lora, "lora")
         if found.type != "lora":
-            raise DiffusionNodeError("lora", f"'{found.name}' is a main model, not a LoRA")
+            raise DiffusionNodeError("lora", f"'{found.name}' is {KINDS[found.type][0]}, not a LoRA")
         fields: tuple[tuple[str, UNetField | CLIPField | None], ...] = (
             ("unet", self.unet),
             ("clip", self.clip),
