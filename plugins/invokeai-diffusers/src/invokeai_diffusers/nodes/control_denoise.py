@@ -127,15 +127,12 @@ def call_arguments(
             "controlnet_conditioning_scale": one_or_list([f.control_weight for f in fields]),
             "control_guidance_start": one_or_list([f.begin_step_percent for f in fields]),
             "control_guidance_end": one_or_list([f.end_step_percent for f in fields]),
-            "height": height,
-            "width": width,
+            **({"height": height, "width": width} if img2img else {}),  # text to image passes them already
         }
     adapters: list[T2IAdapterField] = guidance.fields
     out: dict[str, Any] = {
         "image": one_or_list(images),
         "adapter_conditioning_scale": one_or_list([a.weight for a in adapters]),
-        "height": height,
-        "width": width,
     }
     if sdxl:
         out["adapter_conditioning_factor"] = adapters[0].adapter_conditioning_factor
