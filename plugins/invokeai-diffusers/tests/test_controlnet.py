@@ -238,7 +238,11 @@ def run_reference(pipe: Any, seed: int, *, legacy_callback: bool, **call: Any) -
     with torch.no_grad():
         if sdxl:
             embeds, neg, pooled, neg_pooled = pipe.encode_prompt(
-                prompt=PROMPT, device="cpu", num_images_per_prompt=1, do_classifier_free_guidance=True, negative_prompt=NEGATIVE
+                prompt=PROMPT,
+                device="cpu",
+                num_images_per_prompt=1,
+                do_classifier_free_guidance=True,
+                negative_prompt=NEGATIVE,
             )
         else:
             embeds, neg = pipe.encode_prompt(PROMPT, "cpu", 1, True, NEGATIVE)
@@ -266,7 +270,19 @@ def run_reference(pipe: Any, seed: int, *, legacy_callback: bool, **call: Any) -
         ).images
     with Recorder(diffusers.AutoencoderKL, "decode", lambda out: out[0]) as decoded:
         image = pipe(generator=torch.Generator("cpu").manual_seed(seed), output_type="pt", **common, **call).images
-    as_uint8 = (image.permute(0, 2, 3, 1).float().cpu().numpy()[0] * 255).round().astype("uint8")
+    if isinstance(image, np.ndarray):
+        # StableDiffusionAdapterPipeline still decodes with the deprecated `decode_latents`
+        # (`1 / scaling_factor * latents`, a float or two off dividing), unlike every other pipeline:
+        # the reference decode is then the other pipelines' own, on the reference's final latents.
+        from diffusers.image_processor import VaeImageProcessor
+
+        with torch.no_grad():
+            tensor = pipe.vae.decode(final / pipe.vae.config.scaling_factor, return_dict=False)[0]
+        decoded.values = [tensor]
+        pt = VaeImageProcessor(vae_scale_factor=8).postprocess(tensor, output_type="pt")
+        as_uint8 = (pt.permute(0, 2, 3, 1).float().cpu().numpy()[0] * 255).round().astype("uint8")
+    else:
+        as_uint8 = (image.permute(0, 2, 3, 1).float().cpu().numpy()[0] * 255).round().astype("uint8")
     return {
         "embeds": embeds,
         "negative": neg,
@@ -309,7 +325,6 @@ def assert_equal_stages(ours: dict[str, Any], ref: dict[str, Any]) -> None:
 
     assert torch.equal(ours["embeds"], ref["embeds"]) and torch.equal(ours["negative"], ref["negative"])
     if ref["pooled"] is not None:
-        print(ours["pooled"].stride(), ref["pooled"].stride(), ours["embeds"].stride(), ref["embeds"].stride())
         assert torch.equal(ours["pooled"], ref["pooled"])
         assert torch.equal(ours["negative_pooled"], ref["negative_pooled"])
     assert len(ours["initial"]) == 1 and torch.equal(ours["initial"][0], ref["initial"])

@@ -16,6 +16,8 @@ image-to-image pipeline); a denoise mask cannot be combined with either.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -199,3 +201,23 @@ def legacy_callback(inner: Any) -> Any:
             raise GenerationCanceled("canceled")
 
     return callback
+
+
+@contextmanager
+def as_diffusers_loads_them(modules: list[Any]) -> Iterator[None]:
+    """Parameters flagged `requires_grad` for the call, as `from_pretrained` leaves them, then back.
+
+    The cache turns gradients off on its modules; with ControlNet residuals in an SDXL UNet (and in
+    the ControlNet itself) CPU kernels then round differently (~1e-5 after one step) from the
+    pipeline a diffusers user runs, whose modules keep `requires_grad=True` under `no_grad`. The call
+    runs under `inference_mode` either way, so no gradient is recorded; the flags are restored
+    afterwards (under the modules lock, so no other run sees them)."""
+    params = [p for m in modules for p in m.parameters()]
+    flags = [p.requires_grad for p in params]
+    for p in params:
+        p.requires_grad_(True)
+    try:
+        yield
+    finally:
+        for p, flag in zip(params, flags, strict=True):
+            p.requires_grad_(flag)

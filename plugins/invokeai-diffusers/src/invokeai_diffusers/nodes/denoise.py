@@ -126,7 +126,12 @@ def denoise(context: InvocationContext, request: DenoiseRequest) -> Any:
     if base == "sdxl":
         kwargs["pooled_prompt_embeds"] = positive["pooled"]
         kwargs["negative_pooled_prompt_embeds"] = negative["pooled"]
-    with torch.inference_mode(), lora_error("unet"), applied(model.base, {"unet": (unet, loras)}):
+    with (
+        lora_error("unet"),
+        applied(model.base, {"unet": (unet, loras)}),
+        _flags(guidance, unet),
+        torch.inference_mode(),
+    ):
         if request.latents is None:
             if noise is None:
                 raise DiffusionNodeError("noise", "text to image needs noise (connect a noise node)")
@@ -170,6 +175,16 @@ def denoise(context: InvocationContext, request: DenoiseRequest) -> Any:
             latents = pipe(image=init, strength=request.strength, generator=generator(seed), **kwargs).images
     raise_if_canceled(context)
     return latents
+
+
+def _flags(guidance: Any, unet: Any) -> Any:
+    from contextlib import nullcontext
+
+    if guidance is None:
+        return nullcontext()
+    from invokeai_diffusers.nodes.control_denoise import as_diffusers_loads_them
+
+    return as_diffusers_loads_them([unet, *guidance.models])
 
 
 def _guidance_arguments(
