@@ -832,3 +832,44 @@ def test_bad_control_inputs_name_the_node_and_field(
     both["edges"].append(edge("t", "t2i_adapter", "d", "t2i_adapter"))
     run = invokeai_run_graph(both)
     assert run.status == "failed" and "ControlNets and T2I-Adapters cannot be combined" in str(run.errors["d"])
+
+
+def test_sd_controlnet_image_to_image_equals_the_controlnet_img2img_pipeline(
+    controls: Any, invokeai_invoker: Any, invokeai_run_graph: Any, model_folders: Any, control_folders: Any
+) -> None:
+    """image_to_latents -> denoise_latents (strength) with a ControlNet; the reference is given the
+    same latents as `image` (encoded by its own VAE with the distribution's mode, contiguous, as
+    image_to_latents stores them) and the control image as `control_image`."""
+    import torch
+    from diffusers.image_processor import VaeImageProcessor
+
+    src_field, src = control_image(invokeai_invoker, 10)
+    image, pil = control_image(invokeai_invoker, 11)
+    graph = guided_graph("tiny-sd", [{"image": image.model_dump(), "control_model": "cn-a"}], seed=17, steps=4)
+    graph["nodes"]["i"] = {"id": "i", "type": "image_to_latents", "image": src_field.model_dump()}
+    graph["nodes"]["d"]["strength"] = 0.75
+    graph["edges"] += [edge("m", "vae", "i", "vae"), edge("i", "latents", "d", "latents")]
+    pipe = reference_pipeline(
+        "StableDiffusionControlNetImg2ImgPipeline",
+        model_folders["sd"],
+        "controlnet",
+        load_modules("ControlNetModel", [control_folders["cn-a"]]),
+        "default",
+        [],
+    )
+    with torch.no_grad():
+        pixels_in = VaeImageProcessor(vae_scale_factor=8).preprocess(src)
+        encoded = (pipe.vae.encode(pixels_in).latent_dist.mode() * pipe.vae.config.scaling_factor).contiguous()
+    call = {"prompt": PROMPT, "negative_prompt": NEGATIVE, "num_inference_steps": 4, "guidance_scale": 7.5}
+    ref = pipe(
+        image=encoded,
+        control_image=pil,
+        controlnet_conditioning_scale=1.0,  # the node's default (this pipeline's is 0.8)
+        strength=0.75,
+        generator=torch.Generator("cpu").manual_seed(17),
+        output_type="latent",
+        **call,
+    ).images
+    run = invokeai_run_graph(graph)
+    assert run.status == "completed", run.errors
+    assert torch.equal(invokeai_invoker.services.objects.load(run["d"].latents.latents_name), ref)
