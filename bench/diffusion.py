@@ -16,7 +16,7 @@ LoRA, at 256x256, 8 steps: our granular graph (sdxl_model_loader -> lora_loader 
 -> denoise_latents -> latents_to_image) against a raw `StableDiffusionXLControlNetPipeline` with
 `load_lora_weights` + `set_adapters`, the same way.
 
-    .venv/bin/python bench/diffusion.py [--runs 5]
+    .venv/bin/python bench/diffusion.py [--runs 5] [--only control]
 """
 
 from __future__ import annotations
@@ -276,7 +276,7 @@ def sdxl_control_lora_rows(
     import torch
     from diffusers import ControlNetModel, StableDiffusionXLControlNetPipeline, StableDiffusionXLPipeline
     from diffusers.utils import convert_state_dict_to_diffusers
-    from peft import LoraConfig
+    from peft import LoraConfig, inject_adapter_in_model
     from peft.utils import get_peft_model_state_dict
     from PIL import Image
 
@@ -292,11 +292,15 @@ def sdxl_control_lora_rows(
                 param.copy_(torch.randn(param.shape) * 0.1)
     net.save_pretrained(str(root / "cn-demo-sdxl"))
     config = LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"], init_lora_weights=False)
+    te_config = LoraConfig(r=4, lora_alpha=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
     pipe.unet.add_adapter(config)
+    inject_adapter_in_model(te_config, pipe.text_encoder_2)  # also on the second encoder: an SDXL LoRA
     StableDiffusionXLPipeline.save_lora_weights(
         str(root),
         unet_lora_layers=convert_state_dict_to_diffusers(get_peft_model_state_dict(pipe.unet)),
+        text_encoder_2_lora_layers=convert_state_dict_to_diffusers(get_peft_model_state_dict(pipe.text_encoder_2)),
         unet_lora_adapter_metadata=config.to_dict(),
+        text_encoder_2_lora_adapter_metadata=te_config.to_dict(),
         weight_name="lora-demo-sdxl.safetensors",
     )
     manager.add(root / "cn-demo-sdxl", name="cn-demo-sdxl")
@@ -375,9 +379,22 @@ def sdxl_control_lora_rows(
     return times, manager.cache.loads - loads
 
 
+def print_control_rows(control_times: dict[str, list[float]], control_loads: int) -> None:
+    control_base = statistics.median(control_times["SDXL+CN+LoRA raw pipeline"])
+    print(
+        f"SDXL+ControlNet+LoRA (demo SDXL, random ControlNet and LoRA, {CONTROL_SIZE}x{CONTROL_SIZE}, "
+        f"{CONTROL_STEPS} steps):"
+    )
+    for name, values in control_times.items():
+        med = statistics.median(values)
+        print(f"{name:26} median {med:7.3f} s   ratio to raw {med / control_base:5.3f}")
+    print(f"SDXL+ControlNet+LoRA model loads during timed runs: {control_loads} (target 0)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--only", choices=["control"], help="only the SDXL+ControlNet+LoRA rows")
     args = parser.parse_args()
     import torch
     from diffusers import StableDiffusionPipeline
@@ -398,6 +415,11 @@ def main() -> None:
         host = PluginHost(config).load()
         invoker = Invoker.from_config(config, host).start()
         manager = invoker.services.get(ModelManager)
+        if args.only == "control":
+            control_times, control_loads = sdxl_control_lora_rows(invoker, manager, host, Path(root), args.runs, gpu)
+            invoker.stop()
+            print_control_rows(control_times, control_loads)
+            return
         if gpu:
             record = manager.add(full_size_sd15(Path(root) / "sd15-random"), name="sd15-random")
         else:
@@ -458,15 +480,7 @@ def main() -> None:
         med = statistics.median(values)
         print(f"{name:22} median {med:7.3f} s   ratio to raw {med / flux_base:5.3f}")
     print(f"FLUX model loads during timed runs: {flux_loads} (target 0)")
-    control_base = statistics.median(control_times["SDXL+CN+LoRA raw pipeline"])
-    print(
-        f"SDXL+ControlNet+LoRA (demo SDXL, random ControlNet and LoRA, {CONTROL_SIZE}x{CONTROL_SIZE}, "
-        f"{CONTROL_STEPS} steps):"
-    )
-    for name, values in control_times.items():
-        med = statistics.median(values)
-        print(f"{name:26} median {med:7.3f} s   ratio to raw {med / control_base:5.3f}")
-    print(f"SDXL+ControlNet+LoRA model loads during timed runs: {control_loads} (target 0)")
+    print_control_rows(control_times, control_loads)
     print(f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
 
 
