@@ -178,9 +178,11 @@ def denoise(context: InvocationContext, request: DenoiseRequest) -> Any:
 
 
 def _flags(guidance: Any, unet: Any) -> Any:
+    """The UNet (and ControlNets / adapters) with `requires_grad` as `from_pretrained` leaves them
+    for the call (see `control_denoise.as_diffusers_loads_them`)."""
     from contextlib import nullcontext
 
-    if guidance is None:
+    if guidance is None:  # the plain pipelines match as they are (and a LoRA'd SDXL UNet would not)
         return nullcontext()
     from invokeai_diffusers.nodes.control_denoise import as_diffusers_loads_them
 
