@@ -11,7 +11,12 @@ GPU (when torch sees CUDA): a random-weight model with the full-size SD 1.5 UNet
 FLUX (always): a small random-weight FLUX.1-dev-style model at 256x256, 4 steps: our granular FLUX graph
 and our `flux_txt2img` node against a raw `FluxPipeline` in the same process, the same way.
 
-    .venv/bin/python bench/diffusion.py [--runs 5]
+SDXL+ControlNet+LoRA (always): the demo SDXL model with a random ControlNet (`from_unet`) and a random
+LoRA, at 256x256, 8 steps: our granular graph (sdxl_model_loader -> lora_loader -> prompts, controlnet
+-> denoise_latents -> latents_to_image) against a raw `StableDiffusionXLControlNetPipeline` with
+`load_lora_weights` + `set_adapters`, the same way.
+
+    .venv/bin/python bench/diffusion.py [--runs 5] [--only control]
 """
 
 from __future__ import annotations
@@ -260,9 +265,136 @@ def flux_rows(
     return times, manager.cache.loads - loads
 
 
+CONTROL_SIZE, CONTROL_STEPS = 256, 8
+
+
+def sdxl_control_lora_rows(
+    invoker: Any, manager: Any, host: Any, root: Path, runs: int, gpu: bool
+) -> tuple[dict[str, list[float]], int]:
+    """Our SDXL + ControlNet + LoRA graph against the raw diffusers pipeline, alternating, warm."""
+    import numpy as np
+    import torch
+    from diffusers import ControlNetModel, StableDiffusionXLControlNetPipeline, StableDiffusionXLPipeline
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft import LoraConfig, inject_adapter_in_model
+    from peft.utils import get_peft_model_state_dict
+    from PIL import Image
+
+    from invokeai_core.graph import Graph
+
+    model = manager.create_demo(sdxl=True)
+    pipe = StableDiffusionXLPipeline.from_pretrained(model.path, local_files_only=True)
+    torch.manual_seed(0)
+    net = ControlNetModel.from_unet(pipe.unet, conditioning_embedding_out_channels=(16, 32, 64, 128))
+    with torch.no_grad():
+        for part in (net.controlnet_down_blocks, net.controlnet_mid_block):
+            for param in part.parameters():
+                param.copy_(torch.randn(param.shape) * 0.1)
+    net.save_pretrained(str(root / "cn-demo-sdxl"))
+    config = LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"], init_lora_weights=False)
+    te_config = LoraConfig(r=4, lora_alpha=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    pipe.unet.add_adapter(config)
+    inject_adapter_in_model(te_config, pipe.text_encoder_2)  # also on the second encoder: an SDXL LoRA
+    StableDiffusionXLPipeline.save_lora_weights(
+        str(root),
+        unet_lora_layers=convert_state_dict_to_diffusers(get_peft_model_state_dict(pipe.unet)),
+        text_encoder_2_lora_layers=convert_state_dict_to_diffusers(get_peft_model_state_dict(pipe.text_encoder_2)),
+        unet_lora_adapter_metadata=config.to_dict(),
+        text_encoder_2_lora_adapter_metadata=te_config.to_dict(),
+        weight_name="lora-demo-sdxl.safetensors",
+    )
+    manager.add(root / "cn-demo-sdxl", name="cn-demo-sdxl")
+    manager.add(root / "lora-demo-sdxl.safetensors", name="lora-demo-sdxl")
+    pixels = np.random.default_rng(0).integers(0, 256, size=(32, 32, 3), dtype=np.uint8)
+    control = Image.fromarray(pixels).resize((CONTROL_SIZE, CONTROL_SIZE), resample=Image.Resampling.NEAREST)
+    image = invoker.services.image_service.create(control).field.model_dump()
+    raw = StableDiffusionXLControlNetPipeline.from_pretrained(
+        model.path,
+        controlnet=ControlNetModel.from_pretrained(str(root / "cn-demo-sdxl"), dtype=manager.cache.dtype),
+        local_files_only=True,
+        dtype=manager.cache.dtype,
+    )
+    raw.load_lora_weights(str(root / "lora-demo-sdxl.safetensors"), adapter_name="demo")
+    raw.set_adapters(["demo"], adapter_weights=[0.8])
+    raw.to(manager.cache.device)
+    raw.set_progress_bar_config(disable=True)
+    prompt, negative, size, steps = "a lighthouse at dusk", "blurry", CONTROL_SIZE, CONTROL_STEPS
+    graph = {
+        "nodes": {
+            "m": {"id": "m", "type": "sdxl_model_loader", "model": model.name},
+            "x": {"id": "x", "type": "lora_loader", "lora": "lora-demo-sdxl", "weight": 0.8},
+            "p": {"id": "p", "type": "prompt", "prompt": prompt},
+            "n": {"id": "n", "type": "prompt", "prompt": negative},
+            "z": {"id": "z", "type": "noise", "seed": 1, "width": size, "height": size},
+            "c": {"id": "c", "type": "controlnet", "image": image, "control_model": "cn-demo-sdxl"},
+            "d": {"id": "d", "type": "denoise_latents", "steps": steps, "cfg_scale": 7.5},
+            "l": {"id": "l", "type": "latents_to_image"},
+        },
+        "edges": [
+            edge("m", "unet", "x", "unet"),
+            edge("m", "clip", "x", "clip"),
+            edge("m", "clip2", "x", "clip2"),
+            *(edge("x", f, t, f) for t in ("p", "n") for f in ("clip", "clip2")),
+            edge("x", "unet", "d", "unet"),
+            edge("p", "conditioning", "d", "positive_conditioning"),
+            edge("n", "conditioning", "d", "negative_conditioning"),
+            edge("z", "latents", "d", "noise"),
+            edge("c", "control", "d", "control"),
+            edge("d", "latents", "l", "latents"),
+            edge("m", "vae", "l", "vae"),
+        ],
+    }
+    for n in graph["nodes"].values():
+        n["use_cache"] = False
+    g = Graph.from_dict(graph, host.registry, require_inputs=True)
+
+    def ours() -> float:
+        t0 = time.perf_counter()
+        session = invoker.run_graph(g.copy(), timeout=600)
+        assert session.status == "completed", session.errors
+        return time.perf_counter() - t0
+
+    def baseline() -> float:
+        t0 = time.perf_counter()
+        raw(
+            prompt,
+            negative_prompt=negative,
+            image=control,
+            num_inference_steps=steps,
+            guidance_scale=7.5,
+            width=size,
+            height=size,
+            generator=torch.Generator("cpu").manual_seed(1),
+        )
+        if gpu:
+            torch.cuda.synchronize()
+        return time.perf_counter() - t0
+
+    ours(), baseline()  # warm up
+    loads = manager.cache.loads
+    times: dict[str, list[float]] = {"SDXL+CN+LoRA raw pipeline": [], "SDXL+ControlNet+LoRA graph": []}
+    for _ in range(runs):
+        times["SDXL+CN+LoRA raw pipeline"].append(baseline())
+        times["SDXL+ControlNet+LoRA graph"].append(ours())
+    return times, manager.cache.loads - loads
+
+
+def print_control_rows(control_times: dict[str, list[float]], control_loads: int) -> None:
+    control_base = statistics.median(control_times["SDXL+CN+LoRA raw pipeline"])
+    print(
+        f"SDXL+ControlNet+LoRA (demo SDXL, random ControlNet and LoRA, {CONTROL_SIZE}x{CONTROL_SIZE}, "
+        f"{CONTROL_STEPS} steps):"
+    )
+    for name, values in control_times.items():
+        med = statistics.median(values)
+        print(f"{name:26} median {med:7.3f} s   ratio to raw {med / control_base:5.3f}")
+    print(f"SDXL+ControlNet+LoRA model loads during timed runs: {control_loads} (target 0)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--only", choices=["control"], help="only the SDXL+ControlNet+LoRA rows")
     args = parser.parse_args()
     import torch
     from diffusers import StableDiffusionPipeline
@@ -283,6 +415,11 @@ def main() -> None:
         host = PluginHost(config).load()
         invoker = Invoker.from_config(config, host).start()
         manager = invoker.services.get(ModelManager)
+        if args.only == "control":
+            control_times, control_loads = sdxl_control_lora_rows(invoker, manager, host, Path(root), args.runs, gpu)
+            invoker.stop()
+            print_control_rows(control_times, control_loads)
+            return
         if gpu:
             record = manager.add(full_size_sd15(Path(root) / "sd15-random"), name="sd15-random")
         else:
@@ -328,6 +465,7 @@ def main() -> None:
             times["txt2img node"].append(ours(g_node))
         sd_loads = manager.cache.loads - loads_after_warmup  # before the FLUX rows load their model
         flux_times, flux_loads = flux_rows(invoker, manager, host, Path(root), args.runs, gpu)
+        control_times, control_loads = sdxl_control_lora_rows(invoker, manager, host, Path(root), args.runs, gpu)
         invoker.stop()
     device = torch.cuda.get_device_name(0) if gpu else "CPU"
     print(f"device: {device}; {size}x{size}, {steps} steps, {dtype}; {args.runs} alternating runs each")
@@ -342,6 +480,7 @@ def main() -> None:
         med = statistics.median(values)
         print(f"{name:22} median {med:7.3f} s   ratio to raw {med / flux_base:5.3f}")
     print(f"FLUX model loads during timed runs: {flux_loads} (target 0)")
+    print_control_rows(control_times, control_loads)
     print(f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
 
 

@@ -6,7 +6,7 @@ cache, and these small models name them.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -88,3 +88,30 @@ class IPAdapterField(_Ref):
     weight: float = Field(default=1.0, description="The adapter's scale (diffusers' set_ip_adapter_scale)")
     begin_step_percent: float = Field(default=0.0, ge=0, le=1, description="Acts from this fraction of the steps")
     end_step_percent: float = Field(default=1.0, ge=0, le=1, description="Acts until this fraction of the steps")
+
+
+#: how a control image is fitted to the generated size (see nodes/control.py)
+ControlResizeMode = Literal["just_resize", "crop_resize", "fill_resize"]
+
+
+class ControlField(_Ref):
+    """A ControlNet with its control image and settings (the ControlNet pipelines' per-net arguments)."""
+
+    image: ImageField = Field(description="The control image (e.g. canny edges)")
+    control_model: str = Field(description="The installed ControlNet's name")
+    control_weight: float = Field(default=1.0, description="controlnet_conditioning_scale")
+    begin_step_percent: float = Field(default=0.0, ge=0, le=1, description="control_guidance_start")
+    end_step_percent: float = Field(default=1.0, ge=0, le=1, description="control_guidance_end")
+    resize_mode: ControlResizeMode = Field(default="just_resize", description="How the image is fitted")
+
+
+class T2IAdapterField(_Ref):
+    """A T2I-Adapter with its control image and settings (the adapter pipelines' arguments)."""
+
+    image: ImageField = Field(description="The control image")
+    t2i_adapter_model: str = Field(description="The installed T2I-Adapter's name")
+    weight: float = Field(default=1.0, description="adapter_conditioning_scale")
+    adapter_conditioning_factor: float = Field(
+        default=1.0, ge=0, le=1, description="The fraction of the steps (from the first) the adapter is applied"
+    )
+    resize_mode: ControlResizeMode = Field(default="just_resize", description="How the image is fitted")

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 @hookimpl
 def register_invocations(register: Callable[[Any], None]) -> None:
-    from invokeai_diffusers.nodes import conditioning, convenience, latents, models
+    from invokeai_diffusers.nodes import conditioning, control, convenience, latents, models
 
     for cls in (
         models.MainModelLoaderInvocation,
@@ -34,6 +34,10 @@ def register_invocations(register: Callable[[Any], None]) -> None:
         convenience.TextToImageInvocation,
         convenience.ImageToImageInvocation,
         convenience.InpaintInvocation,
+        control.ControlNetInvocation,
+        control.T2IAdapterInvocation,
+        control.CannyEdgeInvocation,
+        control.ImageResizeForControlInvocation,
     ):
         register(cls)
     from invokeai_diffusers.nodes import flux, sd3

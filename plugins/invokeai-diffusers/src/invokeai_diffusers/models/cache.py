@@ -262,6 +262,29 @@ class ModelCache:
         model.eval()
         return model
 
+    def _load_control(self, record: ModelRecord, submodel: str, folder: Path) -> Any:
+        """A ControlNet or T2I-Adapter (its one component is named after its type): `from_pretrained` on
+        its folder, or `ControlNetModel.from_single_file` with the config folder given at install."""
+        import diffusers
+
+        if submodel != record.type:
+            raise ModelLoadError(
+                f"{record.type} '{record.name}' has only a '{record.type}' component, not '{submodel}'"
+            )
+        cls = diffusers.ControlNetModel if record.type == "controlnet" else diffusers.T2IAdapter
+        try:
+            if record.format == "checkpoint":
+                model = cls.from_single_file(record.path, config=str(folder), local_files_only=True, dtype=self.dtype)
+            else:
+                model = cls.from_pretrained(record.path, local_files_only=True, dtype=self.dtype)
+            model.to(self.device)
+            model.eval()  # requires_grad stays as from_pretrained leaves it (see _load)
+            return model
+        except Exception as e:
+            raise ModelLoadError(
+                f"{record.type} '{record.name}': cannot load it from {record.path}: {type(e).__name__}: {e}"
+            ) from None
+
     def _load(self, record: ModelRecord, submodel: str, folder: Path) -> Any:
         from invokeai_diffusers.models.demo import quiet_progress_bars
 
@@ -274,6 +297,8 @@ class ModelCache:
             return self._load_upscaler(record, submodel)
         if record.type == "ip_adapter":
             return self._load_ip_adapter(record, submodel)
+        if record.type in ("controlnet", "t2i_adapter"):
+            return self._load_control(record, submodel, folder)
         try:
             index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as e:

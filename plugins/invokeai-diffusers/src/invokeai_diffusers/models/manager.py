@@ -32,6 +32,8 @@ KIND_NAMES: dict[str, str] = {
     "embedding": "textual inversion embedding",
     "upscaler": "upscaler",
     "ip_adapter": "IP-Adapter",
+    "controlnet": "ControlNet",
+    "t2i_adapter": "T2I-Adapter",
 }
 
 
@@ -113,6 +115,8 @@ class ModelManager:
         except ModelProbeError as e:
             raise ModelInstallError(str(e)) from None
         config_dir: str | None = None
+        if found.type in ("controlnet", "t2i_adapter"):
+            return self._add_control(source, found, name, description, config, prediction_type)
         if config is not None:
             if found.format != "checkpoint":
                 raise ModelInstallError(f"{source}: --config is for single-file checkpoints; a folder has its own")
@@ -133,10 +137,7 @@ class ModelManager:
             folder = Path(config_dir) if config_dir else self._shipped_folder(found, prediction_type)
             self._check_fits(source, found, folder)
         model_name = name or (source.stem if source.is_file() else source.name)
-        if not NAME.match(model_name):
-            raise ModelInstallError(f"'{model_name}' is not a valid model name (letters, digits, '.', '_', '-')")
-        if self.records.get(model_name) is not None:
-            raise ModelInstallError(f"a model named '{model_name}' is already installed (remove it or pass --name)")
+        self._check_new_name(model_name)
         digest, size = hash_and_size(source)
         record = ModelRecord(
             name=model_name,
@@ -150,6 +151,54 @@ class ModelManager:
             description=description,
             config=config_dir,
             prediction_type=prediction_type,
+        )
+        self.records.put(record)
+        return record
+
+    def _check_new_name(self, model_name: str) -> None:
+        if not NAME.match(model_name):
+            raise ModelInstallError(f"'{model_name}' is not a valid model name (letters, digits, '.', '_', '-')")
+        if self.records.get(model_name) is not None:
+            raise ModelInstallError(f"a model named '{model_name}' is already installed (remove it or pass --name)")
+
+    def _add_control(
+        self,
+        source: Path,
+        found: ProbeResult,
+        name: str | None,
+        description: str,
+        config: str | Path | None,
+        prediction_type: PredictionType | None,
+    ) -> ModelRecord:
+        """A ControlNet or T2I-Adapter: a diffusers folder, or a ControlNet single file with `config`
+        (its diffusers config folder; see `control_probe`)."""
+        from invokeai_diffusers.models.control_probe import check_control_config
+
+        if prediction_type is not None:
+            raise ModelInstallError(f"{source}: a {found.type} takes no --prediction-type")
+        config_dir: str | None = None
+        if found.format == "diffusers" and config is not None:
+            raise ModelInstallError(f"{source}: --config is for single-file checkpoints; a folder has its own")
+        if found.format == "checkpoint":
+            config_path = _resolved(config) if config is not None else None
+            try:
+                check_control_config(source, found, config_path)
+            except ModelProbeError as e:
+                raise ModelInstallError(str(e)) from None
+            config_dir = str(config_path)
+        model_name = name or (source.stem if source.is_file() else source.name)
+        self._check_new_name(model_name)
+        digest, size = hash_and_size(source)
+        record = ModelRecord(
+            name=model_name,
+            type="controlnet" if found.type == "controlnet" else "t2i_adapter",
+            base=found.base,
+            format=found.format,
+            path=str(source),
+            hash=digest,
+            size=size,
+            description=description,
+            config=config_dir,
         )
         self.records.put(record)
         return record
@@ -204,6 +253,8 @@ class ModelManager:
         """Where a model's component configs live: its own folder, or the config for a checkpoint."""
         if record.format == "diffusers":
             return Path(record.path)
+        if record.type in ("controlnet", "t2i_adapter"):
+            return Path(record.config or record.path)
         if record.config:
             return Path(record.config)
         return self._shipped_folder(record, record.prediction_type)
@@ -231,7 +282,7 @@ class ModelManager:
     def load(self, name: str, submodel: str, *, on_load: LoadListener | None = None) -> Any:
         """A loaded component (`unet`, `vae`, `text_encoder`, `tokenizer`, `scheduler`, ...)."""
         record = self.get(name)
-        if record.type != "main":
+        if record.type not in ("main", "controlnet", "t2i_adapter"):  # those two have config folders
             if not Path(record.path).exists():
                 raise ModelInstallError(
                     f"{KIND_NAMES[record.type]} '{name}': its file is gone ({record.path}); reinstall or remove it"

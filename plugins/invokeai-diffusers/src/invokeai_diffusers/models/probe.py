@@ -28,7 +28,7 @@ class ProbeResult:
     format: str
     in_channels: int | None = None  # checkpoints only: the UNet's input channels
     cross_attention_dim: int | None = None  # checkpoints only: the text width the UNet attends to
-    type: str = "main"  # or "lora", "embedding", "upscaler", "ip_adapter"
+    type: str = "main"  # or "lora", "embedding", "upscaler", "ip_adapter", "controlnet", "t2i_adapter"
 
 
 def probe(path: Path, *, allow_pickle: bool = False) -> ProbeResult:
@@ -51,6 +51,10 @@ def _read_json(path: Path) -> dict[str, object]:
 
 def _probe_folder(path: Path) -> ProbeResult:
     index = path / "model_index.json"
+    if not index.exists() and (path / "config.json").is_file():
+        from invokeai_diffusers.models.control_probe import probe_control_folder
+
+        return probe_control_folder(path, _read_json(path / "config.json"))
     if not index.exists():
         raise ModelProbeError(f"{path}: not a diffusers model folder (no model_index.json)")
     meta = _read_json(index)
@@ -97,6 +101,11 @@ def _probe_file(path: Path, allow_pickle: bool) -> ProbeResult:
                 "(a CLIPVisionModelWithProjection folder, as in h94/IP-Adapter's models/image_encoder)"
             )
         return ProbeResult(base=ip_adapter_base(shapes), variant="normal", format="ip_adapter", type="ip_adapter")
+    from invokeai_diffusers.models.control_probe import control_checkpoint
+
+    control = control_checkpoint(path, shapes)
+    if control is not None:
+        return control
     embedding = _probe_embedding(path, shapes, allow_pickle)
     if embedding is not None:
         return embedding

@@ -14,7 +14,7 @@ from invokeai_core import utcnow
 
 BaseType = Literal["sd-1", "sd-2", "sdxl", "sd-3", "flux", "any"]  # any: upscalers (no base model)
 ModelFormat = Literal["diffusers", "checkpoint", "lora", "embedding", "spandrel", "ip_adapter"]
-ModelType = Literal["main", "lora", "embedding", "upscaler", "ip_adapter"]
+ModelType = Literal["main", "lora", "embedding", "upscaler", "ip_adapter", "controlnet", "t2i_adapter"]
 ModelVariant = Literal["normal", "inpaint", "dev", "schnell"]
 PredictionType = Literal["epsilon", "v_prediction"]
 
@@ -26,7 +26,8 @@ class ModelRecord(BaseModel):
     base: BaseType = Field(description="sd-1, sd-2, sdxl, sd-3 (SD3.5) or flux (FLUX.1)")
     type: ModelType = Field(
         default="main",
-        description="main (a whole model), lora (an adapter file), embedding (textual inversion), upscaler, ip_adapter",
+        description="main (a whole model), lora (an adapter file), embedding (textual inversion), upscaler, "
+        "ip_adapter, controlnet or t2i_adapter",
     )
     variant: ModelVariant = "normal"
     format: ModelFormat

@@ -95,6 +95,8 @@ USE_INSTEAD = {
     "embedding": "write <NAME> in a prompt",
     "upscaler": "use upscale_image",
     "ip_adapter": "use the ip_adapter node",
+    "controlnet": "use the controlnet node",
+    "t2i_adapter": "use the t2i_adapter node",
 }
 
 

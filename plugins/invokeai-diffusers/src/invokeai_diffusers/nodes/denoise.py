@@ -18,9 +18,11 @@ from invokeai_diffusers import ip_adapter
 from invokeai_diffusers.fields import (
     CLIPField,
     ConditioningField,
+    ControlField,
     DenoiseMaskField,
     IPAdapterField,
     LatentsField,
+    T2IAdapterField,
     UNetField,
 )
 from invokeai_diffusers.lora import applied
@@ -57,6 +59,8 @@ class DenoiseRequest:
     strength: float
     seed: int | None
     ip_adapters: list[IPAdapterField] = field(default_factory=list)
+    control: list[ControlField] = field(default_factory=list)
+    t2i_adapters: list[T2IAdapterField] = field(default_factory=list)
 
 
 def _conditioning(
@@ -99,6 +103,18 @@ def denoise(context: InvocationContext, request: DenoiseRequest) -> Any:
     loras = load_loras(context, request.unet.loras, model.base, "unet")
     scheduler = make_scheduler("default", load(context, request.unet.model, "scheduler", "unet"))
     positive, negative = _conditioning(context, request, base)
+    guidance = None
+    if request.control or request.t2i_adapters:
+        from invokeai_diffusers.nodes import control_denoise
+
+        guidance = control_denoise.prepare(
+            context,
+            request.control,
+            request.t2i_adapters,
+            model.base,
+            img2img=request.latents is not None,
+            masked=request.mask is not None,
+        )
     device, dtype = device_and_dtype(context)
     noise = load_object(context, request.noise.latents_name, "noise") if request.noise is not None else None
     seed = request.seed if request.seed is not None else (request.noise.seed if request.noise is not None else None)
@@ -113,13 +129,22 @@ def denoise(context: InvocationContext, request: DenoiseRequest) -> Any:
     if base == "sdxl":
         kwargs["pooled_prompt_embeds"] = positive["pooled"]
         kwargs["negative_pooled_prompt_embeds"] = negative["pooled"]
+    if request.ip_adapters and request.t2i_adapters:
+        raise DiffusionNodeError(
+            "ip_adapter", "IP-Adapters and T2I-Adapters cannot be used together (use a ControlNet with the IP-Adapter)"
+        )
     adapters, image_encoder = _ip_adapters(context, request.ip_adapters, unet)
     with torch.inference_mode(), lora_error("unet"), applied(model.base, {"unet": (unet, loras)}):
         if request.latents is None:
             if noise is None:
                 raise DiffusionNodeError("noise", "text to image needs noise (connect a noise node)")
-            pipe = _pipeline(base, "txt2img", unet, scheduler, request.scheduler)
             shape = tuple(noise.shape)
+            if guidance is not None:
+                vae = _vae_config(context, request.unet.model)
+                pipe = _pipeline(base, "txt2img", unet, scheduler, request.scheduler, vae=vae, guidance=guidance)
+                kwargs.update(_guidance_arguments(context, guidance, shape, img2img=False, sdxl=base == "sdxl"))
+            else:
+                pipe = _pipeline(base, "txt2img", unet, scheduler, request.scheduler)
             gen = None
             if seed is not None:
                 if noise.dtype != dtype:  # draw in the pipeline's dtype, as the pipeline would
@@ -127,6 +152,8 @@ def denoise(context: InvocationContext, request: DenoiseRequest) -> Any:
                 gen = generator(seed)
                 torch.randn(shape, generator=gen, dtype=noise.dtype)  # the pipeline drew the noise first
             kwargs["callback_on_step_end"] = step_callback(context, model.base, request.steps)
+            if guidance is not None and guidance.kind == "t2i_adapter":
+                _legacy_callback(kwargs)
             with ip_adapter_error("ip_adapter"), ip_adapter.applied(pipe, adapters, image_encoder, kwargs):
                 latents = pipe(
                     latents=noise.to(device, dtype), height=shape[-2] * 8, width=shape[-1] * 8, generator=gen, **kwargs
@@ -140,7 +167,11 @@ def denoise(context: InvocationContext, request: DenoiseRequest) -> Any:
             # same layout give the pipelines' bits.
             init = load_object(context, request.latents.latents_name, "latents").to(device, dtype).contiguous()
             vae = _vae_config(context, request.unet.model)
-            pipe = _pipeline(base, "img2img", unet, scheduler, request.scheduler, vae=vae)
+            pipe = _pipeline(base, "img2img", unet, scheduler, request.scheduler, vae=vae, guidance=guidance)
+            if guidance is not None:
+                kwargs.update(
+                    _guidance_arguments(context, guidance, tuple(init.shape), img2img=True, sdxl=base == "sdxl")
+                )
             callback = step_callback(context, model.base, _effective_steps(request.steps, request.strength))
             if request.mask is not None:
                 callback = _masked(callback, context, request, init, seed)
@@ -206,6 +237,23 @@ def ip_adapter_error(field_name: str) -> Any:
     return guard()
 
 
+def _guidance_arguments(
+    context: InvocationContext, guidance: Any, shape: tuple[int, ...], *, img2img: bool, sdxl: bool
+) -> dict[str, Any]:
+    from invokeai_diffusers.nodes.control_denoise import call_arguments
+
+    return call_arguments(context, guidance, shape[-1] * 8, shape[-2] * 8, img2img=img2img, sdxl=sdxl)
+
+
+def _legacy_callback(kwargs: dict[str, Any]) -> None:
+    """The adapter pipelines have no `callback_on_step_end`: the same callback, the old way."""
+    from invokeai_diffusers.nodes.control_denoise import legacy_callback
+
+    kwargs.pop("callback_on_step_end_tensor_inputs", None)
+    kwargs["callback"] = legacy_callback(kwargs.pop("callback_on_step_end"))
+    kwargs["callback_steps"] = 1
+
+
 def _effective_steps(steps: int, strength: float) -> int:
     return max(1, min(int(steps * strength), steps))
 
@@ -266,13 +314,25 @@ def _vae_config(context: InvocationContext, model: str) -> VaeConfig:
 
 
 def _pipeline(
-    base: str, mode: str, unet: Any, scheduler: Any, scheduler_name: str, *, vae: VaeConfig | None = None
+    base: str,
+    mode: str,
+    unet: Any,
+    scheduler: Any,
+    scheduler_name: str,
+    *,
+    vae: VaeConfig | None = None,
+    guidance: Any = None,
 ) -> Any:
     import diffusers
 
-    if base == "sdxl":
+    if guidance is not None:  # ControlNets or T2I-Adapters: their pipelines (see control_denoise)
+        from invokeai_diffusers.nodes.control_denoise import pipeline_class, pipeline_extras
+
+        cls = pipeline_class(guidance, base == "sdxl", mode == "img2img")
+        extra: dict[str, Any] = pipeline_extras(guidance, base == "sdxl", mode == "img2img")
+    elif base == "sdxl":
         cls = diffusers.StableDiffusionXLPipeline if mode == "txt2img" else diffusers.StableDiffusionXLImg2ImgPipeline
-        extra: dict[str, Any] = {"text_encoder_2": None, "tokenizer_2": None, "add_watermarker": False}
+        extra = {"text_encoder_2": None, "tokenizer_2": None, "add_watermarker": False}
         if mode == "img2img":
             extra["requires_aesthetics_score"] = False
     else:

@@ -17,9 +17,11 @@ from invokeai_core import (
 )
 from invokeai_diffusers.fields import (
     ConditioningField,
+    ControlField,
     DenoiseMaskField,
     IPAdapterField,
     LatentsField,
+    T2IAdapterField,
     UNetField,
     VAEField,
 )
@@ -84,8 +86,16 @@ class DenoiseLatentsInvocation(BaseInvocation):
     ip_adapter: IPAdapterField | list[IPAdapterField] | None = InputField(
         default=None, description="IP-Adapter image prompts (from ip_adapter nodes)", input=Input.Connection
     )
+    control: ControlField | list[ControlField] | None = InputField(
+        default=None, description="ControlNets (from controlnet nodes; collect several)", input=Input.Connection
+    )
+    t2i_adapter: T2IAdapterField | list[T2IAdapterField] | None = InputField(
+        default=None, description="T2I-Adapters (from t2i_adapter nodes; collect several)", input=Input.Connection
+    )
 
     def invoke(self, context: InvocationContext) -> LatentsOutput:
+        from invokeai_diffusers.nodes.control_denoise import as_list
+
         request = DenoiseRequest(
             unet=self.unet,
             positive=self.positive_conditioning,
@@ -98,7 +108,9 @@ class DenoiseLatentsInvocation(BaseInvocation):
             scheduler=self.scheduler,
             strength=self.strength,
             seed=self.seed,
-            ip_adapters=[self.ip_adapter] if isinstance(self.ip_adapter, IPAdapterField) else self.ip_adapter or [],
+            ip_adapters=as_list(self.ip_adapter),
+            control=as_list(self.control),
+            t2i_adapters=as_list(self.t2i_adapter),
         )
         latents = denoise(context, request)
         seed = self.seed if self.seed is not None else (self.noise.seed if self.noise is not None else None)
@@ -109,6 +121,8 @@ class DenoiseLatentsInvocation(BaseInvocation):
             "cfg_scale": self.cfg_scale,
             "scheduler": self.scheduler,
             **({"strength": self.strength} if self.latents is not None else {}),
+            **({"controlnets": [c.control_model for c in request.control]} if request.control else {}),
+            **({"t2i_adapters": [a.t2i_adapter_model for a in request.t2i_adapters]} if request.t2i_adapters else {}),
         }
         return store_latents(context, latents, seed=seed, metadata=metadata)
 
