@@ -2,7 +2,9 @@
 
 Each assembles the diffusers pipeline for the model's base from cached components and calls it the
 way a diffusers user would, so its pixels are the pipeline's pixels; progress, previews and
-cancellation come through `callback_on_step_end`.
+cancellation come through `callback_on_step_end`. With `control` (ControlNets, txt2img and img2img)
+the pipeline is StableDiffusion(XL)ControlNet(Img2Img)Pipeline, as in `denoise_latents`; with
+`ip_adapter` the pipeline gets diffusers' IP-Adapter as `load_ip_adapter` sets it up, for the call.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from invokeai_core import BaseInvocation, ImageField, InputField, InvocationContext, invocation
-from invokeai_diffusers.fields import LoRAField
+from invokeai_diffusers.fields import ControlField, IPAdapterField, LoRAField
 from invokeai_diffusers.nodes.common import (
     DiffusionNodeError,
     ImageOutput,
@@ -37,20 +39,31 @@ SD_PARTS = ("unet", "vae", "text_encoder", "tokenizer")
 SDXL_PARTS = (*SD_PARTS, "text_encoder_2", "tokenizer_2")
 
 
-def assemble(context: InvocationContext, model: str, mode: str, scheduler: str) -> tuple[Any, str]:
-    """A diffusers pipeline for `mode` (txt2img, img2img, inpaint) from the model's cached components."""
+def assemble(
+    context: InvocationContext, model: str, mode: str, scheduler: str, guidance: Any = None
+) -> tuple[Any, str]:
+    """A diffusers pipeline for `mode` (txt2img, img2img, inpaint) from the model's cached components;
+    with `guidance` (ControlNets, see `control_denoise.prepare`) the matching ControlNet pipeline."""
     import diffusers
 
     found = record(context, model, "model")
     parts = {p: load(context, model, p, "model") for p in (SDXL_PARTS if found.base == "sdxl" else SD_PARTS)}
     parts["scheduler"] = make_scheduler("default", load(context, model, "scheduler", "model"))
-    if found.base == "sdxl":
+    extra: dict[str, Any]
+    if guidance is not None:
+        from invokeai_diffusers.nodes.control_denoise import pipeline_class, pipeline_extras
+
+        sdxl, img2img = found.base == "sdxl", mode == "img2img"
+        cls = pipeline_class(guidance, sdxl, img2img)
+        extra = {**pipeline_extras(guidance, sdxl, img2img), **parts}  # the text encoders too, here
+        parts = {}
+    elif found.base == "sdxl":
         cls = {
             "txt2img": diffusers.StableDiffusionXLPipeline,
             "img2img": diffusers.StableDiffusionXLImg2ImgPipeline,
             "inpaint": diffusers.StableDiffusionXLInpaintPipeline,
         }[mode]
-        extra: dict[str, Any] = {"add_watermarker": False}
+        extra = {"add_watermarker": False}
         if mode != "txt2img":
             extra["requires_aesthetics_score"] = False
     else:
@@ -79,6 +92,9 @@ class _GenerationFields(BaseInvocation):
     gallery: bool = InputField(default=True, description="Show the image in the gallery (not intermediate)")
     loras: list[LoRAField] = InputField(
         default=[], description="LoRAs (name and weight) applied to the UNet and text encoders, in order"
+    )
+    ip_adapter: list[IPAdapterField] = InputField(
+        default=[], description="IP-Adapter image prompts (name, image, weight, step range)"
     )
 
     def preflight(self, services: Services) -> None:
@@ -114,6 +130,21 @@ class _GenerationFields(BaseInvocation):
         stack.enter_context(injected(pipe, found))
         return stack
 
+    def _ip_adapters(self, context: InvocationContext, pipe: Any, call: dict[str, Any]) -> Any:
+        """The context in which `pipe` holds this node's IP-Adapters (as `denoise_latents` applies
+        them: diffusers' attention processors for the call, the UNet's own back after); `call` (the
+        pipeline call's kwargs, `callback_on_step_end` included) gets the image prompts."""
+        from contextlib import ExitStack
+
+        from invokeai_diffusers import ip_adapter
+        from invokeai_diffusers.nodes.denoise import ip_adapter_error, load_ip_adapters
+
+        adapters, image_encoder = load_ip_adapters(context, self.ip_adapter, pipe.unet)
+        stack = ExitStack()
+        stack.enter_context(ip_adapter_error("ip_adapter"))
+        stack.enter_context(ip_adapter.applied(pipe, adapters, image_encoder, call))
+        return stack
+
     def _common(self, context: InvocationContext, base: str, pipe: Any) -> dict[str, Any]:
         for text in (self.prompt, self.negative_prompt):
             warn_if_truncated(context, pipe.tokenizer, text)
@@ -140,6 +171,28 @@ class _GenerationFields(BaseInvocation):
         }
 
 
+CONTROL_DESCRIPTION = "ControlNets (control image, model, weight, step range, resize mode), run together"
+
+
+def _guidance(context: InvocationContext, model: str, control: list[ControlField], *, img2img: bool) -> Any:
+    """The loaded ControlNets (None without any), checked as `denoise_latents` checks them."""
+    if not control:
+        return None
+    from invokeai_diffusers.nodes.control_denoise import prepare
+
+    return prepare(context, control, [], record(context, model, "model").base, img2img=img2img, masked=False)
+
+
+def _control_arguments(
+    context: InvocationContext, guidance: Any, width: int, height: int, *, img2img: bool, base: str
+) -> dict[str, Any]:
+    if guidance is None:
+        return {}
+    from invokeai_diffusers.nodes.control_denoise import call_arguments
+
+    return call_arguments(context, guidance, width, height, img2img=img2img, sdxl=base == "sdxl")
+
+
 def _source_image(context: InvocationContext, field: str, image: ImageField) -> Any:
     pil = context.images.load(image).convert("RGB")
     if pil.width % 8 or pil.height % 8:
@@ -153,19 +206,24 @@ class TextToImageInvocation(_GenerationFields):
 
     width: int = InputField(default=512, gt=0, multiple_of=8, description="Width in pixels")
     height: int = InputField(default=512, gt=0, multiple_of=8, description="Height in pixels")
+    control: list[ControlField] = InputField(default=[], description=CONTROL_DESCRIPTION)
 
     def invoke(self, context: InvocationContext) -> ImageOutput:
         import torch
 
         check_size(self.width, self.height)
-        pipe, base = assemble(context, self.model, "txt2img", self.scheduler)
+        guidance = _guidance(context, self.model, self.control, img2img=False)
+        pipe, base = assemble(context, self.model, "txt2img", self.scheduler, guidance)
+        call = self._common(context, base, pipe)
+        call.update(_control_arguments(context, guidance, self.width, self.height, img2img=False, base=base))
         with (
             torch.inference_mode(),
             lora_error("loras"),
             self._loras(context, pipe, base),
             self._embeddings(context, pipe, base),
+            self._ip_adapters(context, pipe, call),
         ):
-            image = pipe(width=self.width, height=self.height, **self._common(context, base, pipe)).images[0]
+            image = pipe(width=self.width, height=self.height, **call).images[0]
         raise_if_canceled(context)
         return save_image(context, image, self._metadata(width=self.width, height=self.height), gallery=self.gallery)
 
@@ -176,19 +234,24 @@ class ImageToImageInvocation(_GenerationFields):
 
     image: ImageField = InputField(description="The image to start from")
     strength: float = InputField(default=0.75, ge=0, le=1, description="How much to change the image")
+    control: list[ControlField] = InputField(default=[], description=CONTROL_DESCRIPTION)
 
     def invoke(self, context: InvocationContext) -> ImageOutput:
         import torch
 
         source = _source_image(context, "image", self.image)
-        pipe, base = assemble(context, self.model, "img2img", self.scheduler)
+        guidance = _guidance(context, self.model, self.control, img2img=True)
+        pipe, base = assemble(context, self.model, "img2img", self.scheduler, guidance)
+        call = self._common(context, base, pipe)
+        call.update(_control_arguments(context, guidance, source.width, source.height, img2img=True, base=base))
         with (
             torch.inference_mode(),
             lora_error("loras"),
             self._loras(context, pipe, base),
             self._embeddings(context, pipe, base),
+            self._ip_adapters(context, pipe, call),
         ):
-            image = pipe(image=source, strength=self.strength, **self._common(context, base, pipe)).images[0]
+            image = pipe(image=source, strength=self.strength, **call).images[0]
         raise_if_canceled(context)
         meta = self._metadata(strength=self.strength, source_image=self.image.image_name)
         return save_image(context, image, meta, gallery=self.gallery)
@@ -212,11 +275,13 @@ class InpaintInvocation(_GenerationFields):
                 "mask", f"the mask is {mask.width}x{mask.height}, the image is {source.width}x{source.height}"
             )
         pipe, base = assemble(context, self.model, "inpaint", self.scheduler)
+        call = self._common(context, base, pipe)
         with (
             torch.inference_mode(),
             lora_error("loras"),
             self._loras(context, pipe, base),
             self._embeddings(context, pipe, base),
+            self._ip_adapters(context, pipe, call),
         ):
             image = pipe(
                 image=source,
@@ -224,7 +289,7 @@ class InpaintInvocation(_GenerationFields):
                 strength=self.strength,
                 width=source.width,
                 height=source.height,
-                **self._common(context, base, pipe),
+                **call,
             ).images[0]
         raise_if_canceled(context)
         meta = self._metadata(strength=self.strength, source_image=self.image.image_name, mask=self.mask.image_name)

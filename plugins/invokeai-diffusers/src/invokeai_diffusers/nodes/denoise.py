@@ -133,7 +133,7 @@ def denoise(context: InvocationContext, request: DenoiseRequest) -> Any:
         raise DiffusionNodeError(
             "ip_adapter", "IP-Adapters and T2I-Adapters cannot be used together (use a ControlNet with the IP-Adapter)"
         )
-    adapters, image_encoder = _ip_adapters(context, request.ip_adapters, unet)
+    adapters, image_encoder = load_ip_adapters(context, request.ip_adapters, unet)
     with torch.inference_mode(), lora_error("unet"), applied(model.base, {"unet": (unet, loras)}):
         if request.latents is None:
             if noise is None:
@@ -182,7 +182,7 @@ def denoise(context: InvocationContext, request: DenoiseRequest) -> Any:
     return latents
 
 
-def _ip_adapters(
+def load_ip_adapters(
     context: InvocationContext, fields: list[IPAdapterField], unet: Any
 ) -> tuple[list[tuple[IPAdapterField, Any, Any]], Any]:
     """Each IP-Adapter's state dict and image, and the image encoder they share (the first one's;
