@@ -293,6 +293,17 @@ class TemporalSessionQueue(PostgresSessionQueue):
         PostgreSQL queue's processors): `worker_id` is set until the returned release is called."""
         return super().claim_processor()
 
+    def status_for_worker(self, item_id: int) -> tuple[str, str, bool] | None:
+        """The item's status, queue id and whether that queue is paused, in one query (None when the
+        item is gone): what a worker checks before `take`, on every item's dispatch path."""
+        with self.db.read() as conn:
+            row = conn.execute(
+                "SELECT q.status, q.queue_id, COALESCE(s.paused, FALSE) FROM queue_items q "
+                "LEFT JOIN queue_state s ON s.queue_id = q.queue_id WHERE q.item_id = ?",
+                (item_id,),
+            ).fetchone()
+        return None if row is None else (row[0], row[1], bool(row[2]))
+
     def take(self, item_id: int) -> QueueItem | str:
         """Mark the item in progress under this worker: a pending item, or one left in progress by a
         worker that is dead (no `queue_workers` heartbeat within `worker_lease`) or by this one.
