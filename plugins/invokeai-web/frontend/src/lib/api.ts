@@ -179,6 +179,8 @@ export interface PluginInfo {
 export interface ModelRecord {
   name: string;
   base?: string;
+  /** main, lora, controlnet, t2i_adapter, embedding, upscaler, ip_adapter, ... (missing on older servers: main) */
+  type?: string;
   path?: string;
   description?: string;
   [key: string]: unknown;

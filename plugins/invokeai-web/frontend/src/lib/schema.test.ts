@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { coerceNumber, groupTemplates, hexToColor, colorToHex, initialValue, nodeTemplate, widgetFor, type NodeInfo } from "./schema";
+import { coerceNumber, groupTemplates, hexToColor, colorToHex, initialValue, modelFits, nodeTemplate, widgetFor, type NodeInfo } from "./schema";
 
 const defs = { Mode: { enum: ["a", "b"], type: "string" } };
 
@@ -24,6 +24,17 @@ describe("schema -> widget", () => {
     expect(widgetFor({ anyOf: [{ $ref: "#/$defs/ImageField" }, { type: "null" }] })).toEqual({ kind: "image" });
     expect(widgetFor({ type: "string", ui_type: "model" })).toEqual({ kind: "model" });
     expect(widgetFor({ $ref: "#/$defs/ColorField" })).toEqual({ kind: "color" });
+  });
+  it("model pickers take the model type and base the schema asks for", () => {
+    expect(widgetFor({ type: "string", ui_type: "model", ui_model_type: "controlnet" })).toEqual({ kind: "model", modelTypes: ["controlnet"] });
+    expect(widgetFor({ type: "string", ui_type: "model", ui_model_type: ["main"], ui_model_base: "sdxl" })).toEqual({ kind: "model", modelTypes: ["main"], modelBases: ["sdxl"] });
+    expect(widgetFor({ type: "string", ui_type: "model:lora, embedding" })).toEqual({ kind: "model", modelTypes: ["lora", "embedding"] });
+    const cn = { kind: "model" as const, modelTypes: ["controlnet"], modelBases: ["sd-1"] };
+    expect(modelFits(cn, { type: "controlnet", base: "sd-1" })).toBe(true);
+    expect(modelFits(cn, { type: "controlnet", base: "sdxl" })).toBe(false);
+    expect(modelFits(cn, { type: "main", base: "sd-1" })).toBe(false);
+    expect(modelFits({ kind: "model", modelTypes: ["main"] }, { base: "sd-1" })).toBe(true); // no type: main
+    expect(modelFits({ kind: "model" }, { type: "lora" })).toBe(true); // no hint: any model
   });
   it("connection-only and hidden fields have no widget; others fall back to JSON", () => {
     expect(widgetFor({ type: "integer", input: "connection" })).toEqual({ kind: "none" });
@@ -82,6 +93,32 @@ describe("node templates", () => {
     expect(t.inputs[0]).toMatchObject({ required: true, widget: { kind: "image" }, type: { kind: "ref", name: "ImageField" } });
     expect(initialValue(t.inputs[1])).toBe(8);
     expect(initialValue(t.inputs[2])).toBe("gaussian");
+  });
+  it("a list of models knows its item's fields (a ControlField's limits and choices)", () => {
+    const t = nodeTemplate({
+      ...blur,
+      type: "gen",
+      schema: {
+        $defs: {
+          ControlField: {
+            type: "object",
+            required: ["control_model"],
+            properties: {
+              control_model: { type: "string" },
+              begin_step_percent: { type: "number", default: 0, minimum: 0, maximum: 1 },
+              resize_mode: { type: "string", enum: ["just_resize", "crop_resize"], default: "just_resize" },
+            },
+          },
+        },
+        properties: { control: { type: "array", items: { $ref: "#/$defs/ControlField" }, default: [], field_kind: "input", input: "any" } },
+      },
+    });
+    const items = t.inputs[0].itemFields!;
+    expect(items.map((f) => f.name)).toEqual(["control_model", "begin_step_percent", "resize_mode"]);
+    expect(items[0].required).toBe(true);
+    expect(items[1].widget).toMatchObject({ kind: "number", min: 0, max: 1 });
+    expect(items[2].widget).toEqual({ kind: "select", options: ["just_resize", "crop_resize"] });
+    expect(t.inputs[0].widget).toEqual({ kind: "json" });
   });
   it("the palette groups by category and searches titles, types and tags", () => {
     const add = nodeTemplate({ ...blur, type: "add", title: "Add Integers", description: "Adds two integers", category: "math", tags: ["math"] });

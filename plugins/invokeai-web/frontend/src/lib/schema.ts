@@ -5,6 +5,11 @@
  * ("input"/"output"), `input` ("any": a value or a connection, "connection": only a connection,
  * "direct": only a value), `ui_type` (e.g. "model"), `ui_hidden`, `ui_component` ("textarea"),
  * `orig_required`, limits (minimum, maximum, exclusive*, multipleOf), `enum`, `default`.
+ *
+ * A model input may say which installed models fit it: `ui_model_type` (a model record's `type`, or
+ * a list of them: "main", "lora", "controlnet", ...) and `ui_model_base` ("sd-1", ...), or the short
+ * form `ui_type: "model:controlnet"` (`"model:lora,embedding"` for several). Without a hint every
+ * installed model is offered.
  */
 import { type JsonSchema, type TypeDesc, refName, schemaToType } from "./typecompat";
 
@@ -29,7 +34,7 @@ export type Widget =
   | { kind: "select"; options: (string | number | boolean | null)[] }
   | { kind: "text"; multiline: boolean }
   | { kind: "checkbox" }
-  | { kind: "model" }
+  | { kind: "model"; modelTypes?: string[]; modelBases?: string[] }
   | { kind: "image" }
   | { kind: "color" }
   | { kind: "json" };
@@ -45,6 +50,8 @@ export interface FieldTemplate {
   hasDefault: boolean;
   widget: Widget;
   nullable: boolean;
+  /** For a list of models (`list[LoRAField]`, `list[ControlField]`): the fields of one item. */
+  itemFields?: FieldTemplate[];
 }
 
 export interface NodeTemplate {
@@ -82,11 +89,38 @@ export function stripNull(schema: JsonSchema): [JsonSchema, boolean] {
   return [schema, false];
 }
 
+const names = (v: unknown): string[] | undefined => {
+  const list = (Array.isArray(v) ? v : typeof v === "string" ? v.split(",") : [])
+    .map((x) => String(x).trim())
+    .filter(Boolean);
+  return list.length ? list : undefined;
+};
+
+/** A model picker, with the model types and bases the field's hints ask for (none: any model). */
+export function modelWidget(field: JsonSchema): Extract<Widget, { kind: "model" }> | undefined {
+  const ui = typeof field.ui_type === "string" ? field.ui_type : "";
+  if (ui !== "model" && !ui.startsWith("model:")) return undefined;
+  const w: Extract<Widget, { kind: "model" }> = { kind: "model" };
+  const types = names(field.ui_model_type) ?? names(ui.slice("model:".length));
+  const bases = names(field.ui_model_base);
+  if (types) w.modelTypes = types;
+  if (bases) w.modelBases = bases;
+  return w;
+}
+
+/** Whether an installed model fits a model picker (its `type` missing: an older server's main model). */
+export function modelFits(w: Extract<Widget, { kind: "model" }>, m: { type?: unknown; base?: unknown }): boolean {
+  if (w.modelTypes && !w.modelTypes.includes(typeof m.type === "string" ? m.type : "main")) return false;
+  if (w.modelBases && typeof m.base === "string" && m.base !== "any" && !w.modelBases.includes(m.base)) return false;
+  return true;
+}
+
 /** The widget for an input field, from its schema and UI hints. */
 export function widgetFor(field: JsonSchema, defs: Record<string, JsonSchema> = {}): Widget {
   if (field.ui_hidden === true) return { kind: "hidden" };
   if (field.input === "connection") return { kind: "none" };
-  if (field.ui_type === "model") return { kind: "model" };
+  const model = modelWidget(field);
+  if (model) return model;
   if (field.ui_type === "image") return { kind: "image" };
   const [bare] = stripNull(field);
   const ref = typeof bare.$ref === "string" ? refName(bare.$ref) : undefined;
@@ -114,9 +148,21 @@ export function widgetFor(field: JsonSchema, defs: Record<string, JsonSchema> = 
   return { kind: "json" };
 }
 
-function fieldTemplate(name: string, prop: JsonSchema, required: boolean, defs: Record<string, JsonSchema>): FieldTemplate {
+/** The fields of the model a list field holds (`list[ControlField]` -> ControlField's fields). */
+function itemFields(prop: JsonSchema, defs: Record<string, JsonSchema>, depth: number): FieldTemplate[] | undefined {
+  const [bare] = stripNull(prop);
+  if (bare.type !== "array" || !bare.items || typeof bare.items !== "object" || depth > 2) return undefined;
+  const item = deref(bare.items as JsonSchema, defs);
+  const props = item.properties as Record<string, JsonSchema> | undefined;
+  if (item.type !== "object" || !props) return undefined;
+  const required = new Set((item.required as string[]) ?? []);
+  return Object.entries(props).map(([n, p]) => fieldTemplate(n, p, required.has(n), defs, depth + 1));
+}
+
+function fieldTemplate(name: string, prop: JsonSchema, required: boolean, defs: Record<string, JsonSchema>, depth = 0): FieldTemplate {
   const [, nullable] = stripNull(prop);
   const input = (prop.input as FieldTemplate["input"]) ?? "any";
+  const items = itemFields(prop, defs, depth);
   return {
     name,
     title: (prop.title as string) ?? name,
@@ -128,6 +174,7 @@ function fieldTemplate(name: string, prop: JsonSchema, required: boolean, defs: 
     hasDefault: "default" in prop,
     widget: widgetFor(prop, defs),
     nullable,
+    ...(items ? { itemFields: items } : {}),
   };
 }
 

@@ -1,11 +1,27 @@
 import { useEffect, useMemo, useRef, useState, type FormEvent } from "react";
 import { api, imagesInResult, thumbUrl, imageUrl, type GraphJson } from "../lib/api";
 import { recentEvents, useServerEvents, type ServerEvent } from "../lib/events";
+import { guidanceInputs, modelLabel, modelsOf, type ControlChoice, type LoraChoice } from "../lib/models";
 import { outcome, progressText, type Run } from "../lib/run";
+import type { FieldTemplate, Widget } from "../lib/schema";
 import { errorText, useStore } from "../store";
+import { ImagePicker } from "./ImagePicker";
 
 const FALLBACK_SCHEDULERS = ["default", "ddim", "ddpm", "euler", "euler_a", "heun", "lms", "pndm", "dpmpp_2m", "dpmpp_2m_karras", "unipc"];
 const MAX_SEED = 2 ** 32 - 1;
+const LORA_WEIGHT = { default: 0.75, min: -2, max: 2 };
+
+type NumberWidget = Extract<Widget, { kind: "number" }>;
+/** The number limits of the first of these fields that has any (a list item's field, a node's input). */
+function limitsOf(...fields: (FieldTemplate | undefined)[]): { min?: number; max?: number } {
+  for (const f of fields) {
+    const w = f?.widget as NumberWidget | undefined;
+    if (w?.kind === "number" && (w.min !== undefined || w.max !== undefined)) return { min: w.min, max: w.max };
+  }
+  return {};
+}
+const field = (fields: FieldTemplate[] | undefined, name: string) => fields?.find((f) => f.name === name);
+const clamp = (n: number, lo?: number, hi?: number) => Math.min(hi ?? Infinity, Math.max(lo ?? -Infinity, n));
 
 export function Generate() {
   const { models, modelsError, templates, notify, img2img, setImg2img, setTab } = useStore();
@@ -21,6 +37,9 @@ export function Generate() {
   const [randomSeed, setRandomSeed] = useState(true);
   const [count, setCount] = useState(1);
   const [strength, setStrength] = useState(0.75);
+  const [loras, setLoras] = useState<LoraChoice[]>([]);
+  const [loraToAdd, setLoraToAdd] = useState("");
+  const [control, setControl] = useState<ControlChoice | null>(null);
   const [run, setRun] = useState<Run | null>(null);
   const [results, setResults] = useState<string[]>([]);
   const [busy, setBusy] = useState(false);
@@ -31,15 +50,74 @@ export function Generate() {
     setRun(n);
   };
 
+  // only whole models generate; LoRAs and ControlNets are offered for the chosen model's base
+  const mainModels = useMemo(() => modelsOf(models, "main"), [models]);
+  const base = mainModels.find((m) => m.name === model)?.base;
+  const loraModels = useMemo(() => modelsOf(models, "lora", base), [models, base]);
+  const controlModels = useMemo(() => modelsOf(models, "controlnet", base), [models, base]);
   useEffect(() => {
-    if (!model && models && models.length) setModel(models[0].name);
-  }, [models, model]);
+    if (models && !mainModels.some((m) => m.name === model)) setModel(mainModels[0]?.name ?? "");
+  }, [models, mainModels, model]);
+  // a model of another base: the LoRAs and the ControlNet chosen for the last one no longer fit
+  useEffect(() => {
+    if (!models) return;
+    const fits = new Set(loraModels.map((m) => m.name));
+    setLoras((ls) => (ls.every((l) => fits.has(l.name)) ? ls : ls.filter((l) => fits.has(l.name))));
+    setControl((c) => (c && !controlModels.some((m) => m.name === c.control_model) ? null : c));
+  }, [models, loraModels, controlModels]);
+  const addable = loraModels.filter((m) => !loras.some((l) => l.name === m.name));
+  useEffect(() => {
+    if (!addable.some((m) => m.name === loraToAdd)) setLoraToAdd(addable[0]?.name ?? "");
+  }, [addable, loraToAdd]);
 
   const schedulers = useMemo(() => {
     const t = templates?.find((x) => x.type === "txt2img")?.inputs.find((f) => f.name === "scheduler");
     return t?.widget.kind === "select" ? (t.widget.options as string[]) : FALLBACK_SCHEDULERS;
   }, [templates]);
   const canGenerate = templates === null || templates.some((t) => t.type === "txt2img");
+  // the generation node's `loras` and `control` inputs (a server without them gets no such section)
+  const genInputs = templates?.find((t) => t.type === (img2img ? "img2img" : "txt2img"))?.inputs;
+  const lorasInput = field(genInputs, "loras");
+  const controlInput = field(genInputs, "control");
+  const controlNode = templates?.find((t) => t.type === "controlnet")?.inputs;
+  const loraLimits = useMemo(() => {
+    const l = limitsOf(field(lorasInput?.itemFields, "weight"));
+    return { min: Math.max(LORA_WEIGHT.min, l.min ?? -Infinity), max: Math.min(LORA_WEIGHT.max, l.max ?? Infinity) };
+  }, [lorasInput]);
+  const controlSpec = useMemo(() => {
+    const items = controlInput?.itemFields;
+    const pick = (name: string) => [field(items, name), field(controlNode, name)] as const;
+    const resize = pick("resize_mode").find((f) => f?.widget.kind === "select");
+    const num = (name: string, fallback: number) => {
+      const fs = pick(name);
+      const d = fs.find((f) => typeof f?.default === "number")?.default;
+      return { default: typeof d === "number" ? d : fallback, ...limitsOf(...fs) };
+    };
+    return {
+      weight: num("control_weight", 1),
+      begin: num("begin_step_percent", 0),
+      end: num("end_step_percent", 1),
+      resizeModes: resize?.widget.kind === "select" ? resize.widget.options.map(String) : [],
+      resizeDefault: typeof resize?.default === "string" ? resize.default : undefined,
+    };
+  }, [controlInput, controlNode]);
+  const chooseControl = (name: string) => {
+    if (!name) return setControl(null);
+    setControl((c) =>
+      c
+        ? { ...c, control_model: name }
+        : {
+            control_model: name,
+            image: null,
+            control_weight: controlSpec.weight.default,
+            begin_step_percent: controlSpec.begin.default,
+            end_step_percent: controlSpec.end.default,
+            resize_mode: controlSpec.resizeDefault ?? controlSpec.resizeModes[0] ?? "just_resize",
+          },
+    );
+  };
+  const setControlValue = (patch: Partial<ControlChoice>) => setControl((c) => (c ? { ...c, ...patch } : c));
+  const setLoraWeight = (name: string, weight: number) => setLoras((ls) => ls.map((l) => (l.name === name ? { ...l, weight } : l)));
 
   const handleRef = useRef<(e: ServerEvent) => void>(() => {});
   useServerEvents((e) => handleRef.current(e), []);
@@ -96,6 +174,12 @@ export function Generate() {
       scheduler,
       seed,
     };
+    try {
+      Object.assign(node, guidanceInputs(loras, control));
+    } catch (e) {
+      notify(errorText(e), "error");
+      return;
+    }
     if (img2img) {
       node.image = { image_name: img2img };
       node.strength = strength;
@@ -150,16 +234,16 @@ export function Generate() {
           Model
           <select value={model} onChange={(e) => setModel(e.target.value)} data-testid="model" required>
             {!models?.length && <option value="">{models === null ? "loading…" : "no models installed"}</option>}
-            {models?.map((m) => (
+            {!mainModels.length && models?.length ? <option value="">no main model installed</option> : null}
+            {mainModels.map((m) => (
               <option key={m.name} value={m.name}>
-                {m.name}
-                {m.base ? ` (${m.base})` : ""}
+                {modelLabel(m)}
               </option>
             ))}
           </select>
         </label>
         {modelsError && <p className="error-text">{modelsError}</p>}
-        {models && !models.length && !modelsError && (
+        {models && !mainModels.length && !modelsError && (
           <p className="muted">No models yet: run <code>invokeai models create-demo</code> or add your own.</p>
         )}
         <label>
@@ -211,6 +295,154 @@ export function Generate() {
             ))}
           </select>
         </label>
+        {lorasInput && models && (
+          <fieldset className="extras" data-testid="loras">
+            <legend>LoRAs</legend>
+            {loraModels.length === 0 ? (
+              <p className="muted small" data-testid="loras-hint">
+                {modelsOf(models, "lora").length ? `No LoRA for ${base ?? "this model"} is installed.` : "No LoRA is installed."} Add one
+                with <code>invokeai models add</code>.
+              </p>
+            ) : (
+              <>
+                {loras.map((l) => (
+                  <div className="extra-row" key={l.name} data-testid="lora-row" data-lora={l.name}>
+                    <span className="extra-name" title={l.name}>
+                      {l.name}
+                    </span>
+                    <label className="inline">
+                      Weight
+                      <input
+                        type="number"
+                        min={loraLimits.min}
+                        max={loraLimits.max}
+                        step={0.01}
+                        value={l.weight}
+                        onChange={num((n) => setLoraWeight(l.name, n))}
+                        onBlur={() => setLoraWeight(l.name, clamp(l.weight, loraLimits.min, loraLimits.max))}
+                        aria-label={`Weight of the LoRA ${l.name}`}
+                        data-testid={`lora-weight-${l.name}`}
+                      />
+                    </label>
+                    <button type="button" className="icon" aria-label={`Remove the LoRA ${l.name}`} onClick={() => setLoras((ls) => ls.filter((x) => x.name !== l.name))}>
+                      ⨯
+                    </button>
+                  </div>
+                ))}
+                <div className="row">
+                  <label>
+                    Add a LoRA
+                    <select value={loraToAdd} onChange={(e) => setLoraToAdd(e.target.value)} disabled={!addable.length} data-testid="lora-choice">
+                      {!addable.length && <option value="">all added</option>}
+                      {addable.map((m) => (
+                        <option key={m.name} value={m.name}>
+                          {modelLabel(m)}
+                        </option>
+                      ))}
+                    </select>
+                  </label>
+                  <button
+                    type="button"
+                    disabled={!loraToAdd}
+                    onClick={() => loraToAdd && setLoras((ls) => [...ls, { name: loraToAdd, weight: clamp(LORA_WEIGHT.default, loraLimits.min, loraLimits.max) }])}
+                    data-testid="lora-add"
+                  >
+                    Add
+                  </button>
+                </div>
+              </>
+            )}
+          </fieldset>
+        )}
+        {controlInput && models && (
+          <fieldset className="extras" data-testid="controlnet">
+            <legend>ControlNet</legend>
+            {controlModels.length === 0 ? (
+              <p className="muted small" data-testid="controlnet-hint">
+                {modelsOf(models, "controlnet").length ? `No ControlNet for ${base ?? "this model"} is installed.` : "No ControlNet is installed."} Add
+                one with <code>invokeai models add</code>.
+              </p>
+            ) : (
+              <>
+                <label>
+                  ControlNet model
+                  <select value={control?.control_model ?? ""} onChange={(e) => chooseControl(e.target.value)} data-testid="controlnet-model">
+                    <option value="">none</option>
+                    {controlModels.map((m) => (
+                      <option key={m.name} value={m.name}>
+                        {modelLabel(m)}
+                      </option>
+                    ))}
+                  </select>
+                </label>
+                {control && (
+                  <>
+                    <div className="field">
+                      <span className="field-label">Control image</span>
+                      <ImagePicker
+                        label="Control image"
+                        value={control.image ? { image_name: control.image } : undefined}
+                        onChange={(v) => setControlValue({ image: v?.image_name ?? null })}
+                        testId="control-image"
+                      />
+                    </div>
+                    <div className="row">
+                      <label>
+                        Weight
+                        <input
+                          type="number"
+                          min={controlSpec.weight.min}
+                          max={controlSpec.weight.max}
+                          step={0.01}
+                          value={control.control_weight}
+                          onChange={num((n) => setControlValue({ control_weight: n }))}
+                          aria-label="ControlNet weight"
+                          data-testid="control-weight"
+                        />
+                      </label>
+                      <label title="The fraction of the steps the ControlNet starts acting at (0 = the first step)">
+                        From step
+                        <input
+                          type="number"
+                          min={controlSpec.begin.min ?? 0}
+                          max={controlSpec.begin.max ?? 1}
+                          step={0.01}
+                          value={control.begin_step_percent}
+                          onChange={num((n) => setControlValue({ begin_step_percent: n }))}
+                          aria-label="ControlNet begin step percent (0–1)"
+                          data-testid="control-begin"
+                        />
+                      </label>
+                      <label title="The fraction of the steps the ControlNet stops acting at (1 = the last step)">
+                        To step
+                        <input
+                          type="number"
+                          min={controlSpec.end.min ?? 0}
+                          max={controlSpec.end.max ?? 1}
+                          step={0.01}
+                          value={control.end_step_percent}
+                          onChange={num((n) => setControlValue({ end_step_percent: n }))}
+                          aria-label="ControlNet end step percent (0–1)"
+                          data-testid="control-end"
+                        />
+                      </label>
+                    </div>
+                    {controlSpec.resizeModes.length > 0 && (
+                      <label>
+                        Resize mode
+                        <select value={control.resize_mode} onChange={(e) => setControlValue({ resize_mode: e.target.value })} data-testid="control-resize">
+                          {controlSpec.resizeModes.map((m) => (
+                            <option key={m}>{m}</option>
+                          ))}
+                        </select>
+                      </label>
+                    )}
+                  </>
+                )}
+              </>
+            )}
+          </fieldset>
+        )}
         <div className="row">
           <label>
             Seed

@@ -18,11 +18,13 @@ import {
 } from "@xyflow/react";
 import "@xyflow/react/dist/style.css";
 import { createContext, memo, useCallback, useContext, useEffect, useMemo, useRef, useState, type ChangeEvent, type DragEvent } from "react";
-import { api, imagesInResult, problemOf, thumbUrl, type GraphFileJson, type GraphJson, type ImageRecord, type LoadedGraph } from "../lib/api";
+import { api, imagesInResult, problemOf, thumbUrl, type GraphFileJson, type GraphJson, type LoadedGraph } from "../lib/api";
+import { ImagePicker } from "./ImagePicker";
+import { modelGroups, modelLabel } from "../lib/models";
 import { recentEvents, useServerEvents, type ServerEvent } from "../lib/events";
 import { connectionProblem, fromGraph, newNodeId, toGraph, type EditorEdge, type EditorNode } from "../lib/graph";
 import { Library } from "./Library";
-import { coerceNumber, colorToHex, groupTemplates, hexToColor, initialValue, type FieldTemplate, type NodeTemplate } from "../lib/schema";
+import { coerceNumber, colorToHex, groupTemplates, hexToColor, initialValue, modelFits, type FieldTemplate, type NodeTemplate } from "../lib/schema";
 import { typeName } from "../lib/typecompat";
 import { errorText, useStore } from "../store";
 
@@ -107,49 +109,14 @@ function toFlowEdge(e: EditorEdge): Edge {
   return { id: `${e.source}.${e.sourceHandle}->${e.target}.${e.targetHandle}`, ...e };
 }
 
-function ImagePicker({ value, onChange }: { value: unknown; onChange: (v: unknown) => void }) {
-  const { notify } = useStore();
-  const [options, setOptions] = useState<ImageRecord[] | null>(null);
-  const name = (value as { image_name?: string } | undefined)?.image_name ?? "";
-  const load = () => {
-    if (options === null) api.images(0, 50, false).then((p) => setOptions(p.items)).catch((e) => notify(errorText(e), "error"));
-  };
-  const upload = async (e: ChangeEvent<HTMLInputElement>) => {
-    const f = e.target.files?.[0];
-    if (!f) return;
-    try {
-      const rec = await api.upload(f);
-      onChange({ image_name: rec.image_name });
-      setOptions(null);
-    } catch (err) {
-      notify(errorText(err), "error");
-    }
-  };
-  return (
-    <div className="image-picker nodrag">
-      {name && <img src={thumbUrl(name)} alt="" width={48} height={48} />}
-      <select value={name} onFocus={load} onMouseDown={load} onChange={(e) => onChange(e.target.value ? { image_name: e.target.value } : undefined)} aria-label="Image">
-        <option value="">{name ? name : "choose an image…"}</option>
-        {options?.filter((o) => o.image_name !== name).map((o) => (
-          <option key={o.image_name} value={o.image_name}>
-            {o.image_name}
-          </option>
-        ))}
-      </select>
-      <label className="button small">
-        Upload
-        <input type="file" accept="image/png,image/jpeg,image/webp" hidden onChange={upload} />
-      </label>
-    </div>
-  );
-}
-
 function FieldWidget({ f, value, set }: { f: FieldTemplate; value: unknown; set: (v: unknown) => void }) {
   const { models } = useStore();
   const w = f.widget;
   const label = `${f.title}`;
-  // with one model installed, a model input starts on it (as the Generate screen does)
-  const only = w.kind === "model" && models?.length === 1 ? models[0].name : undefined;
+  // the installed models that fit a model input (its type hint, if the schema has one)
+  const fitting = useMemo(() => (w.kind === "model" ? (models ?? []).filter((m) => modelFits(w, m)) : []), [w, models]);
+  // with one fitting model installed, a model input starts on it (as the Generate screen does)
+  const only = w.kind === "model" && fitting.length === 1 ? fitting[0].name : undefined;
   useEffect(() => {
     if (only !== undefined && (value === undefined || value === null || value === "")) set(only);
   }, [only, value, set]);
@@ -193,14 +160,27 @@ function FieldWidget({ f, value, set }: { f: FieldTemplate; value: unknown; set:
     case "model":
       return (
         <select className="nodrag" aria-label={label} value={String(value ?? only ?? "")} onChange={(e) => set(e.target.value)}>
-          <option value="">choose a model…</option>
-          {models?.map((m) => (
-            <option key={m.name}>{m.name}</option>
-          ))}
+          <option value="">{fitting.length || !w.modelTypes ? "choose a model…" : `no ${w.modelTypes.join(" / ")} model installed`}</option>
+          {w.modelTypes
+            ? fitting.map((m) => (
+                <option key={m.name} value={m.name}>
+                  {modelLabel(m)}
+                </option>
+              ))
+            : modelGroups(fitting).map(([type, list]) => (
+                <optgroup key={type} label={type}>
+                  {list.map((m) => (
+                    <option key={m.name} value={m.name}>
+                      {modelLabel(m)}
+                    </option>
+                  ))}
+                </optgroup>
+              ))}
+          {typeof value === "string" && value !== "" && !fitting.some((m) => m.name === value) && <option value={value}>{value} (not installed)</option>}
         </select>
       );
     case "image":
-      return <ImagePicker value={value} onChange={set} />;
+      return <ImagePicker value={value} onChange={set} className="nodrag" />;
     case "color":
       return (
         <input
