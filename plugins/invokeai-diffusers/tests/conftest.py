@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -76,26 +75,3 @@ def pixels(invoker: Any, image_field: Any) -> Any:
     import numpy as np
 
     return np.asarray(invoker.services.image_service.get_pil(image_field.image_name)).astype(int)
-
-
-@pytest.fixture
-def reference() -> Callable[..., Any]:
-    """Run a diffusers pipeline the way a diffusers user does, swapping schedulers as documented."""
-
-    def run(cls_name: str, folder: Path, scheduler: str = "default", **call: Any) -> Any:
-        import diffusers
-        import numpy as np
-        import torch
-        from invokeai_diffusers.schedulers import make_scheduler
-
-        cls = getattr(diffusers, cls_name)
-        extra: dict[str, Any] = {} if "XL" in cls_name else {"safety_checker": None, "requires_safety_checker": False}
-        pipe = cls.from_pretrained(str(folder), local_files_only=True, **extra)
-        if scheduler != "default":
-            pipe.scheduler = make_scheduler(scheduler, dict(pipe.scheduler.config))
-        pipe.set_progress_bar_config(disable=True)
-        seed = call.pop("seed")
-        image = pipe(generator=torch.Generator("cpu").manual_seed(seed), **call).images[0]
-        return np.asarray(image).astype(int)
-
-    return run

@@ -5,7 +5,7 @@ Granular image to image starts from latents (image_to_latents encodes with the d
 so the reference is given the same latents as `image` (the pipelines accept a 4-channel latents
 tensor there) and the test encodes them itself with the reference pipeline's VAE (contiguous, as
 image_to_latents stores them: the UNet's rounding depends on the memory layout). Final latents are
-compared with `torch.equal`, the decoded image byte for byte with the pipeline's own decode.
+compared at every stage with `torch.equal` (stages.py), for every scheduler.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
-from conftest import edge, pixels
+from conftest import edge
+from stages import ALL_SCHEDULERS, assert_equal_stages, our_stages, reference_pipeline, reference_stages
 
 SIZE = 64
 STEPS = 4
@@ -81,18 +81,13 @@ def _images() -> tuple[Any, Any]:
     return src, mask
 
 
-def _reference(folder: Path, src: Any, mask: Any | None, *, seed: int, scheduler: str) -> tuple[Any, Any]:
-    """(final latents, uint8 image) from the diffusers SDXL img2img / inpaint pipeline."""
-    import diffusers
+def _reference(folder: Path, src: Any, mask: Any | None, *, seed: int, scheduler: str) -> dict[str, Any]:
+    """Every stage (stages.py) of the diffusers SDXL img2img / inpaint pipeline given the latents."""
     import torch
     from diffusers.image_processor import VaeImageProcessor
-    from invokeai_diffusers.schedulers import make_scheduler
 
-    cls = diffusers.StableDiffusionXLImg2ImgPipeline if mask is None else diffusers.StableDiffusionXLInpaintPipeline
-    pipe = cls.from_pretrained(str(folder), local_files_only=True)
-    if scheduler != "default":
-        pipe.scheduler = make_scheduler(scheduler, dict(pipe.scheduler.config))
-    pipe.set_progress_bar_config(disable=True)
+    cls = "StableDiffusionXLImg2ImgPipeline" if mask is None else "StableDiffusionXLInpaintPipeline"
+    pipe = reference_pipeline(cls, folder, scheduler)
     with torch.no_grad():
         processor = VaeImageProcessor(vae_scale_factor=pipe.vae_scale_factor)
         encoded = pipe.vae.encode(processor.preprocess(src)).latent_dist.mode() * pipe.vae.config.scaling_factor
@@ -107,37 +102,29 @@ def _reference(folder: Path, src: Any, mask: Any | None, *, seed: int, scheduler
     }
     if mask is not None:
         call.update(mask_image=mask, height=SIZE, width=SIZE)
-    latents = pipe(generator=torch.Generator("cpu").manual_seed(seed), output_type="latent", **call).images
-    decoded = pipe(generator=torch.Generator("cpu").manual_seed(seed), output_type="pt", **call).images
-    # the same quantisation VaeImageProcessor.numpy_to_pil applies
-    as_uint8 = (decoded.permute(0, 2, 3, 1).float().cpu().numpy()[0] * 255).round().astype("uint8")
-    return latents, as_uint8
+    return reference_stages(pipe, seed, **call)
 
 
-@pytest.mark.parametrize("scheduler", ["default", "euler_a"])
+@pytest.mark.parametrize("scheduler", ALL_SCHEDULERS)
 @pytest.mark.parametrize("masked", [False, True], ids=["img2img", "inpaint"])
 def test_sdxl_granular_img2img_and_inpaint_equal_the_pipelines(
     masked: bool, scheduler: str, manager: Any, invokeai_invoker: Any, invokeai_run_graph: Any, model_folders: Any
 ) -> None:
+    """Every stage, exactly: the denoiser runs StableDiffusionXLImg2ImgPipeline (the mask blended
+    after each step by our callback), the reference the img2img or the inpaint pipeline."""
     import torch
 
     src, mask = _images()
     images = invokeai_invoker.services.image_service
     src_field = images.create(src).field
     mask_field = images.create(mask).field if masked else None
-    run = invokeai_run_graph(_graph(src_field, mask_field, seed=21, scheduler=scheduler))
-    assert run.status == "completed", run.errors
-    ours = invokeai_invoker.services.objects.load(run["d"].latents.latents_name)
-    ref_latents, ref_image = _reference(
-        model_folders["sdxl"], src, mask if masked else None, seed=21, scheduler=scheduler
-    )
-    assert ours.shape == ref_latents.shape == (1, 4, SIZE // 8, SIZE // 8)
-    assert torch.equal(ours, ref_latents)
-    got = pixels(invokeai_invoker, run["l"].image).astype("uint8")
-    assert got.shape == ref_image.shape and np.array_equal(got, ref_image)
-    assert ref_image.std() > 1  # not blank on both sides
-    start = invokeai_invoker.services.objects.load(run["i"].latents.latents_name)
-    assert not torch.equal(ours, start)  # it did denoise
+    graph = _graph(src_field, mask_field, seed=21, scheduler=scheduler)
+    ours = our_stages(invokeai_invoker, invokeai_run_graph, graph, "StableDiffusionXLImg2ImgPipeline", scheduler)
+    ref = _reference(model_folders["sdxl"], src, mask if masked else None, seed=21, scheduler=scheduler)
+    assert ours["final"].shape == (1, 4, SIZE // 8, SIZE // 8)
+    assert_equal_stages(ours, ref)
+    start = invokeai_invoker.services.objects.load(ours["run"]["i"].latents.latents_name)
+    assert not torch.equal(ours["final"], start)  # it did denoise
 
 
 def test_sdxl_granular_inpaint_keeps_the_unmasked_area(

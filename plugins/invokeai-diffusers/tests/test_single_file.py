@@ -12,10 +12,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
-from conftest import granular_txt2img, pixels
+from conftest import granular_txt2img
 from ldm_layout import folder_to_checkpoint
+from stages import assert_equal_stages, our_stages
 
 SIZE = 64
 STEPS = 3
@@ -261,12 +261,6 @@ def test_a_published_size_checkpoint_loads_with_the_shipped_config(base: str, tm
 
 
 # -- loading and generating --------------------------------------------------------------------
-def assert_same_pixels(a: Any, b: Any) -> None:
-    assert a.shape == b.shape
-    assert np.abs(a - b).max() <= 1, f"max difference {np.abs(a - b).max()}"
-    assert a.std() > 1
-
-
 @pytest.mark.parametrize(("kind", "base", "folder_key"), [("sd", "sd-1", "sd"), ("sd2", "sd-2", "sd2-folder")])
 def test_a_checkpoint_gives_the_pixels_of_its_folder_and_of_diffusers_from_single_file(
     kind: str,
@@ -278,8 +272,10 @@ def test_a_checkpoint_gives_the_pixels_of_its_folder_and_of_diffusers_from_singl
     model_folders: dict[str, Path],
     checkpoints: dict[str, Path],
 ) -> None:
-    import torch
-    from diffusers import StableDiffusionPipeline
+    """Every stage (stages.py, exactly) of the checkpoint's run equals its folder's run and that of
+    diffusers' `StableDiffusionPipeline.from_single_file` (Euler set as diffusers documents)."""
+    import diffusers
+    from stages import reference_stages
 
     folder = model_folders[folder_key] if folder_key in model_folders else checkpoints[folder_key]
     record = manager.add(checkpoints[kind], name=f"{kind}-file", config=folder)
@@ -288,28 +284,28 @@ def test_a_checkpoint_gives_the_pixels_of_its_folder_and_of_diffusers_from_singl
         manager.add(folder, name=f"{kind}-folder")
     folder_model = "tiny-sd" if kind == "sd" else f"{kind}-folder"
     args = {"prompt": "a lighthouse", "negative": "fog", "seed": 11, "size": SIZE, "steps": STEPS, "scheduler": "euler"}
-    from_file = invokeai_run_graph(granular_txt2img(f"{kind}-file", **args))
-    from_folder = invokeai_run_graph(granular_txt2img(folder_model, **args))
-    assert from_file.status == from_folder.status == "completed", from_file.errors
-    ours = pixels(invokeai_invoker, from_file["l"].image)
-    assert_same_pixels(ours, pixels(invokeai_invoker, from_folder["l"].image))
+    pipeline = "StableDiffusionPipeline"
+    from_file = our_stages(
+        invokeai_invoker, invokeai_run_graph, granular_txt2img(f"{kind}-file", **args), pipeline, "euler"
+    )
+    from_folder = our_stages(
+        invokeai_invoker, invokeai_run_graph, granular_txt2img(folder_model, **args), pipeline, "euler"
+    )
+    assert_equal_stages(from_file, from_folder)
 
-    from invokeai_diffusers.schedulers import make_scheduler
-
-    pipe = StableDiffusionPipeline.from_single_file(
+    pipe = diffusers.StableDiffusionPipeline.from_single_file(
         str(checkpoints[kind]), config=str(folder), local_files_only=True, safety_checker=None
     )
-    pipe.scheduler = make_scheduler("euler", dict(pipe.scheduler.config))
+    pipe.scheduler = diffusers.EulerDiscreteScheduler.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
-    image = pipe(
-        prompt="a lighthouse",
-        negative_prompt="fog",
-        num_inference_steps=STEPS,
-        width=SIZE,
-        height=SIZE,
-        generator=torch.Generator("cpu").manual_seed(11),
-    ).images[0]
-    assert_same_pixels(ours, np.asarray(image).astype(int))
+    call = {
+        "prompt": "a lighthouse",
+        "negative_prompt": "fog",
+        "num_inference_steps": STEPS,
+        "width": SIZE,
+        "height": SIZE,
+    }
+    assert_equal_stages(from_file, reference_stages(pipe, 11, **call))
 
 
 def test_an_sdxl_checkpoint_gives_the_pixels_of_its_folder(
@@ -317,11 +313,14 @@ def test_an_sdxl_checkpoint_gives_the_pixels_of_its_folder(
 ) -> None:
     manager.add(checkpoints["sdxl"], name="xl-file", config=model_folders["sdxl"])
     args = {"prompt": "dunes", "negative": "people", "seed": 5, "size": SIZE, "steps": STEPS, "scheduler": "default"}
-    from_file = invokeai_run_graph(granular_txt2img("xl-file", sdxl=True, **args))
-    from_folder = invokeai_run_graph(granular_txt2img("tiny-sdxl", sdxl=True, **args))
-    assert from_file.status == "completed", from_file.errors
-    ours = pixels(invokeai_invoker, from_file["l"].image)
-    assert_same_pixels(ours, pixels(invokeai_invoker, from_folder["l"].image))
+    pipeline = "StableDiffusionXLPipeline"
+    from_file = our_stages(
+        invokeai_invoker, invokeai_run_graph, granular_txt2img("xl-file", sdxl=True, **args), pipeline, "default"
+    )
+    from_folder = our_stages(
+        invokeai_invoker, invokeai_run_graph, granular_txt2img("tiny-sdxl", sdxl=True, **args), pipeline, "default"
+    )
+    assert_equal_stages(from_file, from_folder)  # exactly, every stage (stages.py)
 
 
 def test_components_load_one_by_one_and_once(manager: Any, model_folders: Any, checkpoints: Any) -> None:
