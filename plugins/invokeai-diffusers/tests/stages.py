@@ -51,6 +51,14 @@ ALL_SCHEDULERS = list(SCHEDULER_CLASSES)
 MODEL_DEFAULT = "EulerDiscreteScheduler"
 
 
+def steps_for(scheduler: str, steps: int) -> int:
+    """`steps`, or 4 for pndm: PNDMScheduler made from a non-PNDM config runs its Runge-Kutta warm-up
+    (`skip_prk_steps` False), and its `set_timesteps` fails in diffusers itself below 4 inference
+    steps (it tiles `pndm_order` = 4 PRK timesteps onto the last ones: "operands could not be
+    broadcast together"), in the reference pipeline exactly as in ours."""
+    return max(steps, 4) if scheduler == "pndm" else steps
+
+
 def scheduler_class_name(name: str, default: str = MODEL_DEFAULT) -> str:
     spec = SCHEDULER_CLASSES[name]
     return default if spec is None else spec[0]
@@ -126,6 +134,10 @@ def _first(out: Any) -> Any:
     return out[0] if isinstance(out, tuple) else out
 
 
+def _item0(out: Any) -> Any:  # a tuple (return_dict=False) or a BaseOutput
+    return out[0]
+
+
 def _embeddings(encoded: Any) -> dict[str, Any]:
     """encode_prompt's result: (embeds, negative) for SD, (+ pooled, negative pooled) for SDXL."""
     keys = ("embeds", "negative", "pooled", "negative_pooled")
@@ -164,7 +176,7 @@ def reference_stages(
     with (
         Recorder(type(pipe), "encode_prompt") as encoded,
         Recorder(type(pipe), "prepare_latents", _first) as initial,
-        Recorder(scheduler_cls, "step", _first) as steps,
+        Recorder(scheduler_cls, "step", _item0) as steps,
     ):
         final = pipe(generator=torch.Generator("cpu").manual_seed(seed), output_type="latent", **call, **extra).images
     if reset is not None:
@@ -185,7 +197,7 @@ def reference_stages(
         out.update(decode_input=[z], decoded=[tensor])
         out["image"] = to_uint8(VaeImageProcessor(vae_scale_factor=8).postprocess(tensor, output_type="pt"))
         return out
-    with Recorder(diffusers.AutoencoderKL, "decode", _first, inputs=True) as decoded:
+    with Recorder(diffusers.AutoencoderKL, "decode", _item0, inputs=True) as decoded:
         image = pipe(generator=torch.Generator("cpu").manual_seed(seed), output_type="pt", **call, **extra).images
     out.update(decode_input=decoded.inputs, decoded=decoded.values, image=to_uint8(image))
     return out
@@ -213,8 +225,8 @@ def our_stages(
     with (
         Recorder(cls, "encode_prompt") as encoded,
         Recorder(cls, "prepare_latents", _first) as initial,
-        Recorder(getattr(diffusers, scheduler_class_name(scheduler, model_default)), "step", _first) as steps,
-        Recorder(diffusers.AutoencoderKL, "decode", _first, inputs=True) as decoded,
+        Recorder(getattr(diffusers, scheduler_class_name(scheduler, model_default)), "step", _item0) as steps,
+        Recorder(diffusers.AutoencoderKL, "decode", _item0, inputs=True) as decoded,
     ):
         run = run_graph(graph)
     assert run.status == "completed", run.errors

@@ -7,50 +7,26 @@ given random weights, else a ControlNet changes nothing), T2I-Adapters with smal
 to the UNet's blocks. The SDXL T2I-Adapter needs the real SDXL block order (a plain first block,
 then two cross-attention blocks), so that test builds its own small SDXL model with that order.
 The references are built with `from_pretrained` on the folders (the ControlNet / adapter passed in
-as diffusers documents), the scheduler swapped with `from_config(pipe.scheduler.config)` (the
-default one deep-copied). Compared with `torch.equal`: prompt embeddings (the reference's
-`encode_prompt` under `no_grad`), the initial latents (`prepare_latents` on both sides), the
-latents after every step (the reference's `callback_on_step_end`, or the adapter pipelines' old
-`callback`; on our side the scheduler's step outputs), the final latents, the VAE's decoded
-tensor (the reference with `output_type="pt"`), and the 8-bit image.
+as diffusers documents), the scheduler chosen by diffusers' class names (`stages.py`). Compared
+exactly at every stage by `stages.py` (scheduler class and config, prompt embeddings, initial and
+per-step latents, final latents, the decoder's input and output, the 8-bit image), for all 11
+schedulers on SD 1.x (ControlNet and T2I-Adapter) and 2 on SDXL.
 """
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from conftest import edge, granular_txt2img, pixels
-from flow_models import Recorder as _Recorder
+from stages import ALL_SCHEDULERS, assert_equal_stages, our_stages, reference_stages, steps_for
+from stages import reference_pipeline as stages_reference_pipeline
 
 SIZE = 64
 STEPS = 3
 PROMPT, NEGATIVE = "a lighthouse", "rain"
-SCHEDULER_CLASSES = {"euler_a": "EulerAncestralDiscreteScheduler", "dpmpp_2m": "DPMSolverMultistepScheduler"}
-
-
-class Recorder(_Recorder):
-    """flow_models' Recorder, with the wrapped method's signature kept (`functools.wraps`): the
-    pipelines pass `generator` to `scheduler.step` only if its signature names it, so a bare
-    `*args, **kwargs` wrapper would silently change what stochastic schedulers draw."""
-
-    def __enter__(self) -> Recorder:
-        import functools
-
-        original = getattr(self.cls, self.name)
-        self.original = original
-
-        @functools.wraps(original)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            out = original(*args, **kwargs)
-            self.values.append(self.pick(out).clone())
-            return out
-
-        setattr(self.cls, self.name, wrapper)
-        return self
 
 
 # -- tiny models ----------------------------------------------------------------------------------
@@ -211,129 +187,13 @@ def guided_graph(
 def reference_pipeline(
     cls_name: str, folder: Path, part: str, modules: list[Any], scheduler: str, loras: list[tuple[Path, float]]
 ) -> Any:
-    import diffusers
-
-    cls = getattr(diffusers, cls_name)
-    extra: dict[str, Any] = {} if "XL" in cls_name else {"safety_checker": None, "requires_safety_checker": False}
-    pipe = cls.from_pretrained(
-        str(folder), local_files_only=True, **{part: modules[0] if len(modules) == 1 else modules}, **extra
-    )
-    if scheduler == "default":
-        pipe.scheduler = copy.deepcopy(pipe.scheduler)
-    else:
-        pipe.scheduler = getattr(diffusers, SCHEDULER_CLASSES[scheduler]).from_config(pipe.scheduler.config)
+    module = modules[0] if len(modules) == 1 else modules
+    pipe = stages_reference_pipeline(cls_name, folder, scheduler, **{part: module})
     for i, (path, _) in enumerate(loras):
         pipe.load_lora_weights(str(path), adapter_name=f"l{i}")
     if loras:
         pipe.set_adapters([f"l{i}" for i in range(len(loras))], adapter_weights=[w for _, w in loras])
-    pipe.set_progress_bar_config(disable=True)
     return pipe
-
-
-def run_reference(pipe: Any, seed: int, *, legacy_callback: bool, **call: Any) -> dict[str, Any]:
-    import diffusers
-    import torch
-
-    sdxl = "XL" in type(pipe).__name__
-    with torch.no_grad():
-        if sdxl:
-            embeds, neg, pooled, neg_pooled = pipe.encode_prompt(
-                prompt=PROMPT,
-                device="cpu",
-                num_images_per_prompt=1,
-                do_classifier_free_guidance=True,
-                negative_prompt=NEGATIVE,
-            )
-        else:
-            embeds, neg = pipe.encode_prompt(PROMPT, "cpu", 1, True, NEGATIVE)
-            pooled = neg_pooled = None
-    steps: list[Any] = []
-    step_args: dict[str, Any]
-    if legacy_callback:
-        step_args = {"callback": lambda i, t, latents: steps.append(latents.clone()), "callback_steps": 1}
-    else:
-
-        def on_step(p: Any, i: int, t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
-            steps.append(kwargs["latents"].clone())
-            return kwargs
-
-        step_args = {"callback_on_step_end": on_step}
-    common = {
-        "prompt": PROMPT,
-        "negative_prompt": NEGATIVE,
-        "num_inference_steps": call.pop("steps", STEPS),
-        "guidance_scale": 7.5,  # the graph's cfg_scale (the SDXL pipelines default to 5)
-    }
-    with Recorder(type(pipe), "prepare_latents", lambda out: out[0] if isinstance(out, tuple) else out) as initial:
-        final = pipe(
-            generator=torch.Generator("cpu").manual_seed(seed), output_type="latent", **common, **step_args, **call
-        ).images
-    with Recorder(diffusers.AutoencoderKL, "decode", lambda out: out[0]) as decoded:
-        image = pipe(generator=torch.Generator("cpu").manual_seed(seed), output_type="pt", **common, **call).images
-    if isinstance(image, np.ndarray):
-        # StableDiffusionAdapterPipeline still decodes with the deprecated `decode_latents`
-        # (`1 / scaling_factor * latents`, a float or two off dividing), unlike every other pipeline:
-        # the reference decode is then the other pipelines' own, on the reference's final latents.
-        from diffusers.image_processor import VaeImageProcessor
-
-        with torch.no_grad():
-            tensor = pipe.vae.decode(final / pipe.vae.config.scaling_factor, return_dict=False)[0]
-        decoded.values = [tensor]
-        pt = VaeImageProcessor(vae_scale_factor=8).postprocess(tensor, output_type="pt")
-        as_uint8 = (pt.permute(0, 2, 3, 1).float().cpu().numpy()[0] * 255).round().astype("uint8")
-    else:
-        as_uint8 = (image.permute(0, 2, 3, 1).float().cpu().numpy()[0] * 255).round().astype("uint8")
-    return {
-        "embeds": embeds,
-        "negative": neg,
-        "pooled": pooled,
-        "negative_pooled": neg_pooled,
-        "initial": initial.values[0],
-        "steps": steps,
-        "final": final,
-        "decoded": decoded.values[0],
-        "image": as_uint8,
-    }
-
-
-def run_ours(invoker: Any, run_graph: Any, graph: dict[str, Any], pipeline_cls: Any, scheduler_cls: Any) -> Any:
-    import diffusers
-
-    with (
-        Recorder(pipeline_cls, "prepare_latents", lambda out: out[0] if isinstance(out, tuple) else out) as initial,
-        Recorder(scheduler_cls, "step", lambda out: out[0]) as steps,
-        Recorder(diffusers.AutoencoderKL, "decode", lambda out: out[0]) as decoded,
-    ):
-        run = run_graph(graph)
-    assert run.status == "completed", run.errors
-    objects = invoker.services.objects
-    return run, {
-        "embeds": objects.load(run["p"].conditioning.conditioning_name)["embeds"],
-        "negative": objects.load(run["n"].conditioning.conditioning_name)["embeds"],
-        "pooled": objects.load(run["p"].conditioning.conditioning_name)["pooled"],
-        "negative_pooled": objects.load(run["n"].conditioning.conditioning_name)["pooled"],
-        "initial": initial.values,
-        "steps": steps.values,
-        "final": objects.load(run["d"].latents.latents_name),
-        "decoded": decoded.values,
-        "image": pixels(invoker, run["l"].image).astype("uint8"),
-    }
-
-
-def assert_equal_stages(ours: dict[str, Any], ref: dict[str, Any]) -> None:
-    import torch
-
-    assert torch.equal(ours["embeds"], ref["embeds"]) and torch.equal(ours["negative"], ref["negative"])
-    if ref["pooled"] is not None:
-        assert torch.equal(ours["pooled"], ref["pooled"])
-        assert torch.equal(ours["negative_pooled"], ref["negative_pooled"])
-    assert len(ours["initial"]) == 1 and torch.equal(ours["initial"][0], ref["initial"])
-    assert len(ours["steps"]) == len(ref["steps"]) > 0
-    for i, (a, b) in enumerate(zip(ours["steps"], ref["steps"], strict=True)):
-        assert torch.equal(a, b), f"step {i}: max difference {(a - b).abs().max()}"
-    assert torch.equal(ours["final"], ref["final"])
-    assert len(ours["decoded"]) == 1 and torch.equal(ours["decoded"][0], ref["decoded"])
-    assert np.array_equal(ours["image"], ref["image"])
 
 
 def compare(
@@ -350,11 +210,18 @@ def compare(
     loras: list[tuple[Path, float]] | None = None,
     **call: Any,
 ) -> dict[str, Any]:
-    import diffusers
-
+    """Our graph and the reference pipeline, every stage (stages.py). StableDiffusionAdapterPipeline
+    decodes with its deprecated `decode_latents`, so its reference decode is done on its final
+    latents the way every other pipeline decodes (`decode_self`)."""
+    ours = our_stages(invoker, run_graph, graph, cls_name, scheduler)
     ref_pipe = reference_pipeline(cls_name, folder, part, modules, scheduler, loras or [])
-    ref = run_reference(ref_pipe, seed, legacy_callback=part == "adapter", **call)
-    _, ours = run_ours(invoker, run_graph, graph, getattr(diffusers, cls_name), type(ref_pipe.scheduler))
+    common = {
+        "prompt": PROMPT,
+        "negative_prompt": NEGATIVE,
+        "num_inference_steps": call.pop("steps", STEPS),
+        "guidance_scale": 7.5,  # the graph's cfg_scale (the SDXL pipelines default to 5)
+    }
+    ref = reference_stages(ref_pipe, seed, decode_self=cls_name == "StableDiffusionAdapterPipeline", **common, **call)
     assert_equal_stages(ours, ref)
     return ours
 
@@ -367,7 +234,7 @@ def load_modules(cls_name: str, folders: list[Path]) -> list[Any]:
 
 
 # -- the tests ------------------------------------------------------------------------------------
-@pytest.mark.parametrize("scheduler", ["default", "euler_a", "dpmpp_2m"])
+@pytest.mark.parametrize("scheduler", ALL_SCHEDULERS)
 def test_sd_controlnet_equals_the_controlnet_pipeline(
     scheduler: str,
     controls: Any,
@@ -380,7 +247,8 @@ def test_sd_controlnet_equals_the_controlnet_pipeline(
 
     image, pil = control_image(invokeai_invoker, 1, (80, 48))  # another size: just_resize, as the pipeline does
     item = {"image": image.model_dump(), "control_model": "cn-a", "control_weight": 0.8}
-    graph = guided_graph("tiny-sd", [item], seed=11, scheduler=scheduler)
+    steps = steps_for(scheduler, STEPS)
+    graph = guided_graph("tiny-sd", [item], seed=11, scheduler=scheduler, steps=steps)
     ours = compare(
         invokeai_invoker,
         invokeai_run_graph,
@@ -391,12 +259,13 @@ def test_sd_controlnet_equals_the_controlnet_pipeline(
         modules=load_modules("ControlNetModel", [control_folders["cn-a"]]),
         scheduler=scheduler,
         seed=11,
+        steps=steps,
         image=pil,
         controlnet_conditioning_scale=0.8,
         width=SIZE,
         height=SIZE,
     )
-    plain = invokeai_run_graph(guided_graph("tiny-sd", [], seed=11, scheduler=scheduler))
+    plain = invokeai_run_graph(guided_graph("tiny-sd", [], seed=11, scheduler=scheduler, steps=steps))
     unguided = invokeai_invoker.services.objects.load(plain["d"].latents.latents_name)
     assert not torch.allclose(ours["final"], unguided, atol=1e-3)  # the ControlNet changes the result
 
@@ -496,7 +365,7 @@ def test_controlnet_with_a_lora_equals_the_pipeline_with_load_lora_weights(
     assert not any("lora" in k for k in unet.state_dict())  # the adapters are gone after the run
 
 
-@pytest.mark.parametrize("scheduler", ["default", "euler_a"])
+@pytest.mark.parametrize("scheduler", ALL_SCHEDULERS)
 def test_sd_t2i_adapter_and_multiadapter_equal_the_adapter_pipeline(
     scheduler: str,
     controls: Any,
@@ -507,8 +376,9 @@ def test_sd_t2i_adapter_and_multiadapter_equal_the_adapter_pipeline(
 ) -> None:
     image_a, pil_a = control_image(invokeai_invoker, 6)
     image_b, pil_b = control_image(invokeai_invoker, 7, (96, 96))
+    steps = steps_for(scheduler, STEPS)
     one = [{"image": image_a.model_dump(), "t2i_adapter_model": "t2i-a", "weight": 0.9}]
-    graph = guided_graph("tiny-sd", one, kind="t2i_adapter", seed=15, scheduler=scheduler)
+    graph = guided_graph("tiny-sd", one, kind="t2i_adapter", seed=15, scheduler=scheduler, steps=steps)
     ours = compare(
         invokeai_invoker,
         invokeai_run_graph,
@@ -519,13 +389,14 @@ def test_sd_t2i_adapter_and_multiadapter_equal_the_adapter_pipeline(
         modules=load_modules("T2IAdapter", [control_folders["t2i-a"]]),
         scheduler=scheduler,
         seed=15,
+        steps=steps,
         image=pil_a,
         adapter_conditioning_scale=0.9,
         width=SIZE,
         height=SIZE,
     )
     two = [*one, {"image": image_b.model_dump(), "t2i_adapter_model": "t2i-b", "weight": 0.5}]
-    graph = guided_graph("tiny-sd", two, kind="t2i_adapter", seed=15, scheduler=scheduler)
+    graph = guided_graph("tiny-sd", two, kind="t2i_adapter", seed=15, scheduler=scheduler, steps=steps)
     both = compare(
         invokeai_invoker,
         invokeai_run_graph,
@@ -536,6 +407,7 @@ def test_sd_t2i_adapter_and_multiadapter_equal_the_adapter_pipeline(
         modules=load_modules("T2IAdapter", [control_folders["t2i-a"], control_folders["t2i-b"]]),
         scheduler=scheduler,
         seed=15,
+        steps=steps,
         image=[pil_a, pil_b],
         adapter_conditioning_scale=[0.9, 0.5],
         width=SIZE,
