@@ -6,29 +6,31 @@ Tiny IP-Adapters are made here for the tiny models in the file layout `load_ip_a
 over the UNet's attention processors as `_convert_ip_adapter_attn_to_diffusers` numbers them), with a
 tiny random CLIP image encoder in `image_encoder/` beside them (h94/IP-Adapter's layout). The
 references are pipelines built independently with `from_pretrained` + `load_ip_adapter`. Compared
-with `torch.equal`: the initial noise, the latents after every scheduler step, the final latents,
-the VAE's decoded tensor and the 8-bit image, for three schedulers (SD) and SDXL.
+exactly at every stage by `stages.py` (scheduler, prompt embeddings, initial noise, the latents after
+every scheduler step, final latents, the decoder's input and output, the 8-bit image), for all 11
+schedulers (SD) and SDXL.
 """
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from conftest import edge, granular_txt2img, pixels
-from test_textual_inversion import Recorder
+from conftest import edge, granular_txt2img
+from stages import (
+    ALL_SCHEDULERS,
+    assert_equal_stages,
+    our_stages,
+    reference_pipeline,
+    reference_stages,
+    steps_for,
+)
 
 SIZE = 64
 STEPS = 3
 PROMPT, NEGATIVE = "a lighthouse", "rain"
-SCHEDULERS = {
-    "default": "EulerDiscreteScheduler",
-    "euler_a": "EulerAncestralDiscreteScheduler",
-    "dpmpp_2m": "DPMSolverMultistepScheduler",
-}
 
 
 def make_ip_adapter(unet_folder: Path, out: Path, *, seed: int, embed_dim: int = 32) -> Path:
@@ -150,81 +152,12 @@ def ip_graph(
 
 
 def reference_pipe(cls_name: str, folder: Path, scheduler: str, repo: Path, weights: list[str]) -> Any:
-    import diffusers
-
-    cls = getattr(diffusers, cls_name)
-    extra: dict[str, Any] = {} if "XL" in cls_name else {"safety_checker": None, "requires_safety_checker": False}
-    pipe = cls.from_pretrained(str(folder), local_files_only=True, **extra)
-    if scheduler != "default":
-        from invokeai_diffusers.schedulers import SCHEDULERS as NAMES
-
-        class_name, config = NAMES[scheduler]
-        pipe.scheduler = getattr(diffusers, class_name).from_config(pipe.scheduler.config, **config)
-    pipe.scheduler = copy.deepcopy(pipe.scheduler)
-    assert type(pipe.scheduler).__name__ == SCHEDULERS[scheduler]
-    pipe.set_progress_bar_config(disable=True)
+    pipe = reference_pipeline(cls_name, folder, scheduler)
     pipe.load_ip_adapter(str(repo), subfolder="models", weight_name=weights, local_files_only=True)
     return pipe
 
 
-def reference_stages(pipe: Any, seed: int, callback: Any = None, reset: Any = None, **call: Any) -> dict[str, Any]:
-    """Initial noise, per-step, final latents, decoded tensor and image; `reset()` runs before each call."""
-    import diffusers
-    import torch
-
-    extra = {"callback_on_step_end": callback} if callback is not None else {}
-    if reset is not None:
-        reset()
-    with (
-        Recorder(type(pipe), "prepare_latents") as initial,
-        Recorder(type(pipe.scheduler), "step", lambda out: out[0]) as steps,
-    ):
-        final = pipe(generator=torch.Generator("cpu").manual_seed(seed), output_type="latent", **call, **extra).images
-    if reset is not None:
-        reset()
-    with Recorder(diffusers.AutoencoderKL, "decode", lambda out: out[0]) as decoded:
-        image = pipe(generator=torch.Generator("cpu").manual_seed(seed), output_type="pt", **call, **extra).images
-    return {
-        "initial": initial.values,
-        "steps": steps.values,
-        "final": final,
-        "decoded": decoded.values,
-        "image": (image.permute(0, 2, 3, 1).float().numpy()[0] * 255).round().astype("uint8"),
-    }
-
-
-def our_stages(invoker: Any, run_graph: Any, graph: dict[str, Any], scheduler: str, pipeline: str) -> dict[str, Any]:
-    import diffusers
-
-    with (
-        Recorder(getattr(diffusers, pipeline), "prepare_latents") as initial,
-        Recorder(getattr(diffusers, SCHEDULERS[scheduler]), "step", lambda out: out[0]) as steps,
-        Recorder(diffusers.AutoencoderKL, "decode", lambda out: out[0]) as decoded,
-    ):
-        run = run_graph(graph)
-    assert run.status == "completed", run.errors
-    return {
-        "initial": initial.values,
-        "steps": steps.values,
-        "final": invoker.services.objects.load(run["d"].latents.latents_name),
-        "decoded": decoded.values,
-        "image": pixels(invoker, run["l"].image).astype("uint8"),
-    }
-
-
-def assert_same(ours: dict[str, Any], ref: dict[str, Any], steps: int = STEPS) -> None:
-    import torch
-
-    assert len(ours["initial"]) == len(ref["initial"]) == 1 and torch.equal(ours["initial"][0], ref["initial"][0])
-    assert len(ours["steps"]) == len(ref["steps"]) == steps
-    for i, (a, b) in enumerate(zip(ours["steps"], ref["steps"], strict=True)):
-        assert torch.equal(a, b), f"step {i}: max difference {(a - b).abs().max()}"
-    assert torch.equal(ours["final"], ref["final"])
-    assert len(ours["decoded"]) == 1 and torch.equal(ours["decoded"][0], ref["decoded"][0])
-    assert np.array_equal(ours["image"], ref["image"])
-
-
-@pytest.mark.parametrize("scheduler", list(SCHEDULERS))
+@pytest.mark.parametrize("scheduler", ALL_SCHEDULERS)
 def test_sd_ip_adapter_equals_diffusers_load_ip_adapter(
     scheduler: str,
     with_ip: Any,
@@ -237,15 +170,16 @@ def test_sd_ip_adapter_equals_diffusers_load_ip_adapter(
     import torch
 
     pil, field = images["cat"]
-    graph = ip_graph("tiny-sd", [("sd-a", field, 0.7, 0.0, 1.0)], scheduler=scheduler, seed=6)
-    ours = our_stages(invokeai_invoker, invokeai_run_graph, graph, scheduler, "StableDiffusionPipeline")
+    steps = steps_for(scheduler, STEPS)
+    graph = ip_graph("tiny-sd", [("sd-a", field, 0.7, 0.0, 1.0)], scheduler=scheduler, seed=6, steps=steps)
+    ours = our_stages(invokeai_invoker, invokeai_run_graph, graph, "StableDiffusionPipeline", scheduler)
     pipe = reference_pipe(
         "StableDiffusionPipeline", model_folders["sd"], scheduler, ip_files["repo"], ["sd-a.safetensors"]
     )
     pipe.set_ip_adapter_scale(0.7)
-    call = {"prompt": PROMPT, "negative_prompt": NEGATIVE, "num_inference_steps": STEPS, "width": SIZE, "height": SIZE}
-    assert_same(ours, reference_stages(pipe, 6, ip_adapter_image=pil, **call))
-    plain = invokeai_run_graph(ip_graph("tiny-sd", [], scheduler=scheduler, seed=6))
+    call = {"prompt": PROMPT, "negative_prompt": NEGATIVE, "num_inference_steps": steps, "width": SIZE, "height": SIZE}
+    assert_equal_stages(ours, reference_stages(pipe, 6, ip_adapter_image=pil, **call))
+    plain = invokeai_run_graph(ip_graph("tiny-sd", [], scheduler=scheduler, seed=6, steps=steps))
     without = invokeai_invoker.services.objects.load(plain["d"].latents.latents_name)
     assert not torch.allclose(without, ours["final"], atol=1e-3)  # the adapter changes the result
 
@@ -255,7 +189,7 @@ def test_sdxl_ip_adapter_equals_diffusers(
 ) -> None:
     pil, field = images["dog"]
     graph = ip_graph("tiny-sdxl", [("xl", field, 0.9, 0.0, 1.0)], scheduler="euler_a", seed=2, sdxl=True)
-    ours = our_stages(invokeai_invoker, invokeai_run_graph, graph, "euler_a", "StableDiffusionXLPipeline")
+    ours = our_stages(invokeai_invoker, invokeai_run_graph, graph, "StableDiffusionXLPipeline", "euler_a")
     pipe = reference_pipe(
         "StableDiffusionXLPipeline", model_folders["sdxl"], "euler_a", ip_files["repo"], ["xl.safetensors"]
     )
@@ -268,7 +202,7 @@ def test_sdxl_ip_adapter_equals_diffusers(
         "width": SIZE,
         "height": SIZE,
     }
-    assert_same(ours, reference_stages(pipe, 2, ip_adapter_image=pil, **call))
+    assert_equal_stages(ours, reference_stages(pipe, 2, ip_adapter_image=pil, **call))
 
 
 def test_two_adapters_with_step_ranges_equal_diffusers_with_scales_switched_per_step(
@@ -280,7 +214,7 @@ def test_two_adapters_with_step_ranges_equal_diffusers_with_scales_switched_per_
     (cat, cat_field), (dog, dog_field) = images["cat"], images["dog"]
     adapters = [("sd-a", cat_field, 0.8, 0.0, 0.5), ("sd-b", dog_field, -0.6, 0.25, 1.0)]
     graph = ip_graph("tiny-sd", adapters, scheduler="dpmpp_2m", seed=11, steps=steps)
-    ours = our_stages(invokeai_invoker, invokeai_run_graph, graph, "dpmpp_2m", "StableDiffusionPipeline")
+    ours = our_stages(invokeai_invoker, invokeai_run_graph, graph, "StableDiffusionPipeline", "dpmpp_2m")
     pipe = reference_pipe(
         "StableDiffusionPipeline",
         model_folders["sd"],
@@ -300,9 +234,14 @@ def test_two_adapters_with_step_ranges_equal_diffusers_with_scales_switched_per_
     call = {"prompt": PROMPT, "negative_prompt": NEGATIVE, "num_inference_steps": steps, "width": SIZE, "height": SIZE}
     assert scales(0) == [0.8, 0.0] and scales(3) == [0.0, -0.6]
     ref = reference_stages(
-        pipe, 11, switch, lambda: pipe.set_ip_adapter_scale(scales(0)), ip_adapter_image=[cat, dog], **call
+        pipe,
+        11,
+        callback=switch,
+        reset=lambda: pipe.set_ip_adapter_scale(scales(0)),
+        ip_adapter_image=[cat, dog],
+        **call,
     )
-    assert_same(ours, ref, steps)
+    assert_equal_stages(ours, ref, steps)
     full = [(n, f, w, 0.0, 1.0) for n, f, w, _, _ in adapters]
     always = invokeai_run_graph(ip_graph("tiny-sd", full, scheduler="dpmpp_2m", seed=11, steps=steps))
     assert always.status == "completed", always.errors
