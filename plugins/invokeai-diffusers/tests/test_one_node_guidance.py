@@ -2,28 +2,27 @@
 beside a ControlNet in denoise_latents, each against the diffusers pipeline a user would call,
 built independently (`from_pretrained`, `ControlNetModel.from_pretrained`, `load_ip_adapter`).
 
-Compared exactly: the initial noise, the latents after every scheduler step, the decoded tensor and
-the 8-bit image (a one-node form keeps no latents to compare at the end; the last step's are them).
+Compared exactly at every stage by `stages.py` (a one-node form keeps no latents, so the decoder's
+input stands for the final latents); the one-node ControlNet for all 11 schedulers.
 """
 
 # ruff: noqa: F811 (the fixtures imported from test_controlnet / test_ip_adapter are parameters here)
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from conftest import edge, pixels
+from conftest import edge
+from stages import ALL_SCHEDULERS, assert_equal_stages, reference_pipeline, reference_stages, steps_for
+from stages import our_stages as stages_of
 from test_controlnet import control_folders, control_image, controls, guided_graph  # noqa: F401 (fixtures)
 from test_ip_adapter import images, ip_files, with_ip  # noqa: F401 (fixtures)
-from test_textual_inversion import Recorder
 
 SIZE = 64
 STEPS = 3
 PROMPT, NEGATIVE = "a lighthouse", "rain"
-SCHEDULERS = {"default": "EulerDiscreteScheduler", "euler_a": "EulerAncestralDiscreteScheduler"}
 
 
 def reference(
@@ -31,67 +30,17 @@ def reference(
 ) -> Any:
     import diffusers
 
-    cls = getattr(diffusers, cls_name)
-    extra: dict[str, Any] = {} if "XL" in cls_name else {"safety_checker": None, "requires_safety_checker": False}
+    extra: dict[str, Any] = {}
     if controlnet is not None:
         extra["controlnet"] = diffusers.ControlNetModel.from_pretrained(str(controlnet), local_files_only=True)
-    pipe = cls.from_pretrained(str(folder), local_files_only=True, **extra)
-    if scheduler == "default":
-        pipe.scheduler = copy.deepcopy(pipe.scheduler)
-    else:
-        pipe.scheduler = getattr(diffusers, SCHEDULERS[scheduler]).from_config(pipe.scheduler.config)
-    assert type(pipe.scheduler).__name__ == SCHEDULERS[scheduler]
+    pipe = reference_pipeline(cls_name, folder, scheduler, **extra)
     if ip is not None:
         pipe.load_ip_adapter(str(ip[0]), subfolder="models", weight_name=[ip[1]], local_files_only=True)
-    pipe.set_progress_bar_config(disable=True)
     return pipe
 
 
-def reference_stages(pipe: Any, seed: int, **call: Any) -> dict[str, Any]:
-    import diffusers
-    import torch
-
-    with (
-        Recorder(type(pipe), "prepare_latents", lambda out: out[0] if isinstance(out, tuple) else out) as initial,
-        Recorder(type(pipe.scheduler), "step", lambda out: out[0]) as steps,
-        Recorder(diffusers.AutoencoderKL, "decode", lambda out: out[0]) as decoded,
-    ):
-        image = pipe(generator=torch.Generator("cpu").manual_seed(seed), output_type="pt", **call).images
-    as_uint8 = (image.permute(0, 2, 3, 1).float().numpy()[0] * 255).round().astype("uint8")
-    return {"initial": initial.values, "steps": steps.values, "decoded": decoded.values, "image": as_uint8}
-
-
 def our_stages(invoker: Any, run_graph: Any, graph: dict[str, Any], pipeline: str, scheduler: str) -> dict[str, Any]:
-    import diffusers
-
-    with (
-        Recorder(
-            getattr(diffusers, pipeline), "prepare_latents", lambda out: out[0] if isinstance(out, tuple) else out
-        ) as initial,
-        Recorder(getattr(diffusers, SCHEDULERS[scheduler]), "step", lambda out: out[0]) as steps,
-        Recorder(diffusers.AutoencoderKL, "decode", lambda out: out[0]) as decoded,
-    ):
-        run = run_graph(graph)
-    assert run.status == "completed", run.errors
-    image = run["g" if "g" in graph["nodes"] else "l"].image
-    return {
-        "initial": initial.values,
-        "steps": steps.values,
-        "decoded": decoded.values,
-        "image": pixels(invoker, image).astype("uint8"),
-        "run": run,
-    }
-
-
-def assert_same(ours: dict[str, Any], ref: dict[str, Any], steps: int) -> None:
-    import torch
-
-    assert len(ours["initial"]) == len(ref["initial"]) == 1 and torch.equal(ours["initial"][0], ref["initial"][0])
-    assert len(ours["steps"]) == len(ref["steps"]) == steps
-    for i, (a, b) in enumerate(zip(ours["steps"], ref["steps"], strict=True)):
-        assert torch.equal(a, b), f"step {i}: max difference {(a - b).abs().max()}"
-    assert len(ours["decoded"]) == len(ref["decoded"]) == 1 and torch.equal(ours["decoded"][0], ref["decoded"][0])
-    assert np.array_equal(ours["image"], ref["image"])
+    return stages_of(invoker, run_graph, graph, pipeline, scheduler, image_node="g" if "g" in graph["nodes"] else "l")
 
 
 def one_node(kind: str, **fields: Any) -> dict[str, Any]:
@@ -108,7 +57,7 @@ def one_node(kind: str, **fields: Any) -> dict[str, Any]:
     return {"nodes": {"g": node}, "edges": []}
 
 
-@pytest.mark.parametrize("scheduler", list(SCHEDULERS))
+@pytest.mark.parametrize("scheduler", ALL_SCHEDULERS)
 def test_txt2img_with_a_controlnet_equals_the_controlnet_pipeline(
     scheduler: str,
     controls: Any,
@@ -118,7 +67,8 @@ def test_txt2img_with_a_controlnet_equals_the_controlnet_pipeline(
 ) -> None:
     field, pil = control_image(invokeai_invoker, 3, (80, 48))  # another size: resized as the pipeline does
     item = {"image": field.model_dump(), "control_model": "cn-a", "control_weight": 0.6, "end_step_percent": 0.7}
-    graph = one_node("txt2img", width=SIZE, height=SIZE, scheduler=scheduler, control=[item])
+    steps = steps_for(scheduler, STEPS)
+    graph = one_node("txt2img", width=SIZE, height=SIZE, scheduler=scheduler, steps=steps, control=[item])
     ours = our_stages(invokeai_invoker, invokeai_run_graph, graph, "StableDiffusionControlNetPipeline", scheduler)
     pipe = reference(
         "StableDiffusionControlNetPipeline", model_folders["sd"], scheduler, controlnet=cn_a_folder(controls)
@@ -128,18 +78,18 @@ def test_txt2img_with_a_controlnet_equals_the_controlnet_pipeline(
         5,
         prompt=PROMPT,
         negative_prompt=NEGATIVE,
-        num_inference_steps=STEPS,
+        num_inference_steps=steps,
         width=SIZE,
         height=SIZE,
         image=pil,
         controlnet_conditioning_scale=0.6,
         control_guidance_end=0.7,
     )
-    assert_same(ours, ref, STEPS)
+    assert_equal_stages(ours, ref)
     plain = our_stages(
         invokeai_invoker,
         invokeai_run_graph,
-        one_node("txt2img", width=SIZE, height=SIZE, scheduler=scheduler),
+        one_node("txt2img", width=SIZE, height=SIZE, scheduler=scheduler, steps=steps),
         "StableDiffusionPipeline",
         scheduler,
     )
@@ -180,7 +130,7 @@ def test_img2img_with_a_controlnet_equals_the_controlnet_img2img_pipeline(
         controlnet_conditioning_scale=1.0,  # the node's default (the pipeline's is 0.8)
         strength=0.8,
     )
-    assert_same(ours, ref, 3)  # 4 steps at strength 0.8
+    assert_equal_stages(ours, ref, 3)  # 4 steps at strength 0.8
 
 
 @pytest.mark.parametrize("kind", ["txt2img", "inpaint"])
@@ -214,7 +164,7 @@ def test_one_node_forms_with_an_ip_adapter_equal_load_ip_adapter(
     ours = our_stages(invokeai_invoker, invokeai_run_graph, graph, pipeline, "default")
     pipe = reference(pipeline, model_folders["sd"], "default", ip=(ip_files["repo"], "sd-a.safetensors"))
     pipe.set_ip_adapter_scale(0.7)
-    assert_same(ours, reference_stages(pipe, 5, ip_adapter_image=prompt_pil, **call), steps)
+    assert_equal_stages(ours, reference_stages(pipe, 5, ip_adapter_image=prompt_pil, **call), steps)
     # the cached UNet is back as it was: a plain run equals the plain pipeline
     plain = our_stages(
         invokeai_invoker,
@@ -224,7 +174,7 @@ def test_one_node_forms_with_an_ip_adapter_equal_load_ip_adapter(
         "default",
     )
     ref_plain = reference("StableDiffusionPipeline", model_folders["sd"], "default")
-    assert_same(
+    assert_equal_stages(
         plain,
         reference_stages(
             ref_plain, 5, prompt=PROMPT, negative_prompt=NEGATIVE, num_inference_steps=STEPS, width=SIZE, height=SIZE
@@ -270,7 +220,7 @@ def test_denoise_latents_with_a_controlnet_and_an_ip_adapter_equals_the_pipeline
         controlnet_conditioning_scale=1.0,
         ip_adapter_image=prompt_pil,
     )
-    assert_same(ours, ref, STEPS)
+    assert_equal_stages(ours, ref, STEPS)
     final = invokeai_invoker.services.objects.load(ours["run"]["d"].latents.latents_name)
     assert torch.equal(final, ours["steps"][-1])
 
