@@ -169,29 +169,6 @@ def build_sd3(folder: Path, *, seed: int = 0) -> Path:
     return folder
 
 
-class Recorder:
-    """Records what a class's method returns while active (for the per-stage comparisons of our run)."""
-
-    def __init__(self, cls: Any, name: str, pick: Any = None) -> None:
-        self.cls, self.name, self.pick = cls, name, pick or (lambda out: out)
-        self.values: list[Any] = []
-
-    def __enter__(self) -> Recorder:
-        original = getattr(self.cls, self.name)
-        self.original = original
-
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            out = original(*args, **kwargs)
-            self.values.append(self.pick(out).clone())
-            return out
-
-        setattr(self.cls, self.name, wrapper)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        setattr(self.cls, self.name, self.original)
-
-
 def sd3_original_layout(transformer: Any) -> dict[str, Any]:
     """An SD3 transformer's weights in the original (Stability) single-file key layout, under
     `model.diffusion_model.`: the inverse of diffusers' `convert_sd3_transformer_checkpoint_to_diffusers`

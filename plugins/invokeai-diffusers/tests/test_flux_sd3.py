@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 import pytest
 from conftest import edge, pixels
-from flow_models import Recorder, build_flux, build_sd3
+from flow_models import build_flux, build_sd3
+from stages import Recorder
 
 SIZE = 64
 STEPS = 2

@@ -2,8 +2,9 @@
 
 Tiny random LoRAs are made here with peft (`init_lora_weights=False`: lora_B is random, not zero, so
 they change the output) and saved with diffusers' `save_lora_weights`. The references are
-`StableDiffusionPipeline`s built independently with `from_pretrained`, `load_lora_weights` and
-`set_adapters`; latents are compared with `torch.equal`, images byte for byte.
+pipelines built independently with `from_pretrained`, `load_lora_weights` and `set_adapters`,
+compared exactly at every stage by `stages.py` (one LoRA on SD 1.x: all 11 schedulers, the granular
+graph and txt2img).
 """
 
 from __future__ import annotations
@@ -11,9 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
-from conftest import edge, granular_txt2img, pixels
+from conftest import edge, granular_txt2img
+from stages import ALL_SCHEDULERS, assert_equal_stages, our_stages, reference_pipeline, reference_stages, steps_for
 
 SIZE = 64
 STEPS = 3
@@ -69,10 +70,12 @@ def with_loras(manager: Any, lora_files: dict[str, Path]) -> Any:
     return manager
 
 
-def lora_graph(loras: list[tuple[str, float]], seed: int) -> dict[str, Any]:
+def lora_graph(
+    loras: list[tuple[str, float]], seed: int, scheduler: str = "default", steps: int = STEPS
+) -> dict[str, Any]:
     """The granular txt2img graph with lora_loader nodes chained between the loader and its users."""
     graph = granular_txt2img(
-        "tiny-sd", prompt=PROMPT, negative=NEGATIVE, seed=seed, size=SIZE, steps=STEPS, scheduler="default"
+        "tiny-sd", prompt=PROMPT, negative=NEGATIVE, seed=seed, size=SIZE, steps=steps, scheduler=scheduler
     )
     source = "m"
     for i, (name, weight) in enumerate(loras):
@@ -87,32 +90,30 @@ def lora_graph(loras: list[tuple[str, float]], seed: int) -> dict[str, Any]:
     return graph
 
 
-def reference(folder: Path, files: dict[str, Path], loras: list[tuple[str, float]], seed: int) -> tuple[Any, Any]:
-    """(latents, uint8 image) from a diffusers pipeline with the LoRAs loaded and weighted."""
-    import torch
-    from diffusers import StableDiffusionPipeline
-
-    pipe = StableDiffusionPipeline.from_pretrained(
-        str(folder), local_files_only=True, safety_checker=None, requires_safety_checker=False
-    )
-    pipe.set_progress_bar_config(disable=True)
+def reference(folder: Path, files: dict[str, Path], loras: list[tuple[str, float]], scheduler: str) -> Any:
+    """A diffusers pipeline with the LoRAs loaded and weighted."""
+    pipe = reference_pipeline("StableDiffusionPipeline", folder, scheduler)
     for name, _ in loras:
         pipe.load_lora_weights(str(files[name]), adapter_name=name)
     if loras:
         pipe.set_adapters([n for n, _ in loras], adapter_weights=[w for _, w in loras])
-    call = {"prompt": PROMPT, "negative_prompt": NEGATIVE, "num_inference_steps": STEPS, "width": SIZE, "height": SIZE}
-    latents = pipe(generator=torch.Generator("cpu").manual_seed(seed), output_type="latent", **call).images
-    image = pipe(generator=torch.Generator("cpu").manual_seed(seed), output_type="np", **call).images[0]
-    return latents, (image * 255).round().astype("uint8")  # as VaeImageProcessor.numpy_to_pil
+    return pipe
 
 
 def run_and_compare(
-    invoker: Any, run_graph: Any, folder: Path, files: dict[str, Path], loras: list[tuple[str, float]], seed: int
+    invoker: Any,
+    run_graph: Any,
+    folder: Path,
+    files: dict[str, Path],
+    loras: list[tuple[str, float]],
+    seed: int,
+    scheduler: str = "default",
 ) -> Any:
-    import torch
-
-    graph = lora_graph(loras, seed)
-    graph["nodes"]["t"] = {
+    """The granular graph and txt2img with the LoRAs equal the pipeline at every stage (stages.py)."""
+    steps = steps_for(scheduler, STEPS)
+    pipeline = "StableDiffusionPipeline"
+    granular = our_stages(invoker, run_graph, lora_graph(loras, seed, scheduler, steps), pipeline, scheduler)
+    node = {
         "id": "t",
         "type": "txt2img",
         "model": "tiny-sd",
@@ -121,29 +122,36 @@ def run_and_compare(
         "seed": seed,
         "width": SIZE,
         "height": SIZE,
-        "steps": STEPS,
+        "steps": steps,
+        "scheduler": scheduler,
         "loras": [{"name": n, "weight": w} for n, w in loras],
     }
-    run = run_graph(graph)
-    assert run.status == "completed", run.errors
-    ref_latents, ref_image = reference(folder, files, loras, seed)
-    ours = invoker.services.objects.load(run["d"].latents.latents_name)
-    assert torch.equal(ours, ref_latents)
-    assert np.array_equal(pixels(invoker, run["l"].image).astype("uint8"), ref_image)
-    assert np.array_equal(pixels(invoker, run["t"].image).astype("uint8"), ref_image)
-    return ours
+    one_node = our_stages(invoker, run_graph, {"nodes": {"t": node}, "edges": []}, pipeline, scheduler, image_node="t")
+    call = {"prompt": PROMPT, "negative_prompt": NEGATIVE, "num_inference_steps": steps, "width": SIZE, "height": SIZE}
+    ref = reference_stages(reference(folder, files, loras, scheduler), seed, **call)
+    assert_equal_stages(granular, ref)
+    assert_equal_stages(one_node, ref)
+    return granular["final"]
 
 
+@pytest.mark.parametrize("scheduler", ALL_SCHEDULERS)
 def test_one_lora_equals_diffusers_load_lora_weights_and_set_adapters(
-    with_loras: Any, invokeai_invoker: Any, invokeai_run_graph: Any, model_folders: Any, lora_files: Any
+    scheduler: str, with_loras: Any, invokeai_invoker: Any, invokeai_run_graph: Any, model_folders: Any, lora_files: Any
 ) -> None:
     import torch
 
-    plain = run_and_compare(invokeai_invoker, invokeai_run_graph, model_folders["sd"], lora_files, [], seed=7)
     ours = run_and_compare(
-        invokeai_invoker, invokeai_run_graph, model_folders["sd"], lora_files, [("ink", 0.8)], seed=7
+        invokeai_invoker,
+        invokeai_run_graph,
+        model_folders["sd"],
+        lora_files,
+        [("ink", 0.8)],
+        seed=7,
+        scheduler=scheduler,
     )
-    assert not torch.allclose(ours, plain, atol=1e-3)  # the LoRA changes the result
+    if scheduler == "default":
+        plain = run_and_compare(invokeai_invoker, invokeai_run_graph, model_folders["sd"], lora_files, [], seed=7)
+        assert not torch.allclose(ours, plain, atol=1e-3)  # the LoRA changes the result
 
 
 def test_two_loras_with_different_weights_equal_diffusers(
@@ -286,10 +294,8 @@ def test_sdxl_lora_on_unet_and_both_text_encoders_equals_diffusers(
         if e["source"]["node_id"] == "m" and e["source"]["field"] in ("unet", "clip", "clip2"):
             if e["destination"]["node_id"] != "x":
                 e["source"]["node_id"] = "x"
-    run = invokeai_run_graph(graph)
-    assert run.status == "completed", run.errors
-    ref = StableDiffusionXLPipeline.from_pretrained(str(folder), local_files_only=True)
-    ref.set_progress_bar_config(disable=True)
+    ours = our_stages(invokeai_invoker, invokeai_run_graph, graph, "StableDiffusionXLPipeline", "default")
+    ref = reference_pipeline("StableDiffusionXLPipeline", folder, "default")
     ref.load_lora_weights(str(path), adapter_name="xl")
     ref.set_adapters(["xl"], adapter_weights=[0.7])
     call = {
@@ -300,9 +306,4 @@ def test_sdxl_lora_on_unet_and_both_text_encoders_equals_diffusers(
         "width": SIZE,
         "height": SIZE,
     }
-    latents = ref(generator=torch.Generator("cpu").manual_seed(8), output_type="latent", **call).images
-    image = ref(generator=torch.Generator("cpu").manual_seed(8), output_type="np", **call).images[0]
-    assert torch.equal(invokeai_invoker.services.objects.load(run["d"].latents.latents_name), latents)
-    assert np.array_equal(
-        pixels(invokeai_invoker, run["l"].image).astype("uint8"), (image * 255).round().astype("uint8")
-    )
+    assert_equal_stages(ours, reference_stages(ref, 8, **call))
