@@ -165,7 +165,13 @@ def test_a_deployment_on_loopback(stack_root: Any, pg_dsn: str, temporal: Tempor
             status, _, png = http("GET", f"{b}/api/v1/images/i/{name}/full")
             assert status == 200 and png[:8] == b"\x89PNG\r\n\x1a\n"
         assert all(len((tallies / f"{i}.log").read_text().split()) == 1 for i in range(20))
-        wait_until(lambda: all("completed" in watcher.statuses(i) for i in ids), 30, "B's live events")
+        try:
+            wait_until(lambda: all("completed" in watcher.statuses(i) for i in ids), 30, "B's live events")
+        except AssertionError:
+            seen = {i: watcher.statuses(i) for i in ids}
+            raise AssertionError(
+                f"B's live events: statuses seen per item {seen}; {len(watcher.events)} events"
+            ) from None
         assert all(
             watcher.statuses(i)[:2] == ["pending", "in_progress"] or "in_progress" in watcher.statuses(i) for i in ids
         )
