@@ -145,6 +145,28 @@ class _GenerationFields(BaseInvocation):
         stack.enter_context(ip_adapter.applied(pipe, adapters, image_encoder, call))
         return stack
 
+    def _generate(
+        self, context: InvocationContext, mode: str, size: tuple[int, int], control: list[ControlField], **inputs: Any
+    ) -> Any:
+        """Run the `mode` pipeline (its ControlNet form with `control`) on `inputs` with this node's
+        LoRAs, embeddings and IP-Adapters applied; the PIL image (canceled runs raise)."""
+        import torch
+
+        guidance = _guidance(context, self.model, control, img2img=mode == "img2img")
+        pipe, base = assemble(context, self.model, mode, self.scheduler, guidance)
+        call = self._common(context, base, pipe)
+        call.update(_control_arguments(context, guidance, *size, img2img=mode == "img2img", base=base))
+        with (
+            torch.inference_mode(),
+            lora_error("loras"),
+            self._loras(context, pipe, base),
+            self._embeddings(context, pipe, base),
+            self._ip_adapters(context, pipe, call),
+        ):
+            image = pipe(**inputs, **call).images[0]
+        raise_if_canceled(context)
+        return image
+
     def _common(self, context: InvocationContext, base: str, pipe: Any) -> dict[str, Any]:
         for text in (self.prompt, self.negative_prompt):
             warn_if_truncated(context, pipe.tokenizer, text)
@@ -209,22 +231,9 @@ class TextToImageInvocation(_GenerationFields):
     control: list[ControlField] = InputField(default=[], description=CONTROL_DESCRIPTION)
 
     def invoke(self, context: InvocationContext) -> ImageOutput:
-        import torch
-
         check_size(self.width, self.height)
-        guidance = _guidance(context, self.model, self.control, img2img=False)
-        pipe, base = assemble(context, self.model, "txt2img", self.scheduler, guidance)
-        call = self._common(context, base, pipe)
-        call.update(_control_arguments(context, guidance, self.width, self.height, img2img=False, base=base))
-        with (
-            torch.inference_mode(),
-            lora_error("loras"),
-            self._loras(context, pipe, base),
-            self._embeddings(context, pipe, base),
-            self._ip_adapters(context, pipe, call),
-        ):
-            image = pipe(width=self.width, height=self.height, **call).images[0]
-        raise_if_canceled(context)
+        size = (self.width, self.height)
+        image = self._generate(context, "txt2img", size, self.control, width=self.width, height=self.height)
         return save_image(context, image, self._metadata(width=self.width, height=self.height), gallery=self.gallery)
 
 
@@ -237,22 +246,8 @@ class ImageToImageInvocation(_GenerationFields):
     control: list[ControlField] = InputField(default=[], description=CONTROL_DESCRIPTION)
 
     def invoke(self, context: InvocationContext) -> ImageOutput:
-        import torch
-
         source = _source_image(context, "image", self.image)
-        guidance = _guidance(context, self.model, self.control, img2img=True)
-        pipe, base = assemble(context, self.model, "img2img", self.scheduler, guidance)
-        call = self._common(context, base, pipe)
-        call.update(_control_arguments(context, guidance, source.width, source.height, img2img=True, base=base))
-        with (
-            torch.inference_mode(),
-            lora_error("loras"),
-            self._loras(context, pipe, base),
-            self._embeddings(context, pipe, base),
-            self._ip_adapters(context, pipe, call),
-        ):
-            image = pipe(image=source, strength=self.strength, **call).images[0]
-        raise_if_canceled(context)
+        image = self._generate(context, "img2img", source.size, self.control, image=source, strength=self.strength)
         meta = self._metadata(strength=self.strength, source_image=self.image.image_name)
         return save_image(context, image, meta, gallery=self.gallery)
 
@@ -266,31 +261,22 @@ class InpaintInvocation(_GenerationFields):
     strength: float = InputField(default=1.0, ge=0, le=1, description="How much to change the masked area")
 
     def invoke(self, context: InvocationContext) -> ImageOutput:
-        import torch
-
         source = _source_image(context, "image", self.image)
         mask = context.images.load(self.mask)
         if mask.size != source.size:
             raise DiffusionNodeError(
                 "mask", f"the mask is {mask.width}x{mask.height}, the image is {source.width}x{source.height}"
             )
-        pipe, base = assemble(context, self.model, "inpaint", self.scheduler)
-        call = self._common(context, base, pipe)
-        with (
-            torch.inference_mode(),
-            lora_error("loras"),
-            self._loras(context, pipe, base),
-            self._embeddings(context, pipe, base),
-            self._ip_adapters(context, pipe, call),
-        ):
-            image = pipe(
-                image=source,
-                mask_image=mask,
-                strength=self.strength,
-                width=source.width,
-                height=source.height,
-                **call,
-            ).images[0]
-        raise_if_canceled(context)
+        image = self._generate(
+            context,
+            "inpaint",
+            source.size,
+            [],
+            image=source,
+            mask_image=mask,
+            strength=self.strength,
+            width=source.width,
+            height=source.height,
+        )
         meta = self._metadata(strength=self.strength, source_image=self.image.image_name, mask=self.mask.image_name)
         return save_image(context, image, meta, gallery=self.gallery)
