@@ -183,6 +183,12 @@ def test_one_node_forms_with_an_ip_adapter_equal_load_ip_adapter(
     )
 
 
+def add_ip_adapter(graph: dict[str, Any], image: dict[str, Any]) -> None:
+    """An ip_adapter node (IP-Adapter sd-a prompted with `image`) into the graph's denoise_latents."""
+    graph["nodes"]["ip"] = {"id": "ip", "type": "ip_adapter", "model": "sd-a", "image": image}
+    graph["edges"].append(edge("ip", "ip_adapter", "d", "ip_adapter"))
+
+
 def test_denoise_latents_with_a_controlnet_and_an_ip_adapter_equals_the_pipeline(
     controls: Any,
     with_ip: Any,
@@ -197,8 +203,7 @@ def test_denoise_latents_with_a_controlnet_and_an_ip_adapter_equals_the_pipeline
     field, pil = control_image(invokeai_invoker, 8)
     prompt_pil, prompt_field = images["dog"]
     graph = guided_graph("tiny-sd", [{"image": field.model_dump(), "control_model": "cn-a"}], seed=9)
-    graph["nodes"]["ip"] = {"id": "ip", "type": "ip_adapter", "model": "sd-a", "image": prompt_field.model_dump()}
-    graph["edges"].append(edge("ip", "ip_adapter", "d", "ip_adapter"))
+    add_ip_adapter(graph, prompt_field.model_dump())
     ours = our_stages(invokeai_invoker, invokeai_run_graph, graph, "StableDiffusionControlNetPipeline", "default")
     pipe = reference(
         "StableDiffusionControlNetPipeline",
@@ -236,8 +241,7 @@ def test_bad_guidance_on_one_node_forms_names_the_field(
     _, prompt_field = images["cat"]
     img, prompt_img = field.model_dump(), prompt_field.model_dump()
     granular = guided_graph("tiny-sd", [{"image": img, "t2i_adapter_model": "t2i-a"}], kind="t2i_adapter", seed=1)
-    granular["nodes"]["ip"] = {"id": "ip", "type": "ip_adapter", "model": "sd-a", "image": prompt_img}
-    granular["edges"].append(edge("ip", "ip_adapter", "d", "ip_adapter"))
+    add_ip_adapter(granular, prompt_img)
     for graph, node, message in (
         (
             one_node("txt2img", width=SIZE, height=SIZE, control=[{"image": img, "control_model": "t2i-a"}]),
