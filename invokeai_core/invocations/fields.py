@@ -26,9 +26,6 @@ class Input(StrEnum):
     """Either a value or an edge."""
 
 
-_UI_KEYS = ("ui_type", "ui_hidden", "ui_order", "ui_component", "ui_choice_labels")
-
-
 def _clean(extra: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in extra.items() if v is not None and v is not False}
 
@@ -45,6 +42,8 @@ def InputField(
     ui_order: int | None = None,
     ui_component: str | None = None,
     ui_choice_labels: dict[str, str] | None = None,
+    ui_model_type: str | list[str] | None = None,
+    ui_model_base: str | list[str] | None = None,
     ge: float | None = None,
     gt: float | None = None,
     le: float | None = None,
@@ -60,6 +59,10 @@ def InputField(
     edge into it. It is stored with a `None` placeholder so a node can be created before its edges
     exist; the graph validator (and the executor, as a last line) reports a missing required input
     with the node id and field name.
+
+    `ui_model_type` / `ui_model_base` narrow a model picker (`ui_type="model"`) to the installed
+    models whose record `type` (`"main"`, `"lora"`, `"controlnet"`, ...) and `base` (`"sd-1"`, ...)
+    fit; a list accepts any of them. They are hints for UIs only: the node still checks what it loads.
     """
     required = default is PydanticUndefined and default_factory is None
     extra = _clean(
@@ -72,6 +75,8 @@ def InputField(
             "ui_order": ui_order,
             "ui_component": ui_component,
             "ui_choice_labels": ui_choice_labels,
+            "ui_model_type": ui_model_type,
+            "ui_model_base": ui_model_base,
         }
     )
     extra["input"] = Input(input).value

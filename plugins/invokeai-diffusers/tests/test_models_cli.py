@@ -167,3 +167,31 @@ def test_from_image_reruns_the_graph_stored_in_an_output(tmp_path: Path) -> None
     Image.new("RGB", (8, 8)).save(plain)
     refused = cli("run", "--from-image", str(plain), root=tmp_path)
     assert refused.returncode == 2 and "carries no graph" in refused.stderr
+
+
+def test_every_model_input_says_which_installed_models_fit() -> None:
+    """The web UI's model pickers offer only the models an input's `ui_model_type`/`ui_model_base`
+    hints name: every model-name input of the plugin's nodes carries them, with the record types and
+    bases the model manager and the probe really use (a typo would leave a picker empty)."""
+    from invokeai_diffusers import hooks
+    from invokeai_diffusers.models.manager import KIND_NAMES
+
+    bases = {"sd-1", "sd-2", "sdxl", "flux", "sd-3"}
+    classes: list[Any] = []
+    hooks.register_invocations(classes.append)
+    hinted: dict[str, dict[str, Any]] = {}
+    for cls in classes:
+        for name, prop in cls.model_json_schema()["properties"].items():
+            if prop.get("ui_type") != "model":
+                continue
+            assert "ui_model_type" in prop, f"{cls.__name__}.{name} names a model but says not of which type"
+            types = prop["ui_model_type"] if isinstance(prop["ui_model_type"], list) else [prop["ui_model_type"]]
+            assert set(types) <= set(KIND_NAMES), (cls.__name__, name, types)
+            base = prop.get("ui_model_base", [])
+            assert set(base if isinstance(base, list) else [base]) <= bases, (cls.__name__, name, base)
+            hinted[f"{cls.invocation_type}.{name}"] = {"type": types, "base": base}
+    assert hinted["controlnet.control_model"] == {"type": ["controlnet"], "base": []}
+    assert hinted["t2i_adapter.t2i_adapter_model"] == {"type": ["t2i_adapter"], "base": []}
+    assert hinted["lora_loader.lora"] == {"type": ["lora"], "base": []}
+    assert hinted["sdxl_model_loader.model"] == {"type": ["main"], "base": "sdxl"}
+    assert {key.split(".")[0] for key in hinted} >= {"ip_adapter", "upscale_image", "txt2img", "flux_model_loader"}

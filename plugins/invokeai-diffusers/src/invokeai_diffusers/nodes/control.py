@@ -72,7 +72,9 @@ class ControlNetInvocation(BaseInvocation):
     MultiControlNet). The weight and the step range are the ControlNet pipelines' own arguments."""
 
     image: ImageField = InputField(description="The control image (e.g. from canny_edge)")
-    control_model: str = InputField(description="The installed ControlNet's name", ui_type="model")
+    control_model: str = InputField(
+        description="The installed ControlNet's name", ui_type="model", ui_model_type="controlnet"
+    )
     control_weight: float = InputField(
         default=1.0, ge=-1, le=2, description="How strongly it guides (controlnet_conditioning_scale)"
     )
@@ -123,7 +125,9 @@ class T2IAdapterInvocation(BaseInvocation):
     SD 1.x/2.x graph must leave it at 1."""
 
     image: ImageField = InputField(description="The control image")
-    t2i_adapter_model: str = InputField(description="The installed T2I-Adapter's name", ui_type="model")
+    t2i_adapter_model: str = InputField(
+        description="The installed T2I-Adapter's name", ui_type="model", ui_model_type="t2i_adapter"
+    )
     weight: float = InputField(
         default=1.0, ge=-1, le=2, description="How strongly it guides (adapter_conditioning_scale)"
     )

@@ -82,7 +82,12 @@ def assemble(
 class _GenerationFields(BaseInvocation):
     """Inputs every one-node generator shares (not a node itself)."""
 
-    model: str = InputField(description="The installed model's name (see `invokeai models list`)", ui_type="model")
+    model: str = InputField(
+        description="The installed model's name (see `invokeai models list`)",
+        ui_type="model",
+        ui_model_type="main",
+        ui_model_base=["sd-1", "sd-2", "sdxl"],
+    )
     prompt: str = InputField(default="", description="The prompt", ui_component="textarea")
     negative_prompt: str = InputField(default="", description="The negative prompt", ui_component="textarea")
     steps: int = InputField(default=20, ge=1, le=1000, description="Denoising steps")

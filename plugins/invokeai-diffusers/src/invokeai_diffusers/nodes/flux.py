@@ -194,7 +194,9 @@ class FluxModelLoaderOutput(BaseInvocationOutput):
 class FluxModelLoaderInvocation(BaseInvocation):
     """Selects an installed FLUX.1 model (dev or schnell)."""
 
-    model: str = InputField(description="The installed FLUX model's name", ui_type="model")
+    model: str = InputField(
+        description="The installed FLUX model's name", ui_type="model", ui_model_type="main", ui_model_base="flux"
+    )
 
     def preflight(self, services: Services) -> None:
         preflight_transformer_model(self, services, "flux")
@@ -477,7 +479,9 @@ FLUX_PARTS = ("transformer", "vae", "text_encoder", "tokenizer", "text_encoder_2
 class FluxTextToImageInvocation(BaseInvocation):
     """Generates an image from a prompt with a FLUX.1 model in one node (a whole FluxPipeline call)."""
 
-    model: str = InputField(description="The installed FLUX model's name", ui_type="model")
+    model: str = InputField(
+        description="The installed FLUX model's name", ui_type="model", ui_model_type="main", ui_model_base="flux"
+    )
     prompt: str = InputField(default="", description="The prompt", ui_component="textarea")
     width: int = InputField(default=1024, gt=0, multiple_of=16, description="Image width in pixels")
     height: int = InputField(default=1024, gt=0, multiple_of=16, description="Image height in pixels")

@@ -38,7 +38,11 @@ class IPAdapterInvocation(BaseInvocation):
     Applied as diffusers' `load_ip_adapter` + `set_ip_adapter_scale(weight)` + `ip_adapter_image`
     do, for the steps between `begin_step_percent` and `end_step_percent`."""
 
-    model: str = InputField(description="The installed IP-Adapter's name (see `invokeai models list`)", ui_type="model")
+    model: str = InputField(
+        description="The installed IP-Adapter's name (see `invokeai models list`)",
+        ui_type="model",
+        ui_model_type="ip_adapter",
+    )
     image: ImageField = InputField(description="The image prompt")
     weight: float = InputField(default=1.0, ge=-1, le=2, description="The adapter's scale (0 = no effect)")
     begin_step_percent: float = InputField(default=0.0, ge=0, le=1, description="Acts from this fraction of the steps")

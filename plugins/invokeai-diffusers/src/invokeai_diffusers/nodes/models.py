@@ -45,7 +45,12 @@ class SDXLModelLoaderOutput(BaseInvocationOutput):
 class MainModelLoaderInvocation(BaseInvocation):
     """Selects an installed Stable Diffusion 1.x or 2.x model."""
 
-    model: str = InputField(description="The installed model's name (see `invokeai models list`)", ui_type="model")
+    model: str = InputField(
+        description="The installed model's name (see `invokeai models list`)",
+        ui_type="model",
+        ui_model_type="main",
+        ui_model_base=["sd-1", "sd-2"],
+    )
 
     def preflight(self, services: Services) -> None:
         preflight_model(self, services, base="sd")
@@ -62,7 +67,9 @@ class MainModelLoaderInvocation(BaseInvocation):
 class SDXLModelLoaderInvocation(BaseInvocation):
     """Selects an installed SDXL model."""
 
-    model: str = InputField(description="The installed SDXL model's name", ui_type="model")
+    model: str = InputField(
+        description="The installed SDXL model's name", ui_type="model", ui_model_type="main", ui_model_base="sdxl"
+    )
 
     def preflight(self, services: Services) -> None:
         preflight_model(self, services, base="sdxl")
@@ -102,7 +109,9 @@ class LoRALoaderInvocation(BaseInvocation):
     Applied unfused at run time, as diffusers' `load_lora_weights` + `set_adapters` do; the base
     model is never reloaded or changed."""
 
-    lora: str = InputField(description="The installed LoRA's name (see `invokeai models list`)", ui_type="model")
+    lora: str = InputField(
+        description="The installed LoRA's name (see `invokeai models list`)", ui_type="model", ui_model_type="lora"
+    )
     weight: float = InputField(default=1.0, ge=-10, le=10, description="The adapter weight")
     unet: UNetField = InputField(description="The UNet (from a model loader)", input=Input.Connection)
     clip: CLIPField = InputField(description="The text encoder (from a model loader)", input=Input.Connection)

@@ -85,7 +85,9 @@ class SD3ModelLoaderOutput(BaseInvocationOutput):
 class SD3ModelLoaderInvocation(BaseInvocation):
     """Selects an installed Stable Diffusion 3.5 model."""
 
-    model: str = InputField(description="The installed SD3 model's name", ui_type="model")
+    model: str = InputField(
+        description="The installed SD3 model's name", ui_type="model", ui_model_type="main", ui_model_base="sd-3"
+    )
 
     def preflight(self, services: Services) -> None:
         preflight_transformer_model(self, services, "sd-3")
@@ -276,7 +278,9 @@ class SD3VaeDecodeInvocation(BaseInvocation):
 class SD3TextToImageInvocation(BaseInvocation):
     """Generates an image from a prompt with an SD3.5 model in one node (a whole StableDiffusion3Pipeline call)."""
 
-    model: str = InputField(description="The installed SD3 model's name", ui_type="model")
+    model: str = InputField(
+        description="The installed SD3 model's name", ui_type="model", ui_model_type="main", ui_model_base="sd-3"
+    )
     prompt: str = InputField(default="", description="The prompt", ui_component="textarea")
     negative_prompt: str = InputField(default="", description="The negative prompt", ui_component="textarea")
     width: int = InputField(default=1024, gt=0, multiple_of=16, description="Image width in pixels")

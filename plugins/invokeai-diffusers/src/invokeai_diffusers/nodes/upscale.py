@@ -33,7 +33,11 @@ class UpscaleImageInvocation(BaseInvocation):
     for large images; not bit-equal to the untiled result near tile seams)."""
 
     image: ImageField = InputField(description="The image to upscale")
-    model: str = InputField(description="The installed upscaler's name (see `invokeai models list`)", ui_type="model")
+    model: str = InputField(
+        description="The installed upscaler's name (see `invokeai models list`)",
+        ui_type="model",
+        ui_model_type="upscaler",
+    )
     tile_size: int = InputField(default=0, ge=0, le=8192, description="Tile size in input pixels (0 = no tiling)")
     tile_overlap: int = InputField(default=16, ge=0, le=1024, description="Overlap between tiles in input pixels")
     gallery: bool = InputField(default=True, description="Show the image in the gallery (not intermediate)")
