@@ -127,20 +127,27 @@ def browser() -> Iterator[Any]:
         b.close()
 
 
-@pytest.fixture
-def page(browser: Any, ui_url: str) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1280, "height": 800}, accept_downloads=True)
+@contextlib.contextmanager
+def _page_on(browser: Any, url: str, width: int = 1280, height: int = 800) -> Iterator[Any]:
+    """A fresh page on the UI at `url`, once it is live; fails on any console or page error."""
+    context = browser.new_context(viewport={"width": width, "height": height}, accept_downloads=True)
     pg = context.new_page()
     problems: list[str] = []
     pg.on("console", lambda m: problems.append(f"console.{m.type}: {m.text}") if m.type == "error" else None)
     pg.on("pageerror", lambda e: problems.append(f"page error: {e}"))
     pg.set_default_timeout(30_000)
     pg.console_problems = problems  # a test that provokes errors on purpose clears them
-    pg.goto(ui_url + "/")
+    pg.goto(url + "/")
     pg.get_by_test_id("connection").filter(has_text="live").wait_for()
     yield pg
     context.close()
     assert not problems, "errors in the browser console:\n" + "\n".join(problems)
+
+
+@pytest.fixture
+def page(browser: Any, ui_url: str) -> Iterator[Any]:
+    with _page_on(browser, ui_url) as pg:
+        yield pg
 
 
 def shot(pg: Any, name: str) -> None:
@@ -656,3 +663,189 @@ def test_the_workflow_library_saves_opens_and_runs_with_inputs(page: Any, ui_url
     item.get_by_role("button", name="Open two-ints").click()
     expect(pg.get_by_test_id("graph-size")).to_contain_text("2 nodes")
     assert pg.request.delete(ui_url + "/api/v1/workflows/two-ints").ok
+
+
+# -- LoRAs and ControlNets ----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def guided_ui_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A server whose root holds the demo model plus a tiny random LoRA and ControlNet for it
+    (built offline by guidance_models.py, installed with `invokeai models add`)."""
+    root = tmp_path_factory.mktemp("ui-guided-root")
+    env = _server_env(root)
+
+    def cli(*args: str) -> str:
+        done = subprocess.run([*_invokeai(), *args], env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, f"invokeai {' '.join(args)}: {done.stderr}"
+        return done.stdout
+
+    cli("models", "create-demo")
+    (demo,) = json.loads(cli("models", "list", "--json"))
+    extras = root / "extras"
+    built = subprocess.run(
+        [sys.executable, str(HERE / "guidance_models.py"), demo["path"], str(extras)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert built.returncode == 0, built.stderr
+    cli("models", "add", str(extras / "demo-lora.safetensors"), "--name", "demo-lora")
+    cli("models", "add", str(extras / "demo-controlnet"), "--name", "demo-controlnet")
+    kinds = {m["name"]: (m["type"], m["base"]) for m in json.loads(cli("models", "list", "--json"))}
+    assert kinds == {
+        "demo-sd": ("main", "sd-1"),
+        "demo-lora": ("lora", "sd-1"),
+        "demo-controlnet": ("controlnet", "sd-1"),
+    }
+    with _serve(root, env, "/api/v1/app/version") as url:
+        yield url
+
+
+@pytest.fixture
+def guided_page(browser: Any, guided_ui_url: str) -> Iterator[Any]:
+    with _page_on(browser, guided_ui_url, 1600, 1100) as pg:  # room below the graph for two more nodes
+        yield pg
+
+
+def _control_png(path: Path) -> Path:
+    """A white square on black: something for a ControlNet (and edge detection) to follow."""
+    from PIL import Image, ImageDraw
+
+    img = Image.new("RGB", (256, 256))
+    ImageDraw.Draw(img).rectangle((64, 64, 191, 191), fill="white")
+    img.save(path)
+    return path
+
+
+def _options(select: Any, count: int) -> list[str]:
+    """The option values of a select, once it shows `count` of them (the models load after the page)."""
+    sync_api.expect(select.locator("option")).to_have_count(count)
+    return [str(v) for v in select.locator("option").evaluate_all("os => os.map(o => o.value)")]
+
+
+def _last_item(pg: Any, url: str) -> dict[str, Any]:
+    items = pg.request.get(url + "/api/v1/queue/default/list?limit=1000").json()["items"]
+    latest = max(items, key=lambda i: i["item_id"])
+    got: dict[str, Any] = pg.request.get(f"{url}/api/v1/queue/default/i/{latest['item_id']}").json()
+    return got
+
+
+def test_generate_with_a_lora_and_a_controlnet(guided_page: Any, guided_ui_url: str, tmp_path: Path) -> None:
+    """Generate offers only main models to generate with, the LoRA and ControlNet of the model's
+    base in their own sections, and sends them on the txt2img node; the image changes with them."""
+    pg, url = guided_page, guided_ui_url
+    expect = sync_api.expect
+    expect(pg.get_by_test_id("model")).to_have_value("demo-sd")
+    assert _options(pg.get_by_test_id("model"), 1) == ["demo-sd"]  # not the LoRA, not the ControlNet
+    assert _options(pg.get_by_test_id("lora-choice"), 1) == ["demo-lora"]
+    assert _options(pg.get_by_test_id("controlnet-model"), 2) == ["", "demo-controlnet"]
+    for test_id, value in (("width", "256"), ("height", "256"), ("steps", "4")):
+        pg.get_by_test_id(test_id).fill(value)
+    pg.get_by_label("Random").uncheck()
+    pg.get_by_test_id("seed").fill("7")
+
+    def generate() -> str:
+        before = pg.get_by_test_id("result").get_attribute("src") if pg.get_by_test_id("result").count() else None
+        pg.get_by_test_id("invoke").click()
+        expect(pg.get_by_test_id("progress-text")).to_contain_text("1/1 done", timeout=120_000)
+        result = pg.get_by_test_id("result")
+        expect(result).not_to_have_attribute("src", before or "")
+        return str(result.get_attribute("src"))
+
+    plain = generate()
+
+    pg.get_by_test_id("lora-add").click()
+    expect(pg.get_by_test_id("lora-row")).to_have_count(1)
+    pg.get_by_test_id("lora-weight-demo-lora").fill("0.5")
+    pg.get_by_test_id("controlnet-model").select_option("demo-controlnet")
+    # a ControlNet without its image is explained, and nothing is enqueued
+    pg.get_by_test_id("invoke").click()
+    expect(pg.get_by_role("alert").filter(has_text="Choose a control image")).to_contain_text("demo-controlnet")
+    picker = pg.get_by_test_id("control-image")
+    picker.locator("input[type=file]").set_input_files(str(_control_png(tmp_path / "square.png")))
+    expect(picker.locator("img")).to_be_visible()
+    pg.get_by_test_id("control-weight").fill("0.8")
+    pg.get_by_test_id("control-end").fill("0.5")
+    shot(pg, "generate-lora-controlnet")
+    guided = generate()
+    assert guided != plain
+
+    item = _last_item(pg, url)
+    assert item["status"] == "completed"
+    assert item["field_values"] == [{"node_path": "gen", "field_name": "seed", "value": 7}]
+    node = item["graph"]["nodes"]["gen"]
+    assert node["type"] == "txt2img"
+    assert node["loras"] == [{"name": "demo-lora", "weight": 0.5}]
+    (control,) = node["control"]
+    assert control["control_model"] == "demo-controlnet"
+    assert (control["control_weight"], control["begin_step_percent"], control["end_step_percent"]) == (0.8, 0, 0.5)
+    assert control["image"]["image_name"]
+    # the two results differ in their pixels, not only their names
+    a, b = (pg.request.get(url + src.split("?")[0]).body() for src in (plain, guided))
+    assert a != b
+
+
+def test_workflow_editor_adds_a_controlnet_with_canny_edges_and_runs_it(guided_page: Any, tmp_path: Path) -> None:
+    """A granular txt2img graph opened in the editor; canny_edge and controlnet nodes dragged in and
+    wired into denoise_latents.control; the ControlNet picker offers only ControlNets; it runs."""
+    pg = guided_page
+    expect = sync_api.expect
+
+    def edge(src: str, out: str, dst: str, inp: str) -> dict[str, Any]:
+        return {"source": {"node_id": src, "field": out}, "destination": {"node_id": dst, "field": inp}}
+
+    graph = {
+        "nodes": {
+            "m": {"id": "m", "type": "main_model_loader", "model": "demo-sd"},
+            "p": {"id": "p", "type": "prompt", "prompt": "a lighthouse"},
+            "z": {"id": "z", "type": "noise", "seed": 3, "width": 256, "height": 256},
+            "d": {"id": "d", "type": "denoise_latents", "steps": 3},
+            "l": {"id": "l", "type": "latents_to_image"},
+        },
+        "edges": [
+            edge("m", "clip", "p", "clip"),
+            edge("m", "unet", "d", "unet"),
+            edge("p", "conditioning", "d", "positive_conditioning"),
+            edge("z", "latents", "d", "noise"),
+            edge("d", "latents", "l", "latents"),
+            edge("m", "vae", "l", "vae"),
+        ],
+    }
+    path = tmp_path / "granular.json"
+    path.write_text(json.dumps({"graph": graph}))
+    pg.get_by_role("tab", name="Workflow").click()
+    canvas = pg.get_by_test_id("canvas")
+    canvas.wait_for()
+    pg.get_by_test_id("open-workflow").set_input_files(str(path))
+    expect(pg.get_by_test_id("graph-size")).to_contain_text("5 nodes · 6 edges")
+    # the loader's picker: the main model only
+    loader = pg.get_by_test_id("node-m")
+    assert [o for o in _options(loader.get_by_label("Model", exact=True), 2) if o] == ["demo-sd"]  # and "none"
+
+    for i, node_type in enumerate(["canny_edge", "controlnet"]):
+        pg.get_by_test_id("palette-search").fill(node_type)
+        pg.get_by_test_id(f"palette-{node_type}").drag_to(canvas, target_position={"x": 60 + i * 320, "y": 620})
+        expect(pg.get_by_test_id(f"node-{node_type}_1")).to_be_visible()
+    net = pg.get_by_test_id("node-controlnet_1")
+    picker = net.get_by_label("Control Model", exact=True)
+    expect(picker).to_have_value("demo-controlnet")  # the only ControlNet: preselected
+    assert [o for o in _options(picker, 2) if o] == ["demo-controlnet"]  # never the main model or the LoRA
+    canny = pg.get_by_test_id("node-canny_edge_1")
+    canny.locator("input[type=file]").set_input_files(str(_control_png(tmp_path / "square.png")))
+    expect(canny.locator(".image-picker img")).to_be_visible()
+
+    # the edges image is a ControlNet's image, not denoise_latents' control
+    _connect(pg, "canny_edge_1", "image", "d", "control")
+    expect(pg.locator(".note.error")).to_contain_text("Connection refused")
+    expect(pg.locator(".react-flow__edge")).to_have_count(6)
+    _connect(pg, "canny_edge_1", "image", "controlnet_1", "image")
+    _connect(pg, "controlnet_1", "control", "d", "control")
+    shot(pg, "workflow-controlnet")
+    expect(pg.get_by_test_id("graph-size")).to_contain_text("7 nodes · 8 edges")
+
+    pg.get_by_test_id("run-workflow").click()
+    for node_id in ("canny_edge_1", "controlnet_1", "d", "l"):
+        expect(pg.get_by_test_id(f"node-{node_id}")).to_have_attribute("data-status", "done", timeout=120_000)
+    result = pg.get_by_test_id("node-l").get_by_test_id("node-result-image")
+    expect(result).to_be_visible()
+    assert result.evaluate("img => img.naturalWidth") == 256
