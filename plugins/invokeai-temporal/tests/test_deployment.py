@@ -73,6 +73,27 @@ class Watcher:
             ]
 
 
+class RedisTap:
+    """The status events the processes publish on the Redis channel (tells a lost publish from a
+    lost delivery when B's client misses one)."""
+
+    def __init__(self, url: str) -> None:
+        import redis
+
+        self.events: list[dict[str, Any]] = []
+        self.pubsub = redis.Redis.from_url(url).pubsub(ignore_subscribe_messages=True)
+        self.pubsub.subscribe(**{"invokeai:events": self._on})
+        self.thread = self.pubsub.run_in_thread(sleep_time=0.1, daemon=True)
+
+    def _on(self, message: dict[str, Any]) -> None:
+        data = json.loads(message["data"])
+        if data.get("event") == "queue_item_status_changed":
+            self.events.append(data["data"])
+
+    def statuses(self, item_id: int) -> list[str]:
+        return [d["status"] for d in list(self.events) if d.get("item_id") == item_id]
+
+
 def item(url: str, item_id: int) -> dict[str, Any]:
     status, _, body = http("GET", f"{url}/api/v1/queue/default/i/{item_id}")
     assert status == 200, body
@@ -121,14 +142,15 @@ def stack_root(tmp_path: Path, pg_dsn: str, temporal: TemporalServer, monkeypatc
         },
     )
     try:
-        yield root, moto
+        yield root, moto, redis
     finally:
         redis.stop()
         moto.stop()
 
 
 def test_a_deployment_on_loopback(stack_root: Any, pg_dsn: str, temporal: TemporalServer, tmp_path: Path) -> None:
-    root, moto = stack_root
+    root, moto, redis = stack_root
+    tap = RedisTap(redis.url)
     logs = tmp_path / "logs"
     logs.mkdir()
     with Procs() as procs:
@@ -169,8 +191,10 @@ def test_a_deployment_on_loopback(stack_root: Any, pg_dsn: str, temporal: Tempor
             wait_until(lambda: all("completed" in watcher.statuses(i) for i in ids), 30, "B's live events")
         except AssertionError:
             seen = {i: watcher.statuses(i) for i in ids}
+            published = {i: tap.statuses(i) for i in ids}
             raise AssertionError(
-                f"B's live events: statuses seen per item {seen}; {len(watcher.events)} events"
+                f"B's live events: statuses seen per item {seen}; {len(watcher.events)} events; "
+                f"published on Redis {published}"
             ) from None
         assert all(
             watcher.statuses(i)[:2] == ["pending", "in_progress"] or "in_progress" in watcher.statuses(i) for i in ids
