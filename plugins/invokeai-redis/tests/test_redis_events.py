@@ -98,6 +98,41 @@ def test_interest_goes_away_with_the_subscriber_and_the_process(make_bus: Any) -
     wait_until(lambda: a.has_subscribers("session_started"))
 
 
+def test_a_refresh_racing_a_subscription_never_hides_the_subscriber(make_bus: Any) -> None:
+    """The listener's refresh reads this process's interest, a subscriber on another thread changes
+    it and advertises, then the refresh writes what it read: the new subscriber must still be
+    advertised (before the fix, the older value landed last, and the other processes dropped its
+    events until the next refresh: the deployment test's lost live events)."""
+    import json
+    import threading
+    import time
+
+    a, b = make_bus(), make_bus()
+    computed, release = threading.Event(), threading.Event()
+    real = b._local_interest
+
+    def slow_refresh() -> str:
+        value: str = real()
+        if threading.current_thread().name == "refresh":
+            computed.set()
+            release.wait(10)
+        return value
+
+    b._local_interest = slow_refresh
+    refresh = threading.Thread(target=b._advertise, name="refresh")
+    refresh.start()
+    assert computed.wait(10)
+    subscriber = threading.Thread(target=lambda: b.subscribe(lambda e: None, names=["invocation_progress"]))
+    subscriber.start()
+    time.sleep(0.3)  # unordered, the subscriber's write would land now, before the refresh's
+    release.set()
+    refresh.join(10)
+    subscriber.join(10)
+    advertised = json.loads(b._redis.get(b._interest_key))
+    assert "invocation_progress" in advertised["names"], advertised
+    wait_until(lambda: a.has_subscribers("invocation_progress"))
+
+
 def test_a_graph_run_by_another_process_is_seen_here(
     make_bus: Any, redis_url: str, channel: str, tmp_path: Path
 ) -> None:

@@ -50,6 +50,7 @@ class RedisEventBus(InProcessEventBus):
         self.origin = uuid.uuid4().hex
         self.channel = self.settings.channel
         self._interest_key = f"{self.channel}:interest:{self.origin}"
+        self._advertise_lock = threading.Lock()
         timeout = self.settings.connect_timeout
         self._redis = redis.Redis.from_url(
             self.settings.url, socket_connect_timeout=timeout, socket_timeout=timeout, health_check_interval=30
@@ -118,7 +119,8 @@ class RedisEventBus(InProcessEventBus):
         self._refresh_now.set()
         self._thread.join(5)
         try:
-            self._redis.delete(self._interest_key)
+            with self._advertise_lock:
+                self._redis.delete(self._interest_key)
             self._announce()
             self._redis.close()
         except Exception:
@@ -135,8 +137,14 @@ class RedisEventBus(InProcessEventBus):
         return json.dumps({"names": sorted(self._names), "all": self._wildcards > 0})
 
     def _advertise(self) -> None:
-        """This process's interest, under its key (which expires unless advertised again)."""
-        self._redis.set(self._interest_key, self._local_interest(), ex=INTEREST_TTL_S)
+        """This process's interest, under its key (which expires unless advertised again).
+
+        Two threads advertise (the listener's refresh, and whichever thread subscribes), so reading
+        the interest and writing it happen under one lock: otherwise a refresh that read the interest
+        just before a subscription could land its older value after the subscriber's, and the others
+        would drop the new subscriber's events until the next refresh (seen as lost live events)."""
+        with self._advertise_lock:
+            self._redis.set(self._interest_key, self._local_interest(), ex=INTEREST_TTL_S)
 
     def _announce(self) -> None:
         """Tell the other processes that this one's interest changed."""
