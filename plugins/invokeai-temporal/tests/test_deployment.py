@@ -13,7 +13,8 @@ the stack is most of the cost):
 4. kill -9 of the Temporal server mid-run, then a restart on its file: enqueue answers 503 with
    Retry-After meanwhile, and every accepted item completes;
 5. cancel through B of an item running on a worker: canceled in under 2 s, the worker still serves;
-6. priorities: with both workers busy, items of a higher priority start before lower ones.
+6. priorities: with both workers busy, items of a higher priority start before lower ones;
+7. kill -9 of the API server that started running items' workflows (eagerly): they complete.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from deploy_helpers import (
     query,
     running_worker_pid,
     start_moto_server,
+    temporal_binary,
     wait_until,
     write_config,
 )
@@ -93,6 +95,41 @@ class RedisTap:
     def statuses(self, item_id: int) -> list[str]:
         return [d["status"] for d in list(self.events) if d.get("item_id") == item_id]
 
+    def close(self) -> None:
+        self.thread.stop()
+        self.thread.join(5)
+        self.pubsub.close()
+
+
+def workflow_events(temporal: TemporalServer, root: Path, item_id: int) -> list[dict[str, Any]]:
+    """The history of the item's workflow (from the Temporal CLI)."""
+    import subprocess
+    import tomllib
+
+    config = tomllib.loads((root / "invokeai.toml").read_text(encoding="utf-8"))
+    prefix = config["plugins"]["temporal"]["task_queue_prefix"]
+    exe = temporal_binary()
+    assert exe is not None
+    done = subprocess.run(
+        [exe, "workflow", "show", "--workflow-id", f"{prefix}-item-{item_id}", "--address", temporal.address,
+         "--output", "json"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return list(json.loads(done.stdout)["events"])
+
+
+def first_workflow_task_identity(temporal: TemporalServer, root: Path, item_id: int) -> str:
+    """Which process took the item's first workflow task."""
+    started = [e for e in workflow_events(temporal, root, item_id) if "workflowTaskStartedEventAttributes" in e]
+    return str(started[0]["workflowTaskStartedEventAttributes"]["identity"])
+
+
+def workflow_completed(temporal: TemporalServer, root: Path, item_id: int) -> bool:
+    return any("workflowExecutionCompletedEventAttributes" in e for e in workflow_events(temporal, root, item_id))
+
 
 def item(url: str, item_id: int) -> dict[str, Any]:
     status, _, body = http("GET", f"{url}/api/v1/queue/default/i/{item_id}")
@@ -148,16 +185,24 @@ def stack_root(tmp_path: Path, pg_dsn: str, temporal: TemporalServer, monkeypatc
         moto.stop()
 
 
-def test_a_deployment_on_loopback(stack_root: Any, pg_dsn: str, temporal: TemporalServer, tmp_path: Path) -> None:
-    root, moto, redis = stack_root
-    tap = RedisTap(redis.url)
+@pytest.fixture
+def tap(stack_root: Any) -> Any:
+    recorder = RedisTap(stack_root[2].url)
+    yield recorder
+    recorder.close()
+
+
+def test_a_deployment_on_loopback(
+    stack_root: Any, tap: RedisTap, pg_dsn: str, temporal: TemporalServer, tmp_path: Path
+) -> None:
+    root, moto, _ = stack_root
     logs = tmp_path / "logs"
     logs.mkdir()
     with Procs() as procs:
         # 1. up in under 60 s
         t0 = time.monotonic()
         workers = [procs.worker(root, logs / f"worker{i}.log", PLUGINS, **AWS) for i in range(2)]
-        (_, a), (_, b) = (procs.server(root, logs / f"server{i}.log", PLUGINS) for i in range(2))
+        (server_a, a), (_, b) = (procs.server(root, logs / f"server{i}.log", PLUGINS) for i in range(2))
         up = time.monotonic() - t0
         print(f"\nup in {up:.1f} s (2 workers, 2 API servers)")
         assert up < 60
@@ -201,6 +246,9 @@ def test_a_deployment_on_loopback(stack_root: Any, pg_dsn: str, temporal: Tempor
         )
         s3_keys = {o["Key"] for o in moto.client().list_objects_v2(Bucket="images").get("Contents", [])}
         assert sum(k.endswith(".png") for k in s3_keys) >= 20
+        # eager start: the first workflow task of each item ran in API A, which enqueued it
+        first = first_workflow_task_identity(temporal, root, ids[0])
+        assert first.startswith(f"{server_a.pid}@"), (first, server_a.pid)
 
         # 3. kill -9 of the worker running an item
         log = tmp_path / "killed.log"
@@ -281,3 +329,12 @@ def test_a_deployment_on_loopback(stack_root: Any, pg_dsn: str, temporal: Tempor
         # Temporal orders by priority key, not strictly within a key, and two workers race: the high
         # items as a whole start first (FIFO would start every low item first)
         assert sum(order.index(i) for i in high) < sum(order.index(i) for i in low), order
+
+        # 7. API A, which started its items' workflows eagerly (and so holds them cached), is killed
+        # while they run: their workflows finish on the workers' workflow workers
+        last = enqueue(a, {"graph": chain(tmp_path / "last.log", 1.5), "runs": 2})
+        wait_until(lambda: all(item(b, i)["status"] == "in_progress" for i in last), 60, "the last items to start")
+        server_a.kill()
+        server_a.wait(10)
+        wait_until(lambda: all(workflow_completed(temporal, root, i) for i in last), 60, "A's workflows to complete")
+        assert [item(b, i)["status"] for i in last] == ["completed"] * 2

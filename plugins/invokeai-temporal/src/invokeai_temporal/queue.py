@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from temporalio.client import Client
 
     from invokeai_core import Batch, ExpandedItem, InvokeAIConfig, NodeRegistry, ServiceRuntime
+    from invokeai_temporal.workflow_worker import WorkflowHost
 
 logger = logging.getLogger("invokeai.temporal")
 
@@ -70,6 +71,7 @@ class TemporalSessionQueue(PostgresSessionQueue):
         except BaseException:
             self.connection.close()
             raise
+        self._workflows: WorkflowHost | None = None
         self._sweep_stop = threading.Event()
         self._sweeper = threading.Thread(target=self._sweep_loop, name="invokeai-temporal-dispatch", daemon=True)
         self._sweeper.start()
@@ -77,6 +79,8 @@ class TemporalSessionQueue(PostgresSessionQueue):
     def stop(self) -> None:
         """Stop the sweep and the Temporal connection (the services' lifecycle calls it)."""
         self._sweep_stop.set()
+        if self._workflows is not None:
+            self._workflows.stop()
         self.connection.close()
 
     # -- enqueue ----------------------------------------------------------------------------------
@@ -113,6 +117,8 @@ class TemporalSessionQueue(PostgresSessionQueue):
             logger.exception("reading the worker registry failed; items go to the shared queue")
             routes = [None] * len(items)
 
+        eager = self._workflows is not None and self._workflows.running
+
         async def start_all(client: Client) -> list[int]:
             async def start(item: tuple[int, str, int, Any], route: str | None) -> int | None:
                 item_id, queue_id, priority, _ = item
@@ -135,6 +141,7 @@ class TemporalSessionQueue(PostgresSessionQueue):
                         task_queue=settings.workflow_queue,
                         priority=Priority(priority_key=key),
                         id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                        request_eager_start=eager,
                     )
                 except WorkflowAlreadyStartedError:
                     pass  # handed over already (by a sweep of another process)
@@ -266,7 +273,27 @@ class TemporalSessionQueue(PostgresSessionQueue):
         return None
 
     def claim_processor(self) -> Callable[[], None]:
-        return lambda: None
+        """The queue processor of a long-lived process (`invokeai serve`) runs no items; with
+        `eager_start` it hosts a workflow worker instead, so this process's enqueues start their
+        workflows eagerly (see workflow_worker.py). Released when the processor stops."""
+        if not self.temporal.eager_start or self._workflows is not None:
+            return lambda: None
+        from invokeai_temporal.workflow_worker import WorkflowHost
+
+        host = WorkflowHost(
+            self.connection,
+            self.temporal.workflow_queue,
+            lambda job: self.fail_unfinished(job.item_id, job.error_type, job.message),
+        )
+        host.start()
+        self._workflows = host
+
+        def release() -> None:
+            if self._workflows is host:
+                self._workflows = None
+                host.stop()
+
+        return release
 
     def recover_interrupted(
         self,

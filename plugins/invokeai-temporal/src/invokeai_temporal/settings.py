@@ -11,6 +11,7 @@ worker_ttl = 10                # seconds a worker's advertisement (models held, 
 heartbeat_timeout = 5          # seconds without a heartbeat after which Temporal retries an item elsewhere
 max_attempts = 5               # attempts of an item on the shared queue (dead workers), then it fails
 dispatch_interval = 2          # seconds between sweeps that hand accepted-but-undispatched items to Temporal
+eager_start = true             # `invokeai serve` runs workflow tasks too and starts its items' workflows eagerly
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class TemporalSettings(BaseModel):
     heartbeat_timeout: float = Field(default=5.0, ge=1, le=3600)
     max_attempts: int = Field(default=5, ge=1, le=1000)
     dispatch_interval: float = Field(default=2.0, gt=0, le=3600)
+    eager_start: bool = True
 
     @property
     def workflow_queue(self) -> str:

@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
-from temporalio.worker import UnsandboxedWorkflowRunner, Worker
+from temporalio.worker import Worker
 
 from invokeai_core import (
     FINISHED,
@@ -52,7 +52,8 @@ from invokeai_core import (
     StorageUnavailableError,
     prepared_id,
 )
-from invokeai_temporal.workflow import FAIL_ITEM, QUEUE_PAUSED, RUN_ITEM, WORKER_BUSY, FailJob, QueueItemWorkflow
+from invokeai_temporal.workflow import QUEUE_PAUSED, RUN_ITEM, WORKER_BUSY, FailJob
+from invokeai_temporal.workflow_worker import workflow_worker
 
 if TYPE_CHECKING:
     from invokeai_core import EventBase, Invoker, QueueItem, Session
@@ -332,27 +333,13 @@ class DeviceWorker:
         def run(item_id: int) -> str:
             return self.run_item(item_id)
 
-        @activity.defn(name=FAIL_ITEM)
-        def fail(job: FailJob) -> None:
-            self.fail_item(job)
-
         loop = self.queue.connection.loop
         workers: list[Worker] = []
 
         async def run_all() -> None:  # Workers are built on the loop they run on
             workers.extend(
                 [
-                    Worker(
-                        client,
-                        task_queue=self.settings.workflow_queue,
-                        workflows=[QueueItemWorkflow],
-                        # the workflow is small, deterministic and imports only temporalio; the sandbox
-                        # (fresh module state per run) cost ~7 ms of each item's dispatch (bench/scaleout.py)
-                        workflow_runner=UnsandboxedWorkflowRunner(),
-                        activities=[fail],
-                        activity_executor=executor,
-                        max_concurrent_activities=1,
-                    ),
+                    workflow_worker(client, self.settings.workflow_queue, self.fail_item, executor, _GRACE),
                     Worker(
                         client,
                         task_queue=self.settings.shared_queue,
