@@ -285,7 +285,11 @@ class TemporalSessionQueue(PostgresSessionQueue):
             self.temporal.workflow_queue,
             lambda job: self.fail_unfinished(job.item_id, job.error_type, job.message),
         )
-        host.start()
+        try:
+            host.start()
+        except TemporalUnavailableError as e:  # away since the start check: enqueues start workflows as usual
+            logger.warning("%s; this process starts its workflows without eager start", e)
+            return lambda: None
         self._workflows = host
 
         def release() -> None:
