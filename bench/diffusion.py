@@ -391,79 +391,99 @@ def print_control_rows(control_times: dict[str, list[float]], control_loads: int
     print(f"SDXL+ControlNet+LoRA model loads during timed runs: {control_loads} (target 0)")
 
 
+def sd_rows(
+    invoker: Any, manager: Any, host: Any, root: Path, runs: int, gpu: bool
+) -> tuple[dict[str, list[float]], int]:
+    """Our granular SD graph and txt2img node against a raw StableDiffusionPipeline, alternating, warm:
+    the demo model at 256x256, 8 steps on a CPU; a full-size SD 1.5 UNet at 512x512, 20 steps, in the
+    cache's dtype (fp16) on CUDA. Returns the times per row and the model loads of the timed runs."""
+    import torch
+    from diffusers import StableDiffusionPipeline
+
+    from invokeai_core.graph import Graph
+
+    size, steps = (512, 20) if gpu else (256, 8)
+    if gpu:
+        record = manager.add(full_size_sd15(root / "sd15-random"), name="sd15-random")
+    else:
+        record = manager.create_demo()
+    dtype = manager.cache.dtype
+    raw = StableDiffusionPipeline.from_pretrained(
+        record.path, local_files_only=True, dtype=dtype, safety_checker=None, requires_safety_checker=False
+    )
+    raw.to(manager.cache.device)
+    raw.set_progress_bar_config(disable=True)
+    granular, node = graphs(record.name, size, steps, seed=1)
+    g_granular = Graph.from_dict(granular, host.registry, require_inputs=True)
+    g_node = Graph.from_dict(node, host.registry, require_inputs=True)
+
+    def ours(graph: Graph) -> float:
+        t0 = time.perf_counter()
+        session = invoker.run_graph(graph.copy(), timeout=600)
+        assert session.status == "completed", session.errors
+        return time.perf_counter() - t0
+
+    def baseline() -> float:
+        t0 = time.perf_counter()
+        raw(
+            "a lighthouse at dusk",
+            negative_prompt="blurry",
+            num_inference_steps=steps,
+            guidance_scale=7.5,
+            width=size,
+            height=size,
+            generator=torch.Generator("cpu").manual_seed(1),
+        )
+        if gpu:
+            torch.cuda.synchronize()
+        return time.perf_counter() - t0
+
+    ours(g_granular), ours(g_node), baseline()  # warm up (loads the model into the cache)
+    loads_after_warmup = manager.cache.loads
+    times: dict[str, list[float]] = {"raw pipeline": [], "granular graph": [], "txt2img node": []}
+    for _ in range(runs):
+        times["raw pipeline"].append(baseline())
+        times["granular graph"].append(ours(g_granular))
+        times["raw pipeline"].append(baseline())
+        times["txt2img node"].append(ours(g_node))
+    return times, manager.cache.loads - loads_after_warmup
+
+
+def started_invoker(root: Path) -> tuple[Any, Any, Any]:
+    """An Invoker on a fresh root (in-memory stores), its model manager and its plugin host."""
+    from invokeai_diffusers.models.demo import quiet_progress_bars
+    from invokeai_diffusers.models.manager import ModelManager
+
+    from invokeai_core.config import load_config
+    from invokeai_core.invoker import Invoker
+    from invokeai_core.plugins.host import PluginHost
+
+    quiet_progress_bars()
+    memory = {f"services.{k}": "memory" for k in ("sessions", "image_records", "queue")}
+    config = load_config(root=str(root), environ={}, overrides=memory)
+    host = PluginHost(config).load()
+    invoker = Invoker.from_config(config, host).start()
+    return invoker, invoker.services.get(ModelManager), host
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--only", choices=["control"], help="only the SDXL+ControlNet+LoRA rows")
     args = parser.parse_args()
     import torch
-    from diffusers import StableDiffusionPipeline
-    from invokeai_diffusers.models.demo import quiet_progress_bars
-    from invokeai_diffusers.models.manager import ModelManager
 
-    from invokeai_core.config import load_config
-    from invokeai_core.graph import Graph
-    from invokeai_core.invoker import Invoker
-    from invokeai_core.plugins.host import PluginHost
-
-    quiet_progress_bars()
     gpu = torch.cuda.is_available()
     size, steps = (512, 20) if gpu else (256, 8)
     with tempfile.TemporaryDirectory() as root:
-        memory = {f"services.{k}": "memory" for k in ("sessions", "image_records", "queue")}
-        config = load_config(root=root, environ={}, overrides=memory)
-        host = PluginHost(config).load()
-        invoker = Invoker.from_config(config, host).start()
-        manager = invoker.services.get(ModelManager)
+        invoker, manager, host = started_invoker(Path(root))
         if args.only == "control":
             control_times, control_loads = sdxl_control_lora_rows(invoker, manager, host, Path(root), args.runs, gpu)
             invoker.stop()
             print_control_rows(control_times, control_loads)
             return
-        if gpu:
-            record = manager.add(full_size_sd15(Path(root) / "sd15-random"), name="sd15-random")
-        else:
-            record = manager.create_demo()
+        times, sd_loads = sd_rows(invoker, manager, host, Path(root), args.runs, gpu)
         dtype = manager.cache.dtype
-        raw = StableDiffusionPipeline.from_pretrained(
-            record.path, local_files_only=True, dtype=dtype, safety_checker=None, requires_safety_checker=False
-        )
-        raw.to(manager.cache.device)
-        raw.set_progress_bar_config(disable=True)
-        granular, node = graphs(record.name, size, steps, seed=1)
-        g_granular = Graph.from_dict(granular, host.registry, require_inputs=True)
-        g_node = Graph.from_dict(node, host.registry, require_inputs=True)
-
-        def ours(graph: Graph) -> float:
-            t0 = time.perf_counter()
-            session = invoker.run_graph(graph.copy(), timeout=600)
-            assert session.status == "completed", session.errors
-            return time.perf_counter() - t0
-
-        def baseline() -> float:
-            t0 = time.perf_counter()
-            raw(
-                "a lighthouse at dusk",
-                negative_prompt="blurry",
-                num_inference_steps=steps,
-                guidance_scale=7.5,
-                width=size,
-                height=size,
-                generator=torch.Generator("cpu").manual_seed(1),
-            )
-            if gpu:
-                torch.cuda.synchronize()
-            return time.perf_counter() - t0
-
-        ours(g_granular), ours(g_node), baseline()  # warm up (loads the model into the cache)
-        loads_after_warmup = manager.cache.loads
-        times: dict[str, list[float]] = {"raw pipeline": [], "granular graph": [], "txt2img node": []}
-        for _ in range(args.runs):
-            times["raw pipeline"].append(baseline())
-            times["granular graph"].append(ours(g_granular))
-            times["raw pipeline"].append(baseline())
-            times["txt2img node"].append(ours(g_node))
-        sd_loads = manager.cache.loads - loads_after_warmup  # before the FLUX rows load their model
         flux_times, flux_loads = flux_rows(invoker, manager, host, Path(root), args.runs, gpu)
         control_times, control_loads = sdxl_control_lora_rows(invoker, manager, host, Path(root), args.runs, gpu)
         invoker.stop()
