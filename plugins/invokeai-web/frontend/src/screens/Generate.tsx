@@ -23,6 +23,49 @@ function limitsOf(...fields: (FieldTemplate | undefined)[]): { min?: number; max
 const field = (fields: FieldTemplate[] | undefined, name: string) => fields?.find((f) => f.name === name);
 const clamp = (n: number, lo?: number, hi?: number) => Math.min(hi ?? Infinity, Math.max(lo ?? -Infinity, n));
 
+/** A labelled number input for a fraction or weight (step 0.01), within its limits. */
+function NumberField({
+  label,
+  title,
+  className,
+  limits,
+  value,
+  onChange,
+  onBlur,
+  ariaLabel,
+  testId,
+}: {
+  label: string;
+  title?: string;
+  className?: string;
+  limits: { min?: number; max?: number };
+  value: number;
+  onChange: (n: number) => void;
+  onBlur?: () => void;
+  ariaLabel: string;
+  testId: string;
+}) {
+  return (
+    <label title={title} className={className}>
+      {label}
+      <input
+        type="number"
+        min={limits.min}
+        max={limits.max}
+        step={0.01}
+        value={value}
+        onChange={(e) => {
+          const n = Number(e.target.value);
+          if (Number.isFinite(n)) onChange(n);
+        }}
+        onBlur={onBlur}
+        aria-label={ariaLabel}
+        data-testid={testId}
+      />
+    </label>
+  );
+}
+
 export function Generate() {
   const { models, modelsError, templates, notify, img2img, setImg2img, setTab } = useStore();
   const [model, setModel] = useState("");
@@ -310,20 +353,16 @@ export function Generate() {
                     <span className="extra-name" title={l.name}>
                       {l.name}
                     </span>
-                    <label className="inline">
-                      Weight
-                      <input
-                        type="number"
-                        min={loraLimits.min}
-                        max={loraLimits.max}
-                        step={0.01}
-                        value={l.weight}
-                        onChange={num((n) => setLoraWeight(l.name, n))}
-                        onBlur={() => setLoraWeight(l.name, clamp(l.weight, loraLimits.min, loraLimits.max))}
-                        aria-label={`Weight of the LoRA ${l.name}`}
-                        data-testid={`lora-weight-${l.name}`}
-                      />
-                    </label>
+                    <NumberField
+                      className="inline"
+                      label="Weight"
+                      limits={loraLimits}
+                      value={l.weight}
+                      onChange={(n) => setLoraWeight(l.name, n)}
+                      onBlur={() => setLoraWeight(l.name, clamp(l.weight, loraLimits.min, loraLimits.max))}
+                      ariaLabel={`Weight of the LoRA ${l.name}`}
+                      testId={`lora-weight-${l.name}`}
+                    />
                     <button type="button" className="icon" aria-label={`Remove the LoRA ${l.name}`} onClick={() => setLoras((ls) => ls.filter((x) => x.name !== l.name))}>
                       ⨯
                     </button>
@@ -387,45 +426,32 @@ export function Generate() {
                       />
                     </div>
                     <div className="row">
-                      <label>
-                        Weight
-                        <input
-                          type="number"
-                          min={controlSpec.weight.min}
-                          max={controlSpec.weight.max}
-                          step={0.01}
-                          value={control.control_weight}
-                          onChange={num((n) => setControlValue({ control_weight: n }))}
-                          aria-label="ControlNet weight"
-                          data-testid="control-weight"
-                        />
-                      </label>
-                      <label title="The fraction of the steps the ControlNet starts acting at (0 = the first step)">
-                        From step
-                        <input
-                          type="number"
-                          min={controlSpec.begin.min ?? 0}
-                          max={controlSpec.begin.max ?? 1}
-                          step={0.01}
-                          value={control.begin_step_percent}
-                          onChange={num((n) => setControlValue({ begin_step_percent: n }))}
-                          aria-label="ControlNet begin step percent (0–1)"
-                          data-testid="control-begin"
-                        />
-                      </label>
-                      <label title="The fraction of the steps the ControlNet stops acting at (1 = the last step)">
-                        To step
-                        <input
-                          type="number"
-                          min={controlSpec.end.min ?? 0}
-                          max={controlSpec.end.max ?? 1}
-                          step={0.01}
-                          value={control.end_step_percent}
-                          onChange={num((n) => setControlValue({ end_step_percent: n }))}
-                          aria-label="ControlNet end step percent (0–1)"
-                          data-testid="control-end"
-                        />
-                      </label>
+                      <NumberField
+                        label="Weight"
+                        limits={controlSpec.weight}
+                        value={control.control_weight}
+                        onChange={(n) => setControlValue({ control_weight: n })}
+                        ariaLabel="ControlNet weight"
+                        testId="control-weight"
+                      />
+                      <NumberField
+                        label="From step"
+                        title="The fraction of the steps the ControlNet starts acting at (0 = the first step)"
+                        limits={{ min: controlSpec.begin.min ?? 0, max: controlSpec.begin.max ?? 1 }}
+                        value={control.begin_step_percent}
+                        onChange={(n) => setControlValue({ begin_step_percent: n })}
+                        ariaLabel="ControlNet begin step percent (0–1)"
+                        testId="control-begin"
+                      />
+                      <NumberField
+                        label="To step"
+                        title="The fraction of the steps the ControlNet stops acting at (1 = the last step)"
+                        limits={{ min: controlSpec.end.min ?? 0, max: controlSpec.end.max ?? 1 }}
+                        value={control.end_step_percent}
+                        onChange={(n) => setControlValue({ end_step_percent: n })}
+                        ariaLabel="ControlNet end step percent (0–1)"
+                        testId="control-end"
+                      />
                     </div>
                     {controlSpec.resizeModes.length > 0 && (
                       <label>
