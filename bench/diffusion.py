@@ -379,15 +379,20 @@ def sdxl_control_lora_rows(
     return times, manager.cache.loads - loads
 
 
+def print_ratios(times: dict[str, list[float]], raw: str, width: int, note: str = "") -> None:
+    """One line per row: its median and the ratio to the median of the `raw` row."""
+    base = statistics.median(times[raw])
+    for name, values in times.items():
+        med = statistics.median(values)
+        print(f"{name:{width}} median {med:7.3f} s   ratio to raw {med / base:5.3f}{note}")
+
+
 def print_control_rows(control_times: dict[str, list[float]], control_loads: int) -> None:
-    control_base = statistics.median(control_times["SDXL+CN+LoRA raw pipeline"])
     print(
         f"SDXL+ControlNet+LoRA (demo SDXL, random ControlNet and LoRA, {CONTROL_SIZE}x{CONTROL_SIZE}, "
         f"{CONTROL_STEPS} steps):"
     )
-    for name, values in control_times.items():
-        med = statistics.median(values)
-        print(f"{name:26} median {med:7.3f} s   ratio to raw {med / control_base:5.3f}")
+    print_ratios(control_times, "SDXL+CN+LoRA raw pipeline", 26)
     print(f"SDXL+ControlNet+LoRA model loads during timed runs: {control_loads} (target 0)")
 
 
@@ -489,16 +494,10 @@ def main() -> None:
         invoker.stop()
     device = torch.cuda.get_device_name(0) if gpu else "CPU"
     print(f"device: {device}; {size}x{size}, {steps} steps, {dtype}; {args.runs} alternating runs each")
-    base = statistics.median(times["raw pipeline"])
-    for name, values in times.items():
-        med = statistics.median(values)
-        print(f"{name:16} median {med:7.3f} s   ratio to raw {med / base:5.3f}")
+    print_ratios(times, "raw pipeline", 16)
     print(f"model loads during timed runs: {sd_loads} (target 0)")
-    flux_base = statistics.median(flux_times["FLUX raw pipeline"])
     print(f"FLUX (tiny random-weight, {FLUX_SIZE}x{FLUX_SIZE}, {FLUX_STEPS} steps, dev-style guidance):")
-    for name, values in flux_times.items():
-        med = statistics.median(values)
-        print(f"{name:22} median {med:7.3f} s   ratio to raw {med / flux_base:5.3f}")
+    print_ratios(flux_times, "FLUX raw pipeline", 22)
     print(f"FLUX model loads during timed runs: {flux_loads} (target 0)")
     print_control_rows(control_times, control_loads)
     print(f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")

@@ -12,7 +12,6 @@ status 2 (bench/diffusion.py has the CPU rows).
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -31,7 +30,7 @@ def main() -> int:
     if not torch.cuda.is_available():
         print("bench/gpu.py: no CUDA device is visible to torch; run bench/diffusion.py for the CPU rows")
         return 2
-    from diffusion import sd_rows, started_invoker
+    from diffusion import print_ratios, sd_rows, started_invoker
 
     with tempfile.TemporaryDirectory() as root:
         invoker, manager, host = started_invoker(Path(root))
@@ -41,10 +40,7 @@ def main() -> int:
         finally:
             invoker.stop()
     print(f"device: {torch.cuda.get_device_name(0)}; 512x512, 20 steps, {dtype}; {args.runs} alternating runs each")
-    base = statistics.median(times["raw pipeline"])
-    for name, values in times.items():
-        med = statistics.median(values)
-        print(f"{name:16} median {med:7.3f} s   ratio to raw {med / base:5.3f}   (target <= {TARGET})")
+    print_ratios(times, "raw pipeline", 16, f"   (target <= {TARGET})")
     print(f"model loads during timed runs: {loads} (target 0)")
     print(f"peak GPU memory: {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB")
     return 0
